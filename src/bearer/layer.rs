@@ -1,0 +1,128 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::BearerService;
+use super::cache::TokenCache;
+use super::policy::Policy;
+use super::session::SessionBindings;
+use crate::validate::TokenValidator;
+use crate::{ProtectedResource, Scopes};
+
+/// The default number of validated tokens kept.
+pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
+/// The default number of MCP sessions whose owner is remembered.
+pub const DEFAULT_SESSION_CAPACITY: u64 = 100_000;
+/// The default idle time after which a session binding is forgotten.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Applies [`BearerService`]: requires a valid `Authorization: Bearer` token on every request.
+///
+/// Clones share the validator, the token cache and the session bindings.
+#[derive(Debug)]
+pub struct BearerLayer<V> {
+    pub(crate) validator: Arc<V>,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl<V> Clone for BearerLayer<V> {
+    fn clone(&self) -> Self {
+        BearerLayer {
+            validator: self.validator.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<V: TokenValidator> BearerLayer<V> {
+    /// Protects `resource` with tokens that `validator` accepts. The token cache (10,000 entries)
+    /// and session binding are on; no scope is required beyond a valid token.
+    pub fn new(validator: V, resource: ProtectedResource) -> Self {
+        let cache = TokenCache::new(DEFAULT_TOKEN_CACHE_CAPACITY, validator.cache_ttl());
+        BearerLayer {
+            policy: Arc::new(Policy {
+                challenge_scopes: resource.scopes_supported().clone(),
+                resource,
+                required_scopes: Scopes::default(),
+                cache: Some(cache),
+                sessions: Some(SessionBindings::new(
+                    DEFAULT_SESSION_CAPACITY,
+                    DEFAULT_SESSION_IDLE,
+                )),
+            }),
+            validator: Arc::new(validator),
+        }
+    }
+
+    /// Scopes every request needs, whatever it does; a valid token without them gets 403
+    /// `insufficient_scope` naming them. Per-tool scopes belong in the tool policy layer.
+    #[must_use]
+    pub fn require_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Arc::make_mut(&mut self.policy).required_scopes = Scopes::new(scopes);
+        self
+    }
+
+    /// The `scope` of 401 challenges: what a client should ask for to start with. Defaults to
+    /// the resource's `scopes_supported`.
+    #[must_use]
+    pub fn challenge_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Arc::make_mut(&mut self.policy).challenge_scopes = Scopes::new(scopes);
+        self
+    }
+
+    /// How many validated tokens to keep (default 10,000); 0 turns the cache off, so every
+    /// request pays for full validation.
+    #[must_use]
+    pub fn token_cache_capacity(mut self, capacity: u64) -> Self {
+        Arc::make_mut(&mut self.policy).cache = (capacity > 0)
+            .then(|| TokenCache::new(capacity, self.validator.cache_ttl()));
+        self
+    }
+
+    /// Whether stateful MCP sessions are bound to the principal that opened them (default on).
+    /// Turn it off only if the inner service binds sessions itself.
+    #[must_use]
+    pub fn session_binding(mut self, enabled: bool) -> Self {
+        Arc::make_mut(&mut self.policy).sessions = enabled
+            .then(|| SessionBindings::new(DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE));
+        self
+    }
+
+    /// How long an unused session's binding is remembered (default 24 hours). Set it at least
+    /// as long as the MCP server keeps idle sessions: a forgotten binding makes the session
+    /// unusable (the client must initialize a new one), never open to others.
+    #[must_use]
+    pub fn session_idle_timeout(mut self, idle: Duration) -> Self {
+        let policy = Arc::make_mut(&mut self.policy);
+        if policy.sessions.is_some() {
+            policy.sessions = Some(SessionBindings::new(DEFAULT_SESSION_CAPACITY, idle));
+        }
+        self
+    }
+
+    /// The protected resource this layer answers for.
+    pub fn resource(&self) -> &ProtectedResource {
+        &self.policy.resource
+    }
+}
+
+impl<S, V> Layer<S> for BearerLayer<V> {
+    type Service = BearerService<S, V>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerService {
+            inner,
+            validator: self.validator.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! What the bearer layer decides once it knows (or fails to know) who is calling.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+
+use super::cache::TokenCache;
+use super::credentials::CredentialError;
+use super::session::{Principal, SessionBindings, SessionCheck};
+use crate::challenge::{BearerErrorCode, Challenge, json_error};
+use crate::validate::TokenError;
+use crate::{AuthContext, ProtectedResource, Scopes};
+
+/// The `Mcp-Session-Id` header of Streamable HTTP.
+pub(crate) const MCP_SESSION_ID: &str = "mcp-session-id";
+/// Target of the audit events of every layer.
+pub(crate) const AUDIT: &str = "tower_mcp_auth::audit";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub(crate) resource: ProtectedResource,
+    pub(crate) required_scopes: Scopes,
+    pub(crate) challenge_scopes: Scopes,
+    pub(crate) cache: Option<TokenCache>,
+    pub(crate) sessions: Option<SessionBindings>,
+}
+
+/// What to do with the session once the inner service has answered.
+#[derive(Debug)]
+pub(crate) enum SessionAction {
+    None,
+    /// The request opened no session; if the response opens one, it belongs to this principal.
+    BindOnResponse(Principal),
+    /// A `DELETE` of this session: forget the binding once the server confirms.
+    UnbindOnSuccess(Box<str>),
+}
+
+impl Policy {
+    pub(crate) fn refuse_credentials(&self, error: CredentialError) -> Response<Full<Bytes>> {
+        let challenge = Challenge::new(self.resource.metadata_url());
+        match error {
+            CredentialError::Missing => {
+                tracing::debug!(target: AUDIT, decision = "deny", reason = "no bearer token", "request refused");
+                challenge.scope(&self.challenge_scopes).into_response()
+            }
+            CredentialError::Invalid(description) => {
+                tracing::info!(target: AUDIT, decision = "deny", reason = description, "request refused");
+                challenge
+                    .error(BearerErrorCode::InvalidRequest, description)
+                    .into_response()
+            }
+        }
+    }
+
+    pub(crate) fn refuse_token(&self, error: &TokenError) -> Response<Full<Bytes>> {
+        if let TokenError::Unavailable(detail) = error {
+            tracing::warn!(target: AUDIT, decision = "deny", reason = %detail, "token validation unavailable");
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &error.to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
+        tracing::info!(target: AUDIT, decision = "deny", reason = %error, "token refused");
+        let description = error.to_string();
+        Challenge::new(self.resource.metadata_url())
+            .scope(&self.challenge_scopes)
+            .error(BearerErrorCode::InvalidToken, &description)
+            .into_response()
+    }
+
+    /// Checks the layer-wide scopes and the session binding for an authenticated request.
+    pub(crate) fn admit<B>(
+        &self,
+        ctx: &AuthContext,
+        request: &Request<B>,
+    ) -> Result<SessionAction, Response<Full<Bytes>>> {
+        if !ctx.scopes().contains_all(self.required_scopes.iter()) {
+            let missing: Vec<&str> = ctx.scopes().missing(&self.required_scopes).collect();
+            tracing::info!(
+                target: AUDIT,
+                decision = "deny",
+                subject = ctx.subject(),
+                client_id = ctx.client_id(),
+                missing = ?missing,
+                "insufficient scope"
+            );
+            let description = format!("this resource requires the scopes: {}", self.required_scopes);
+            return Err(Challenge::new(self.resource.metadata_url())
+                .scope(&self.required_scopes)
+                .error(BearerErrorCode::InsufficientScope, &description)
+                .into_response());
+        }
+        let Some(sessions) = &self.sessions else {
+            return Ok(SessionAction::None);
+        };
+        let Some(session_id) = request.headers().get(MCP_SESSION_ID) else {
+            return Ok(SessionAction::BindOnResponse(Principal::of(ctx)));
+        };
+        let session_id = session_id.to_str().unwrap_or("");
+        match sessions.check(session_id, ctx) {
+            SessionCheck::Owner if request.method() == Method::DELETE => {
+                Ok(SessionAction::UnbindOnSuccess(Box::from(session_id)))
+            }
+            SessionCheck::Owner => Ok(SessionAction::None),
+            SessionCheck::Refused => {
+                tracing::warn!(
+                    target: AUDIT,
+                    decision = "deny",
+                    subject = ctx.subject(),
+                    client_id = ctx.client_id(),
+                    reason = "session not bound to this principal",
+                    "session refused"
+                );
+                Err(json_error(
+                    StatusCode::NOT_FOUND,
+                    "session_not_found",
+                    "no such session for this principal; initialize a new session",
+                ))
+            }
+        }
+    }
+
+    pub(crate) fn after_response<B>(&self, action: SessionAction, response: &Response<B>) {
+        let Some(sessions) = &self.sessions else {
+            return;
+        };
+        match action {
+            SessionAction::None => {}
+            SessionAction::BindOnResponse(principal) => {
+                if let Some(id) = response
+                    .headers()
+                    .get(MCP_SESSION_ID)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    sessions.bind(id, principal);
+                }
+            }
+            SessionAction::UnbindOnSuccess(id) => {
+                if response.status().is_success() {
+                    sessions.unbind(&id);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::cache::token_key;
+use super::credentials::bearer_token;
+use super::future::ResponseFuture;
+use super::policy::Policy;
+use super::{BearerLayer, ResponseBody};
+use crate::AuthContext;
+use crate::validate::TokenValidator;
+
+/// Middleware that admits only requests with a valid bearer token; see the
+/// [module docs](crate::bearer).
+#[derive(Debug)]
+pub struct BearerService<S, V> {
+    pub(crate) inner: S,
+    pub(crate) validator: Arc<V>,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl<S: Clone, V> Clone for BearerService<S, V> {
+    fn clone(&self) -> Self {
+        BearerService {
+            inner: self.inner.clone(),
+            validator: self.validator.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<S, V: TokenValidator> BearerService<S, V> {
+    /// Wraps `inner`; the same as applying `BearerLayer::new(validator, resource)`.
+    pub fn new(inner: S, validator: V, resource: crate::ProtectedResource) -> Self {
+        tower_layer::Layer::layer(&BearerLayer::new(validator, resource), inner)
+    }
+}
+
+impl<S, V> BearerService<S, V> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, V, ReqBody, ResBody> Service<Request<ReqBody>> for BearerService<S, V>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    V: TokenValidator,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let token = match bearer_token(request.headers(), request.uri()) {
+            Ok(token) => token,
+            Err(e) => return ResponseFuture::refused(self.policy.refuse_credentials(e)),
+        };
+        let key = token_key(token);
+        if let Some(ctx) = self.policy.cache.as_ref().and_then(|c| c.get(&key)) {
+            // Hot path: no signature work, no allocation beyond what the inner service does.
+            return admit(&self.policy, ctx, request, &mut self.inner);
+        }
+        let validator = self.validator.clone();
+        let token = token.to_owned();
+        let validation = Box::pin(async move { validator.validate(&token).await });
+        // The service that was polled ready goes into the future; a clone stays here.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::validating(validation, request, inner, self.policy.clone(), key)
+    }
+}
+
+/// Runs the checks that need an [`AuthContext`], then the inner service.
+pub(crate) fn admit<S, ReqBody, ResBody>(
+    policy: &Arc<Policy>,
+    ctx: AuthContext,
+    mut request: Request<ReqBody>,
+    inner: &mut S,
+) -> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    match policy.admit(&ctx, &request) {
+        Err(refusal) => ResponseFuture::refused(refusal),
+        Ok(action) => {
+            request.extensions_mut().insert(ctx);
+            ResponseFuture::calling(inner.call(request), action, policy.clone())
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Errors raised while building the library's parts from configuration. Errors raised while
+//! serving a request are the refusals of each layer (see [`TokenError`](crate::validate::TokenError)).
+
+/// A configuration the library refuses to build: found at start-up, never per request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A URL is not absolute, has a fragment, uses another scheme than http(s), or uses plain
+    /// http for a host that is not loopback.
+    #[error("{what} `{url}` is not usable: {reason}")]
+    InvalidUrl {
+        /// Which setting the URL was given for.
+        what: &'static str,
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The MCP specification requires at least one authorization server in the metadata.
+    #[error("protected resource metadata needs at least one authorization server")]
+    NoAuthorizationServer,
+    /// A key could not be parsed or does not fit the algorithm it was given for.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A validator has no key to verify with.
+    #[error("the validator has no verification key")]
+    NoKeys,
+    /// Clock-skew leeway beyond the bound that keeps expiry meaningful.
+    #[error("leeway of {0:?} exceeds the maximum of 5 minutes")]
+    LeewayTooLarge(std::time::Duration),
+    /// An HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
+    /// RFC 7662 endpoints require the resource server to authenticate.
+    #[error("introspection needs client credentials or a bearer token")]
+    MissingClientAuthentication,
+    /// A scope string that is not an RFC 6749 scope token.
+    #[error("`{0}` is not a valid scope token")]
+    InvalidScope(String),
+}

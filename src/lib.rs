@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+#![warn(missing_debug_implementations, rust_2018_idioms, clippy::unwrap_used)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod bearer;
+pub mod challenge;
+mod context;
+mod error;
+pub mod resource;
+pub mod validate;
+
+pub use bearer::{BearerLayer, BearerService};
+#[cfg(feature = "rmcp")]
+pub use context::Auth;
+pub use context::{AuthContext, MissingAuthContext, Scopes};
+pub use error::ConfigError;
+pub use resource::ProtectedResource;

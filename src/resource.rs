@@ -1,0 +1,393 @@
+//! The protected resource: its canonical URI (RFC 8707) and its metadata document (RFC 9728).
+//!
+//! An MCP client that meets a 401 follows the challenge's `resource_metadata` URL (or probes the
+//! well-known locations) to learn which authorization server issues tokens for this server.
+//! [`ProtectedResource`] owns the canonical resource URI every validator checks `aud` against,
+//! the metadata URL every challenge names, and an axum router serving the document at both
+//! locations clients probe:
+//!
+//! 1. `/.well-known/oauth-protected-resource/<resource path>` (path-inserted, tried first), and
+//! 2. `/.well-known/oauth-protected-resource` (the root fallback).
+//!
+//! ```
+//! use tower_mcp_auth::ProtectedResource;
+//!
+//! let resource = ProtectedResource::builder("https://MCP.example.com/mcp")
+//!     .authorization_server("https://auth.example.com")
+//!     .scopes_supported(["mcp:tools"])
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(resource.resource(), "https://mcp.example.com/mcp");
+//! assert_eq!(
+//!     resource.metadata_url(),
+//!     "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+//! );
+//! let app: axum::Router = resource.router();
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use serde::Serialize;
+use url::Url;
+
+use crate::{ConfigError, Scopes};
+
+/// The well-known path prefix of RFC 9728.
+pub const WELL_KNOWN_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// A protected resource (an MCP endpoint): canonical URI, metadata, and the routes serving it.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ProtectedResource(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    resource: String,
+    metadata_url: String,
+    metadata_path: String,
+    scopes_supported: Scopes,
+    document: Bytes,
+}
+
+/// The RFC 9728 §2 metadata document.
+#[derive(Debug, Clone, Serialize)]
+struct Document<'a> {
+    resource: &'a str,
+    authorization_servers: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    scopes_supported: Vec<&'a str>,
+    bearer_methods_supported: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_documentation: Option<&'a str>,
+}
+
+impl ProtectedResource {
+    /// Starts building the resource whose canonical URI is `resource` (the public URL of the MCP
+    /// endpoint, e.g. `https://mcp.example.com/mcp`). Behind a proxy, this is the URL clients
+    /// use, not the address the process listens on.
+    pub fn builder(resource: impl Into<String>) -> ProtectedResourceBuilder {
+        ProtectedResourceBuilder {
+            resource: resource.into(),
+            authorization_servers: Vec::new(),
+            scopes_supported: Vec::new(),
+            resource_name: None,
+            resource_documentation: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// The canonical resource URI: the audience every accepted token must carry.
+    pub fn resource(&self) -> &str {
+        &self.0.resource
+    }
+
+    /// The absolute URL of the metadata document, as named in every challenge.
+    pub fn metadata_url(&self) -> &str {
+        &self.0.metadata_url
+    }
+
+    /// The path of [`metadata_url`](Self::metadata_url) (the path-inserted well-known form).
+    pub fn metadata_path(&self) -> &str {
+        &self.0.metadata_path
+    }
+
+    /// `scopes_supported` of the metadata document.
+    pub fn scopes_supported(&self) -> &Scopes {
+        &self.0.scopes_supported
+    }
+
+    /// The metadata document, serialized once at build time.
+    pub fn document(&self) -> &Bytes {
+        &self.0.document
+    }
+
+    /// An axum router serving the metadata at the path-inserted and root well-known paths, with
+    /// CORS open to any origin (browser-based clients such as the MCP Inspector read it) and
+    /// `OPTIONS` preflights answered (clients send `MCP-Protocol-Version` on the fetch). These
+    /// routes need no token. Merge it beside the MCP route.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        let serve = {
+            let doc = self.0.document.clone();
+            move |method: Method| {
+                let doc = doc.clone();
+                async move { metadata_response(&method, doc) }
+            }
+        };
+        let mut router = axum::Router::new().route(
+            WELL_KNOWN_PREFIX,
+            axum::routing::get(serve.clone()).options(serve.clone()),
+        );
+        if self.0.metadata_path != WELL_KNOWN_PREFIX {
+            router = router.route(
+                &self.0.metadata_path,
+                axum::routing::get(serve.clone()).options(serve),
+            );
+        }
+        router
+    }
+}
+
+fn metadata_response(method: &Method, doc: Bytes) -> axum::response::Response {
+    let cors = [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+        (
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, OPTIONS"),
+        ),
+        (header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*")),
+        (header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400")),
+    ];
+    if method == Method::OPTIONS {
+        return (StatusCode::NO_CONTENT, cors).into_response();
+    }
+    (
+        cors,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        doc,
+    )
+        .into_response()
+}
+
+/// Builder of [`ProtectedResource`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProtectedResourceBuilder {
+    resource: String,
+    authorization_servers: Vec<String>,
+    scopes_supported: Vec<String>,
+    resource_name: Option<String>,
+    resource_documentation: Option<String>,
+    allow_insecure_http: bool,
+}
+
+impl ProtectedResourceBuilder {
+    /// Adds an authorization server (its issuer URL) that issues tokens for this resource. At
+    /// least one is required.
+    pub fn authorization_server(mut self, issuer: impl Into<String>) -> Self {
+        self.authorization_servers.push(issuer.into());
+        self
+    }
+
+    /// The scopes a client needs for basic use (RFC 9728 `scopes_supported`). Keep it minimal,
+    /// and without `offline_access`: clients request all of it when no challenge names scopes.
+    pub fn scopes_supported<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes_supported
+            .extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// A human-readable name for the resource.
+    pub fn resource_name(mut self, name: impl Into<String>) -> Self {
+        self.resource_name = Some(name.into());
+        self
+    }
+
+    /// A URL of human-readable documentation.
+    pub fn resource_documentation(mut self, url: impl Into<String>) -> Self {
+        self.resource_documentation = Some(url.into());
+        self
+    }
+
+    /// Accepts a plain `http` resource URI on a non-loopback host. Only for test networks: OAuth
+    /// 2.1 requires TLS, and loopback hosts are accepted without this.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
+        self
+    }
+
+    /// Validates and canonicalizes the URIs and serializes the metadata document.
+    pub fn build(self) -> Result<ProtectedResource, ConfigError> {
+        let url = parse_http_url("resource", &self.resource, self.allow_insecure_http)?;
+        if url.query().is_some() {
+            return Err(invalid("resource", &self.resource, "has a query component"));
+        }
+        let resource = canonical_uri(&url);
+        if self.authorization_servers.is_empty() {
+            return Err(ConfigError::NoAuthorizationServer);
+        }
+        for issuer in &self.authorization_servers {
+            parse_http_url("authorization server", issuer, self.allow_insecure_http)?;
+        }
+        for scope in &self.scopes_supported {
+            check_scope_token(scope)?;
+        }
+        let path = match url.path() {
+            "/" => "",
+            p => p,
+        };
+        let metadata_path = format!("{WELL_KNOWN_PREFIX}{path}");
+        let metadata_url = format!("{}{}", origin(&url), metadata_path);
+        let scopes_supported = Scopes::new(&self.scopes_supported);
+        let document = serde_json::to_vec(&Document {
+            resource: &resource,
+            authorization_servers: &self.authorization_servers,
+            // Declaration order is kept: it is the order a client shows to a person.
+            scopes_supported: self.scopes_supported.iter().map(String::as_str).collect(),
+            bearer_methods_supported: ["header"],
+            resource_name: self.resource_name.as_deref(),
+            resource_documentation: self.resource_documentation.as_deref(),
+        })
+        .map_err(|e| invalid("resource", &self.resource, &e.to_string()))?;
+        Ok(ProtectedResource(Arc::new(Inner {
+            resource,
+            metadata_url,
+            metadata_path,
+            scopes_supported,
+            document: Bytes::from(document),
+        })))
+    }
+}
+
+/// Refuses strings that are not RFC 6749 §3.3 scope tokens (`%x21 / %x23-5B / %x5D-7E`), so a
+/// scope can never break a challenge header or a space-separated list.
+pub(crate) fn check_scope_token(scope: &str) -> Result<(), ConfigError> {
+    let ok = !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidScope(scope.to_owned()))
+    }
+}
+
+fn invalid(what: &'static str, url: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidUrl {
+        what,
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Parses an absolute http(s) URL without fragment; plain http only for loopback hosts unless
+/// `allow_insecure_http`.
+pub(crate) fn parse_http_url(
+    what: &'static str,
+    raw: &str,
+    allow_insecure_http: bool,
+) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| invalid(what, raw, &e.to_string()))?;
+    if url.fragment().is_some() {
+        return Err(invalid(what, raw, "has a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(what, raw, "carries credentials"));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
+        "http" => Err(invalid(
+            what,
+            raw,
+            "plain http is only accepted for loopback hosts",
+        )),
+        other => Err(invalid(what, raw, &format!("scheme `{other}` is not http(s)"))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// The canonical form of a resource URI (MCP spec, RFC 8707): lowercase scheme and host (the
+/// `url` crate does that), no default port, and no trailing slash on an empty path.
+pub(crate) fn canonical_uri(url: &Url) -> String {
+    let s = url.as_str();
+    if url.path() == "/" && url.query().is_none() {
+        s.strip_suffix('/').unwrap_or(s).to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Canonicalizes an audience value for comparison: URLs as [`canonical_uri`], anything else
+/// (`api://...` identifiers, client ids) unchanged.
+pub(crate) fn canonical_audience(aud: &str) -> std::borrow::Cow<'_, str> {
+    match Url::parse(aud) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => {
+            std::borrow::Cow::Owned(canonical_uri(&url))
+        }
+        _ => std::borrow::Cow::Borrowed(aud),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(uri: &str) -> Result<ProtectedResource, ConfigError> {
+        ProtectedResource::builder(uri)
+            .authorization_server("https://auth.example.com")
+            .build()
+    }
+
+    #[test]
+    fn canonicalizes_and_builds_metadata_urls() {
+        let r = build("HTTPS://Mcp.Example.com:443").unwrap();
+        assert_eq!(r.resource(), "https://mcp.example.com");
+        assert_eq!(
+            r.metadata_url(),
+            "https://mcp.example.com/.well-known/oauth-protected-resource"
+        );
+        let r = build("https://ex.com/public/mcp").unwrap();
+        assert_eq!(
+            r.metadata_url(),
+            "https://ex.com/.well-known/oauth-protected-resource/public/mcp"
+        );
+        let r = build("http://127.0.0.1:8080/mcp").unwrap();
+        assert_eq!(r.resource(), "http://127.0.0.1:8080/mcp");
+    }
+
+    #[test]
+    fn refuses_unusable_resource_uris() {
+        for bad in [
+            "mcp.example.com",
+            "https://mcp.example.com/mcp#frag",
+            "https://mcp.example.com/mcp?x=1",
+            "http://mcp.example.com/mcp",
+            "ftp://mcp.example.com/",
+            "https://user:pw@mcp.example.com/",
+        ] {
+            assert!(build(bad).is_err(), "{bad} accepted");
+        }
+        assert!(matches!(
+            ProtectedResource::builder("https://a.example").build(),
+            Err(ConfigError::NoAuthorizationServer)
+        ));
+    }
+
+    #[test]
+    fn audience_canonicalization() {
+        assert_eq!(canonical_audience("https://MCP.example.com/"), "https://mcp.example.com");
+        assert_eq!(canonical_audience("api://thing"), "api://thing");
+    }
+}

@@ -1,0 +1,239 @@
+//! Opaque token validation through OAuth 2.0 Token Introspection (RFC 7662): [`IntrospectionValidator`] and its defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::fetch::{default_client, read_limited};
+use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
+use crate::resource::parse_http_url;
+use crate::{AuthContext, ConfigError};
+
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// The default cap on how long an introspection result is reused.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// How this resource server authenticates to the introspection endpoint.
+#[derive(Clone)]
+enum ClientAuth {
+    Basic { id: String, secret: String },
+    Bearer(String),
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAuth::Basic { id, .. } => f.debug_struct("Basic").field("id", id).finish(),
+            ClientAuth::Bearer(_) => f.write_str("Bearer(..)"),
+        }
+    }
+}
+
+/// Validates opaque access tokens by asking the authorization server (RFC 7662).
+///
+/// The server must answer `active: true` with an `aud` naming this resource (the audience check
+/// is not optional), an `exp` in the future if it sends one, the configured issuer if one is
+/// configured, and a subject (`sub`, or `client_id` for client-credentials tokens).
+/// Results are cached by the bearer layer until the token's `exp`, but at most `cache_ttl`
+/// (default 60 s), the window in which a revoked token may still be accepted. An unreachable or
+/// failing endpoint gives [`TokenError::Unavailable`] (503).
+///
+/// ```no_run
+/// use tower_mcp_auth::validate::IntrospectionValidator;
+///
+/// let validator = IntrospectionValidator::builder(
+///     "https://auth.example.com/oauth/introspect",
+///     "https://mcp.example.com/mcp",
+/// )
+/// .client_credentials("mcp-server", "s3cret")
+/// .issuer("https://auth.example.com")
+/// .build()
+/// .unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct IntrospectionValidator(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    endpoint: String,
+    client: reqwest::Client,
+    auth: ClientAuth,
+    rules: ClaimRules,
+    cache_ttl: Duration,
+}
+
+impl IntrospectionValidator {
+    /// Starts a validator asking `endpoint` about tokens, accepting those issued for `audience`
+    /// (the canonical URI of this resource).
+    pub fn builder(
+        endpoint: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> IntrospectionValidatorBuilder {
+        IntrospectionValidatorBuilder {
+            endpoint: endpoint.into(),
+            rules: ClaimRules::new(Vec::new(), vec![audience.into()], false),
+            auth: None,
+            leeway: None,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            timeout: Duration::from_secs(5),
+            client: None,
+            allow_insecure_http: false,
+        }
+    }
+}
+
+impl Shared {
+    async fn introspect(&self, token: &str) -> Result<AuthContext, TokenError> {
+        let request = self
+            .client
+            .post(&self.endpoint)
+            .header(http::header::ACCEPT, "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")]);
+        let request = match &self.auth {
+            ClientAuth::Basic { id, secret } => {
+                // RFC 6749 §2.3.1: form-urlencode id and secret before Basic encoding.
+                request.basic_auth(form_encode(id), Some(form_encode(secret)))
+            }
+            ClientAuth::Bearer(token) => request.bearer_auth(token),
+        };
+        let unavailable = |e: String| {
+            tracing::warn!(endpoint = %self.endpoint, error = %e, "token introspection failed");
+            TokenError::Unavailable(e)
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("request failed: {e}")))?;
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(unavailable)?;
+        let mut claims: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|e| unavailable(format!("response is not a JSON object: {e}")))?;
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return Err(TokenError::Inactive);
+        }
+        if let Some(Value::String(t)) = claims.get("token_type")
+            && t.eq_ignore_ascii_case("refresh_token")
+        {
+            return Err(TokenError::WrongType);
+        }
+        // Client-credentials tokens name no user; the client is the principal.
+        if !claims.contains_key("sub")
+            && let Some(client_id) = claims.get("client_id").cloned()
+        {
+            claims.insert("sub".into(), client_id);
+        }
+        self.rules.check(claims)
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl TokenValidator for IntrospectionValidator {
+    fn validate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<AuthContext, TokenError>> {
+        Box::pin(self.0.introspect(token))
+    }
+
+    fn cache_ttl(&self) -> Option<Duration> {
+        Some(self.0.cache_ttl)
+    }
+}
+
+/// Builder of [`IntrospectionValidator`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct IntrospectionValidatorBuilder {
+    endpoint: String,
+    rules: ClaimRules,
+    auth: Option<ClientAuth>,
+    leeway: Option<Duration>,
+    cache_ttl: Duration,
+    timeout: Duration,
+    client: Option<reqwest::Client>,
+    allow_insecure_http: bool,
+}
+
+impl IntrospectionValidatorBuilder {
+    /// Authenticates to the endpoint with HTTP Basic (`client_secret_basic`).
+    pub fn client_credentials(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.auth = Some(ClientAuth::Basic {
+            id: id.into(),
+            secret: secret.into(),
+        });
+        self
+    }
+
+    /// Authenticates to the endpoint with a bearer token of its own.
+    pub fn bearer(mut self, token: impl Into<String>) -> Self {
+        self.auth = Some(ClientAuth::Bearer(token.into()));
+        self
+    }
+
+    /// Requires the response's `iss` to be this issuer.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.rules.add_issuer(issuer.into());
+        self
+    }
+
+    /// Accepts a further audience.
+    pub fn also_audience(mut self, audience: impl AsRef<str>) -> Self {
+        self.rules.add_audience(audience.as_ref());
+        self
+    }
+
+    /// Clock-skew leeway for `exp` and `nbf` (default 30 s, at most 5 minutes).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = Some(leeway);
+        self
+    }
+
+    /// The longest a positive result is reused (default 60 s): the window in which a revoked
+    /// token is still accepted.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Timeout of an introspection request (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Uses this HTTP client instead of the default one (timeouts, no redirects).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Accepts a plain-http endpoint on a non-loopback host (test networks only).
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
+        self
+    }
+
+    /// Builds the validator; RFC 7662 endpoints require client authentication, so one of
+    /// [`client_credentials`](Self::client_credentials) or [`bearer`](Self::bearer) must be set.
+    pub fn build(mut self) -> Result<IntrospectionValidator, ConfigError> {
+        parse_http_url("introspection endpoint", &self.endpoint, self.allow_insecure_http)?;
+        if let Some(leeway) = self.leeway {
+            self.rules.set_leeway(leeway)?;
+        }
+        let auth = self.auth.ok_or(ConfigError::MissingClientAuthentication)?;
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client(self.timeout)?,
+        };
+        Ok(IntrospectionValidator(Arc::new(Shared {
+            endpoint: self.endpoint,
+            client,
+            auth,
+            rules: self.rules,
+            cache_ttl: self.cache_ttl,
+        })))
+    }
+}

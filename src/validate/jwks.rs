@@ -1,0 +1,416 @@
+//! JWT validation against an identity provider's published key set (RFC 7517 JWKS): [`JwksValidator`] and its defaults.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use serde_json::Value;
+
+use super::fetch::{default_client, read_limited};
+use super::jwt::{JoseHeader, JwtCore, JwtKey, install_crypto_provider, jwk_algorithm};
+use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
+use crate::resource::parse_http_url;
+use crate::{AuthContext, ConfigError};
+
+/// How long a fetched key set is used before it is refreshed in the background.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+/// The least time between two fetches triggered by tokens naming unknown keys.
+pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(10);
+/// The asymmetric algorithms accepted by default. HMAC never: a published key is public.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+const MAX_JWKS_BYTES: usize = 512 * 1024;
+
+/// Validates JWTs with the keys an identity provider publishes at its JWKS URL (Keycloak,
+/// Auth0, Entra ID, Okta, Cognito, Google, or our own authorization server).
+///
+/// - Keys are fetched on first use and kept; after `max_age` they are refreshed in the
+///   background while the old ones keep serving, so a JWKS outage does not stop tokens signed by
+///   a known key.
+/// - A token naming an unknown `kid` triggers one refetch (key rotation works without a
+///   restart), then nothing for `refetch_cooldown`, so tokens with random `kid`s cannot
+///   hammer the provider. Concurrent requests share one fetch (single-flight).
+/// - When no fetch has succeeded, or the last one failed and the key is unknown, validation
+///   fails with [`TokenError::Unavailable`] (503), not `invalid_token`.
+///
+/// ```no_run
+/// use tower_mcp_auth::validate::JwksValidator;
+///
+/// let validator = JwksValidator::builder(
+///     "https://id.example.com/realms/mcp/protocol/openid-connect/certs",
+///     "https://id.example.com/realms/mcp",
+///     "https://mcp.example.com/mcp",
+/// )
+/// .build()
+/// .unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct JwksValidator(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    url: String,
+    client: reqwest::Client,
+    core: JwtCore,
+    keys: RwLock<Arc<KeySet>>,
+    fetch: tokio::sync::Mutex<FetchState>,
+    background_refresh: AtomicBool,
+    max_age: Duration,
+    cooldown: Duration,
+}
+
+#[derive(Debug, Default)]
+struct KeySet {
+    keys: Vec<JwtKey>,
+    /// Bumped by every successful fetch; lets a waiter see that someone fetched meanwhile.
+    generation: u64,
+    fetched_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct FetchState {
+    last_attempt: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl JwksValidator {
+    /// Starts a validator using the keys at `jwks_url`, accepting tokens from `issuer`
+    /// (compared exactly) for `audience` (the canonical URI of this resource).
+    pub fn builder(
+        jwks_url: impl Into<String>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> JwksValidatorBuilder {
+        JwksValidatorBuilder {
+            url: jwks_url.into(),
+            rules: ClaimRules::new(vec![issuer.into()], vec![audience.into()], true),
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            expected_type: None,
+            leeway: None,
+            max_age: DEFAULT_MAX_AGE,
+            cooldown: DEFAULT_REFETCH_COOLDOWN,
+            timeout: Duration::from_secs(5),
+            client: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// Fetches the key set now instead of at the first token, so a misconfigured URL shows at
+    /// start-up. Validation works without calling this.
+    pub async fn prefetch(&self) -> Result<(), TokenError> {
+        let generation = self.0.current().generation;
+        self.0.refresh(generation).await.map(|_| ())
+    }
+
+    /// The ids of the keys currently held (for diagnostics).
+    pub fn key_ids(&self) -> Vec<String> {
+        self.0
+            .current()
+            .keys
+            .iter()
+            .filter_map(|k| k.kid().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Shared {
+    fn current(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn store(&self, set: KeySet) -> Arc<KeySet> {
+        let set = Arc::new(set);
+        match self.keys.write() {
+            Ok(mut guard) => *guard = set.clone(),
+            Err(poisoned) => *poisoned.into_inner() = set.clone(),
+        }
+        set
+    }
+
+    async fn validate(self: &Arc<Self>, token: &str) -> Result<AuthContext, TokenError> {
+        let header = self.core.header(token)?;
+        let mut set = self.current();
+        match set.fetched_at {
+            None => set = self.refresh(set.generation).await?,
+            Some(at) if at.elapsed() >= self.max_age => self.refresh_in_background(),
+            Some(_) => {}
+        }
+        if !has_candidate(&set, &header) {
+            // An unknown key: perhaps the provider rotated. One refetch, then a cooldown.
+            set = self.refresh(set.generation).await?;
+            if !has_candidate(&set, &header) {
+                return Err(TokenError::UnknownKey);
+            }
+        }
+        self.core.verify(token, &header, set.keys.iter())
+    }
+
+    /// Fetches the key set unless another task did since `seen_generation` was read (then
+    /// that result is used) or the last attempt was within the cooldown (then the current set,
+    /// or the last error, stands). Concurrent callers queue on the lock: one fetch serves all.
+    async fn refresh(&self, seen_generation: u64) -> Result<Arc<KeySet>, TokenError> {
+        let mut state = self.fetch.lock().await;
+        let current = self.current();
+        if current.generation != seen_generation {
+            return Ok(current);
+        }
+        if let Some(at) = state.last_attempt
+            && at.elapsed() < self.cooldown
+        {
+            return match &state.last_error {
+                Some(e) => Err(TokenError::Unavailable(e.clone())),
+                None => Ok(current),
+            };
+        }
+        state.last_attempt = Some(Instant::now());
+        match self.fetch_keys().await {
+            Ok(keys) => {
+                state.last_error = None;
+                tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
+                Ok(self.store(KeySet {
+                    keys,
+                    generation: current.generation + 1,
+                    fetched_at: Some(Instant::now()),
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the keys held");
+                state.last_error = Some(e.clone());
+                Err(TokenError::Unavailable(e))
+            }
+        }
+    }
+
+    fn refresh_in_background(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.background_refresh.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        runtime.spawn(async move {
+            let generation = this.current().generation;
+            // Failure keeps the held keys; it is logged in `refresh`.
+            let _ = this.refresh(generation).await;
+            this.background_refresh.store(false, Ordering::Release);
+        });
+    }
+
+    async fn fetch_keys(&self) -> Result<Vec<JwtKey>, String> {
+        let response = self
+            .client
+            .get(&self.url)
+            .header(http::header::ACCEPT, "application/json, application/jwk-set+json")
+            .send()
+            .await
+            .map_err(|e| format!("JWKS request failed: {e}"))?;
+        let body = read_limited(response, MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| format!("JWKS response refused: {e}"))?;
+        let doc: Value =
+            serde_json::from_slice(&body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+        let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
+            return Err("JWKS has no `keys` array".into());
+        };
+        let mut keys = Vec::new();
+        for entry in entries {
+            // One odd key (an encryption key, a curve we do not support) must not take the
+            // whole set down: skip it.
+            match serde_json::from_value::<Jwk>(entry.clone()) {
+                Ok(jwk) => self.add_jwk(&jwk, &mut keys),
+                Err(e) => tracing::debug!(error = %e, "skipping unparseable JWK"),
+            }
+        }
+        if keys.is_empty() {
+            return Err("JWKS holds no usable verification key".into());
+        }
+        Ok(keys)
+    }
+
+    fn add_jwk(&self, jwk: &Jwk, keys: &mut Vec<JwtKey>) {
+        let algorithms: Vec<Algorithm> = match jwk_algorithm(jwk) {
+            Ok(Some(alg)) => vec![alg],
+            // RSA without `alg`: usable with every accepted RSA algorithm.
+            Ok(None) if matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) => self
+                .core
+                .algorithms
+                .iter()
+                .copied()
+                .filter(|a| a.family() == jsonwebtoken::AlgorithmFamily::Rsa)
+                .collect(),
+            Ok(None) | Err(_) => return,
+        };
+        let mut shared_key = None;
+        for alg in algorithms {
+            if !self.core.algorithms.contains(&alg) {
+                continue;
+            }
+            match &shared_key {
+                None => match JwtKey::from_jwk_with(jwk, alg) {
+                    Ok(key) => {
+                        shared_key = Some(key.clone());
+                        keys.push(key);
+                    }
+                    Err(e) => {
+                        tracing::debug!(kid = ?jwk.common.key_id, error = %e, "skipping JWK");
+                        return;
+                    }
+                },
+                Some(key) => keys.push(JwtKey {
+                    algorithm: alg,
+                    ..key.clone()
+                }),
+            }
+        }
+    }
+}
+
+fn has_candidate(set: &KeySet, header: &JoseHeader) -> bool {
+    set.keys.iter().any(|k| {
+        k.algorithm() == header.alg
+            && match (&header.kid, k.kid()) {
+                (Some(want), Some(have)) => want == have,
+                _ => true,
+            }
+    })
+}
+
+impl TokenValidator for JwksValidator {
+    fn validate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<AuthContext, TokenError>> {
+        Box::pin(self.0.validate(token))
+    }
+}
+
+/// Builder of [`JwksValidator`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct JwksValidatorBuilder {
+    url: String,
+    rules: ClaimRules,
+    algorithms: Vec<Algorithm>,
+    expected_type: Option<String>,
+    leeway: Option<Duration>,
+    max_age: Duration,
+    cooldown: Duration,
+    timeout: Duration,
+    client: Option<reqwest::Client>,
+    allow_insecure_http: bool,
+}
+
+impl JwksValidatorBuilder {
+    /// The signing algorithms accepted (default: [`DEFAULT_ALGORITHMS`]). HMAC algorithms are
+    /// refused at build time.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Accepts a further issuer.
+    pub fn also_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.rules.add_issuer(issuer.into());
+        self
+    }
+
+    /// Accepts a further audience.
+    pub fn also_audience(mut self, audience: impl AsRef<str>) -> Self {
+        self.rules.add_audience(audience.as_ref());
+        self
+    }
+
+    /// Requires the JOSE `typ` header (e.g. `at+jwt`).
+    pub fn expected_type(mut self, typ: impl Into<String>) -> Self {
+        self.expected_type = Some(typ.into());
+        self
+    }
+
+    /// Clock-skew leeway for `exp` and `nbf` (default 30 s, at most 5 minutes).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = Some(leeway);
+        self
+    }
+
+    /// How long a fetched key set is used before a background refresh (default 10 minutes).
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The least time between two fetches caused by unknown key ids (default 10 s).
+    pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Timeout of a JWKS request (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Uses this HTTP client (proxies, custom roots) instead of the default one (timeouts, no
+    /// redirects).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Accepts a plain-http JWKS URL on a non-loopback host (test networks only).
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
+        self
+    }
+
+    /// Builds the validator. Nothing is fetched yet (see [`JwksValidator::prefetch`]).
+    pub fn build(mut self) -> Result<JwksValidator, ConfigError> {
+        parse_http_url("JWKS URL", &self.url, self.allow_insecure_http)?;
+        if let Some(leeway) = self.leeway {
+            self.rules.set_leeway(leeway)?;
+        }
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::InvalidKey("no algorithm accepted".into()));
+        }
+        if let Some(hmac) = self
+            .algorithms
+            .iter()
+            .find(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac)
+        {
+            return Err(ConfigError::InvalidKey(format!(
+                "{hmac:?} cannot be verified with a published key"
+            )));
+        }
+        install_crypto_provider();
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client(self.timeout)?,
+        };
+        Ok(JwksValidator(Arc::new(Shared {
+            url: self.url,
+            client,
+            core: JwtCore {
+                rules: self.rules,
+                algorithms: self.algorithms.into_iter().collect(),
+                expected_type: self.expected_type,
+            },
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            background_refresh: AtomicBool::new(false),
+            max_age: self.max_age,
+            cooldown: self.cooldown,
+        })))
+    }
+}
