@@ -1,1 +1,14 @@
+//! Integration tests: one binary, a module per capability, real HTTP on 127.0.0.1.
 
+mod support;
+
+#[path = "../../examples/quickstart.rs"]
+#[allow(dead_code)]
+mod quickstart;
+
+mod bearer;
+mod introspection;
+mod jwks;
+mod jwt;
+mod metadata;
+mod quickstart_rmcp;

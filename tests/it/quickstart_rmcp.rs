@@ -1,0 +1,190 @@
+//! The quickstart's rmcp server driven by a real rmcp client, and session binding against the
+//! real rmcp session manager.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use tower_mcp_auth::ProtectedResource;
+use tower_mcp_auth::validate::{JwtKey, JwtValidator};
+
+use crate::quickstart;
+use crate::support::*;
+
+struct Quickstart {
+    url: String,
+    resource: ProtectedResource,
+}
+
+async fn start() -> Quickstart {
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let resource = ProtectedResource::builder(format!("{base}/mcp"))
+        .authorization_server(&base)
+        .scopes_supported([quickstart::BASE_SCOPE])
+        .build()
+        .unwrap();
+    let validator = JwtValidator::builder(&base, resource.resource())
+        .key(JwtKey::hmac(HMAC_SECRET, Algorithm::HS256).unwrap())
+        .build()
+        .unwrap();
+    spawn(listener, quickstart::app(resource.clone(), validator));
+    Quickstart {
+        url: format!("{base}/mcp"),
+        resource,
+    }
+}
+
+impl Quickstart {
+    fn token(&self, sub: &str, scope: &str) -> String {
+        let issuer = self.url.trim_end_matches("/mcp");
+        quickstart::mint_dev_token(HMAC_SECRET, issuer, self.resource.resource(), sub, scope, Duration::from_secs(300))
+    }
+}
+
+#[tokio::test]
+async fn rmcp_client_lists_and_calls_tools_and_tool_reads_auth_context() {
+    let server = start().await;
+    let token = server.token("alice", "mcp:tools");
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(server.url.as_str()).auth_header(token),
+    );
+    let client = ().serve(transport).await.expect("initialize through the bearer layer");
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["add_note", "list_notes", "whoami"]);
+
+    let result = client.call_tool(CallToolRequestParams::new("whoami")).await.unwrap();
+    let text = serde_json::to_value(&result.content).unwrap().to_string();
+    assert!(text.contains("subject=alice client=quickstart-dev scopes=mcp:tools"), "{text}");
+
+    let args = json!({"text": "buy milk"}).as_object().cloned().unwrap();
+    client
+        .call_tool(CallToolRequestParams::new("add_note").with_arguments(args))
+        .await
+        .unwrap();
+    let listed = client.call_tool(CallToolRequestParams::new("list_notes")).await.unwrap();
+    assert!(serde_json::to_value(&listed.content).unwrap().to_string().contains("buy milk"));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn rmcp_client_without_token_is_refused() {
+    let server = start().await;
+    let transport = StreamableHttpClientTransport::from_uri(server.url.as_str());
+    assert!(().serve(transport).await.is_err());
+}
+
+#[tokio::test]
+async fn token_without_base_scope_is_refused_with_403() {
+    let server = start().await;
+    let response = client()
+        .post(&server.url)
+        .bearer_auth(server.token("alice", "other:scope"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(www_authenticate(&response).contains(r#"scope="mcp:tools", error="insufficient_scope""#));
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+async fn mcp_post(url: &str, token: &str, session: Option<&str>, body: &str) -> reqwest::Response {
+    let mut req = client()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_owned());
+    if let Some(session) = session {
+        req = req.header("mcp-session-id", session);
+    }
+    req.send().await.unwrap()
+}
+
+/// The `data:` payload of the SSE event carrying the JSON-RPC response.
+async fn sse_result(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v.get("id").is_some())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn session_hijacking_with_another_users_token_is_refused() {
+    let server = start().await;
+    let alice = server.token("alice", "mcp:tools");
+    let bob = server.token("bob", "mcp:tools");
+
+    let response = mcp_post(&server.url, &alice, None, INIT).await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(mcp_post(&server.url, &alice, Some(&session), initialized).await.status(), 202);
+
+    let whoami = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let ok = mcp_post(&server.url, &alice, Some(&session), whoami).await;
+    assert_eq!(ok.status(), 200);
+    assert!(sse_result(ok).await.to_string().contains("subject=alice"));
+
+    // Bob holds a perfectly valid token and Alice's session id.
+    let hijack = mcp_post(&server.url, &bob, Some(&session), whoami).await;
+    assert_eq!(hijack.status(), 404);
+    let body: Value = hijack.json().await.unwrap();
+    assert_eq!(body["error"], "session_not_found");
+
+    // Nor may he end her session.
+    let delete = client()
+        .delete(&server.url)
+        .bearer_auth(&bob)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 404);
+
+    // Alice's session is untouched; once she ends it, it is gone for her too.
+    assert_eq!(mcp_post(&server.url, &alice, Some(&session), whoami).await.status(), 200);
+    let delete = client()
+        .delete(&server.url)
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(delete.status().is_success(), "{}", delete.status());
+    assert_eq!(mcp_post(&server.url, &alice, Some(&session), whoami).await.status(), 404);
+}
+
+#[tokio::test]
+async fn same_user_with_a_new_token_keeps_the_session() {
+    let server = start().await;
+    let response = mcp_post(&server.url, &server.token("alice", "mcp:tools"), None, INIT).await;
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    // A refreshed token (different bytes, same principal) keeps working on the session.
+    let refreshed = server.token("alice", "mcp:tools other");
+    let ping = r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#;
+    assert_eq!(mcp_post(&server.url, &refreshed, Some(&session), ping).await.status(), 200);
+}
+
+#[tokio::test]
+async fn made_up_session_id_is_refused_before_reaching_rmcp() {
+    let server = start().await;
+    let ping = r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#;
+    let response = mcp_post(&server.url, &server.token("eve", "mcp:tools"), Some("guessed-session"), ping).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "session_not_found");
+}

@@ -1,0 +1,302 @@
+//! Shared test fixtures: keys, token minting, and real HTTP servers on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_mcp_auth::validate::TokenValidator;
+use tower_mcp_auth::{AuthContext, BearerLayer, ProtectedResource};
+
+pub const ISSUER: &str = "https://as.test.example";
+pub const HMAC_SECRET: &[u8] = b"integration-test-secret-32-bytes!";
+
+pub const RSA1_KEY: &[u8] = include_bytes!("../keys/rsa1.key.pem");
+pub const RSA1_PUB: &[u8] = include_bytes!("../keys/rsa1.pub.pem");
+pub const RSA2_KEY: &[u8] = include_bytes!("../keys/rsa2.key.pem");
+pub const EC256_KEY: &[u8] = include_bytes!("../keys/ec256.key.pem");
+pub const EC256_PUB: &[u8] = include_bytes!("../keys/ec256.pub.pem");
+pub const EC384_KEY: &[u8] = include_bytes!("../keys/ec384.key.pem");
+pub const EC384_PUB: &[u8] = include_bytes!("../keys/ec384.pub.pem");
+pub const ED_KEY: &[u8] = include_bytes!("../keys/ed.key.pem");
+pub const ED_PUB: &[u8] = include_bytes!("../keys/ed.pub.pem");
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims of a valid token for `audience`.
+pub fn claims(audience: &str, sub: &str, scope: &str) -> Value {
+    json!({
+        "iss": ISSUER, "aud": audience, "sub": sub, "scope": scope,
+        "client_id": "test-client", "iat": now(), "exp": now() + 300,
+    })
+}
+
+pub fn encoding_key(alg: Algorithm) -> EncodingKey {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(&hmac_secret(alg))
+        }
+        Algorithm::ES256 => EncodingKey::from_ec_pem(EC256_KEY).unwrap(),
+        Algorithm::ES384 => EncodingKey::from_ec_pem(EC384_KEY).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(ED_KEY).unwrap(),
+        _ => EncodingKey::from_rsa_pem(RSA1_KEY).unwrap(),
+    }
+}
+
+/// A secret as long as the hash output, as RFC 7518 requires.
+pub fn hmac_secret(alg: Algorithm) -> Vec<u8> {
+    let len = match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
+    };
+    HMAC_SECRET.iter().copied().cycle().take(len).collect()
+}
+
+pub fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+/// A JWT with a hand-written header (for `alg: none`, `crit`, and other forgeries), signed
+/// with HMAC-SHA256 over `secret` (or with an empty signature when `secret` is `None`).
+pub fn forge(header: &Value, claims: &Value, secret: Option<&[u8]>) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let signing_input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let signature = match secret {
+        None => String::new(),
+        Some(secret) => {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+            mac.update(signing_input.as_bytes());
+            B64.encode(mac.finalize().into_bytes())
+        }
+    };
+    format!("{signing_input}.{signature}")
+}
+
+/// A public JWK for a private key, with `kid`.
+pub fn public_jwk(alg: Algorithm, pem: &[u8], kid: &str) -> Value {
+    let key = match alg.family() {
+        jsonwebtoken::AlgorithmFamily::Ec => EncodingKey::from_ec_pem(pem).unwrap(),
+        jsonwebtoken::AlgorithmFamily::Ed => EncodingKey::from_ed_pem(pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(pem).unwrap(),
+    };
+    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).unwrap()
+}
+
+/// Binds 127.0.0.1 on a free port.
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+pub fn spawn(listener: TcpListener, app: axum::Router) {
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+/// A protected echo endpoint at `/mcp`: it answers with the `AuthContext` it received and
+/// counts its calls (a refused request must never reach it).
+pub struct Protected {
+    pub base: String,
+    pub url: String,
+    pub resource: ProtectedResource,
+    pub inner_calls: Arc<AtomicUsize>,
+}
+
+pub async fn protected<V, F, L>(validator: F, configure: L) -> Protected
+where
+    V: TokenValidator,
+    F: FnOnce(&ProtectedResource) -> V,
+    L: FnOnce(BearerLayer<V>) -> BearerLayer<V>,
+{
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let resource = ProtectedResource::builder(format!("{base}/mcp"))
+        .authorization_server(ISSUER)
+        .scopes_supported(["mcp:tools"])
+        .build()
+        .unwrap();
+    let layer = configure(BearerLayer::new(validator(&resource), resource.clone()));
+    let inner_calls = Arc::new(AtomicUsize::new(0));
+    let calls = inner_calls.clone();
+    let echo = tower::service_fn(move |req: Request<axum::body::Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let ctx = req.extensions().get::<AuthContext>().cloned();
+        async move {
+            let body = match ctx {
+                Some(ctx) => json!({
+                    "sub": ctx.subject(), "client_id": ctx.client_id(),
+                    "scopes": ctx.scopes().iter().collect::<Vec<_>>(),
+                    "aud": ctx.audience(), "iss": ctx.issuer(),
+                }),
+                None => json!(null),
+            };
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+        }
+    });
+    let app = axum::Router::new()
+        .nest_service("/mcp", ServiceBuilder::new().layer(layer).service(echo))
+        .merge(resource.router());
+    spawn(listener, app);
+    Protected {
+        url: format!("{base}/mcp"),
+        base,
+        resource,
+        inner_calls,
+    }
+}
+
+impl Protected {
+    pub fn metadata_url(&self) -> String {
+        format!("{}/.well-known/oauth-protected-resource/mcp", self.base)
+    }
+
+    pub async fn post(&self, token: Option<&str>) -> reqwest::Response {
+        let mut req = client().post(&self.url).body("{}");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.inner_calls.load(Ordering::SeqCst)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub fn www_authenticate(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(http::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// A JWKS endpoint on 127.0.0.1 whose key set, availability and hit count the test controls.
+#[derive(Clone, Default)]
+pub struct JwksServer {
+    pub keys: Arc<Mutex<Vec<Value>>>,
+    pub hits: Arc<AtomicUsize>,
+    pub down: Arc<AtomicBool>,
+    pub url: String,
+}
+
+impl JwksServer {
+    pub async fn start(keys: Vec<Value>) -> JwksServer {
+        let (listener, addr) = listener().await;
+        let server = JwksServer {
+            keys: Arc::new(Mutex::new(keys)),
+            url: format!("http://{addr}/jwks"),
+            ..Default::default()
+        };
+        let app = axum::Router::new()
+            .route("/jwks", axum::routing::get(jwks_handler))
+            .with_state(server.clone());
+        spawn(listener, app);
+        server
+    }
+
+    pub fn set_keys(&self, keys: Vec<Value>) {
+        *self.keys.lock().unwrap() = keys;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn jwks_handler(State(server): State<JwksServer>) -> axum::response::Response {
+    server.hits.fetch_add(1, Ordering::SeqCst);
+    if server.down.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let keys = server.keys.lock().unwrap().clone();
+    axum::Json(json!({ "keys": keys })).into_response()
+}
+
+/// An RFC 7662 introspection endpoint on 127.0.0.1 that requires Basic `rs:rs-secret` and
+/// answers from a table of tokens.
+#[derive(Clone, Default)]
+pub struct IntrospectionServer {
+    pub answers: Arc<Mutex<HashMap<String, Value>>>,
+    pub hits: Arc<AtomicUsize>,
+    pub down: Arc<AtomicBool>,
+    pub url: String,
+}
+
+impl IntrospectionServer {
+    pub async fn start() -> IntrospectionServer {
+        let (listener, addr) = listener().await;
+        let server = IntrospectionServer {
+            url: format!("http://{addr}/introspect"),
+            ..Default::default()
+        };
+        let app = axum::Router::new()
+            .route("/introspect", axum::routing::post(introspect_handler))
+            .with_state(server.clone());
+        spawn(listener, app);
+        server
+    }
+
+    pub fn answer(&self, token: &str, response: Value) {
+        self.answers.lock().unwrap().insert(token.to_owned(), response);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn introspect_handler(
+    State(server): State<IntrospectionServer>,
+    headers: http::HeaderMap,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> axum::response::Response {
+    server.hits.fetch_add(1, Ordering::SeqCst);
+    if server.down.load(Ordering::SeqCst) {
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
+    // "rs:rs-secret" in Basic.
+    if headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        != Some("Basic cnM6cnMtc2VjcmV0")
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let token = form.get("token").cloned().unwrap_or_default();
+    let answer = server
+        .answers
+        .lock()
+        .unwrap()
+        .get(&token)
+        .cloned()
+        .unwrap_or_else(|| json!({ "active": false }));
+    axum::Json(answer).into_response()
+}
