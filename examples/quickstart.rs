@@ -54,7 +54,11 @@ impl Notes {
     }
 
     #[tool(description = "Add a note to your notebook")]
-    async fn add_note(&self, Auth(auth): Auth, Parameters(AddNote { text }): Parameters<AddNote>) -> String {
+    async fn add_note(
+        &self,
+        Auth(auth): Auth,
+        Parameters(AddNote { text }): Parameters<AddNote>,
+    ) -> String {
         let mut notes = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
         let mine = notes.entry(auth.subject().to_owned()).or_default();
         mine.push(text);
@@ -64,7 +68,10 @@ impl Notes {
     #[tool(description = "List the notes in your notebook")]
     async fn list_notes(&self, Auth(auth): Auth) -> String {
         let notes = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
-        notes.get(auth.subject()).map(|n| n.join("\n")).unwrap_or_default()
+        notes
+            .get(auth.subject())
+            .map(|n| n.join("\n"))
+            .unwrap_or_default()
     }
 }
 
@@ -76,7 +83,8 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
     let mcp = StreamableHttpService::new(
         move || Ok(notes.clone()),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_allowed_hosts(allowed_hosts(resource.resource())),
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(allowed_hosts(resource.resource())),
     );
     let bearer = BearerLayer::new(validator, resource.clone()).require_scopes([BASE_SCOPE]);
     axum::Router::new()
@@ -99,18 +107,35 @@ fn allowed_hosts(public_url: &str) -> Vec<String> {
 }
 
 /// Mints an HS256 dev token the quickstart's dev validator accepts.
-pub fn mint_dev_token(secret: &[u8], issuer: &str, audience: &str, subject: &str, scope: &str, ttl: Duration) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl;
+pub fn mint_dev_token(
+    secret: &[u8],
+    issuer: &str,
+    audience: &str,
+    subject: &str,
+    scope: &str,
+    ttl: Duration,
+) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        + ttl;
     let claims = serde_json::json!({
         "iss": issuer, "aud": audience, "sub": subject, "scope": scope,
         "client_id": "quickstart-dev", "exp": exp.as_secs(),
     });
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .unwrap_or_default()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
 }
 
 fn env_or(name: &str, default: impl FnOnce() -> String) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(default)
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(default)
 }
 
 #[tokio::main]
@@ -144,14 +169,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if std::env::var("DEV_JWT_SECRET").is_err() {
             return Err("set DEV_JWT_SECRET to the secret the server runs with".into());
         }
-        let token = mint_dev_token(secret.as_bytes(), &issuer, resource.resource(), &subject, &scope, Duration::from_secs(3600));
+        let token = mint_dev_token(
+            secret.as_bytes(),
+            &issuer,
+            resource.resource(),
+            &subject,
+            &scope,
+            Duration::from_secs(3600),
+        );
         println!("{token}");
         return Ok(());
     }
 
     let app = match &jwks {
         Some(jwks_url) => {
-            let validator = JwksValidator::builder(jwks_url, &issuer, resource.resource()).build()?;
+            let validator =
+                JwksValidator::builder(jwks_url, &issuer, resource.resource()).build()?;
             app(resource.clone(), validator)
         }
         None => {
@@ -167,12 +200,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match &jwks {
         Some(url) => println!("Validating tokens of {issuer} with keys from {url}"),
         None => {
-            let token = mint_dev_token(secret.as_bytes(), &issuer, resource.resource(), "demo", BASE_SCOPE, Duration::from_secs(3600));
+            let token = mint_dev_token(
+                secret.as_bytes(),
+                &issuer,
+                resource.resource(),
+                "demo",
+                BASE_SCOPE,
+                Duration::from_secs(3600),
+            );
             println!("Dev secret:        DEV_JWT_SECRET={secret}");
             println!("Dev token (user `demo`, scope `{BASE_SCOPE}`, 1 hour):\n\n{token}\n");
             println!("Try it:\n  curl -i {resource_uri} -H 'Authorization: Bearer {token}' \\");
-            println!("    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\");
-            println!("    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}'");
+            println!(
+                "    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\"
+            );
+            println!(
+                "    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}'"
+            );
         }
     }
     axum::serve(listener, app).await?;

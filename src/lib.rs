@@ -3,6 +3,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![warn(missing_debug_implementations, rust_2018_idioms, clippy::unwrap_used)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bearer;
 pub mod challenge;

@@ -135,13 +135,22 @@ impl ProtectedResource {
 
 fn metadata_response(method: &Method, doc: Bytes) -> axum::response::Response {
     let cors = [
-        (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+        (
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        ),
         (
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, OPTIONS"),
         ),
-        (header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*")),
-        (header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400")),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("*"),
+        ),
+        (
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        ),
     ];
     if method == Method::OPTIONS {
         return (StatusCode::NO_CONTENT, cors).into_response();
@@ -301,7 +310,11 @@ pub(crate) fn parse_http_url(
             raw,
             "plain http is only accepted for loopback hosts",
         )),
-        other => Err(invalid(what, raw, &format!("scheme `{other}` is not http(s)"))),
+        other => Err(invalid(
+            what,
+            raw,
+            &format!("scheme `{other}` is not http(s)"),
+        )),
     }
 }
 
@@ -387,7 +400,10 @@ mod tests {
 
     #[test]
     fn audience_canonicalization() {
-        assert_eq!(canonical_audience("https://MCP.example.com/"), "https://mcp.example.com");
+        assert_eq!(
+            canonical_audience("https://MCP.example.com/"),
+            "https://mcp.example.com"
+        );
         assert_eq!(canonical_audience("api://thing"), "api://thing");
     }
 }

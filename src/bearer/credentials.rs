@@ -20,7 +20,10 @@ pub(crate) enum CredentialError {
 /// - the token must be an RFC 6750 `b64token`, nothing after it;
 /// - a token in the query (`access_token=`) is never read: alone, the request counts as
 ///   unauthenticated; beside a header, it is two methods at once, `invalid_request`.
-pub(crate) fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, CredentialError> {
+pub(crate) fn bearer_token<'a>(
+    headers: &'a HeaderMap,
+    uri: &Uri,
+) -> Result<&'a str, CredentialError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let first = values.next();
     if values.next().is_some() {
@@ -55,9 +58,9 @@ pub(crate) fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a 
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn query_has_access_token(query: &str) -> bool {
@@ -83,16 +86,50 @@ mod tests {
 
     #[test]
     fn parsing() {
-        assert_eq!(bearer_token(&parts(&["Bearer abc.def-_~+/=="], "/")), Ok("abc.def-_~+/=="));
+        assert_eq!(
+            bearer_token(&parts(&["Bearer abc.def-_~+/=="], "/")),
+            Ok("abc.def-_~+/==")
+        );
         assert_eq!(bearer_token(&parts(&["bEaReR   abc"], "/")), Ok("abc"));
-        assert_eq!(bearer_token(&parts(&[], "/")), Err(CredentialError::Missing));
-        assert_eq!(bearer_token(&parts(&["Basic YTpi"], "/")), Err(CredentialError::Missing));
-        assert_eq!(bearer_token(&parts(&[], "/?access_token=x")), Err(CredentialError::Missing));
-        assert_eq!(bearer_token(&parts(&[], "/?access%5Ftoken=x")), Err(CredentialError::Missing));
-        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "Bearer =", "Bearer a=b"] {
-            assert!(matches!(bearer_token(&parts(&[bad], "/")), Err(CredentialError::Invalid(_))), "{bad}");
+        assert_eq!(
+            bearer_token(&parts(&[], "/")),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(
+            bearer_token(&parts(&["Basic YTpi"], "/")),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(
+            bearer_token(&parts(&[], "/?access_token=x")),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(
+            bearer_token(&parts(&[], "/?access%5Ftoken=x")),
+            Err(CredentialError::Missing)
+        );
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a\"b",
+            "Bearer =",
+            "Bearer a=b",
+        ] {
+            assert!(
+                matches!(
+                    bearer_token(&parts(&[bad], "/")),
+                    Err(CredentialError::Invalid(_))
+                ),
+                "{bad}"
+            );
         }
-        assert!(matches!(bearer_token(&parts(&["Bearer a", "Bearer b"], "/")), Err(CredentialError::Invalid(_))));
-        assert!(matches!(bearer_token(&parts(&["Bearer a"], "/?access_token=a")), Err(CredentialError::Invalid(_))));
+        assert!(matches!(
+            bearer_token(&parts(&["Bearer a", "Bearer b"], "/")),
+            Err(CredentialError::Invalid(_))
+        ));
+        assert!(matches!(
+            bearer_token(&parts(&["Bearer a"], "/?access_token=a")),
+            Err(CredentialError::Invalid(_))
+        ));
     }
 }

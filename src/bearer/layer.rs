@@ -83,8 +83,8 @@ impl<V: TokenValidator> BearerLayer<V> {
     /// request pays for full validation.
     #[must_use]
     pub fn token_cache_capacity(mut self, capacity: u64) -> Self {
-        Arc::make_mut(&mut self.policy).cache = (capacity > 0)
-            .then(|| TokenCache::new(capacity, self.validator.cache_ttl()));
+        Arc::make_mut(&mut self.policy).cache =
+            (capacity > 0).then(|| TokenCache::new(capacity, self.validator.cache_ttl()));
         self
     }
 
@@ -92,8 +92,8 @@ impl<V: TokenValidator> BearerLayer<V> {
     /// Turn it off only if the inner service binds sessions itself.
     #[must_use]
     pub fn session_binding(mut self, enabled: bool) -> Self {
-        Arc::make_mut(&mut self.policy).sessions = enabled
-            .then(|| SessionBindings::new(DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE));
+        Arc::make_mut(&mut self.policy).sessions =
+            enabled.then(|| SessionBindings::new(DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE));
         self
     }
 

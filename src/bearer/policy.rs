@@ -78,7 +78,7 @@ impl Policy {
         &self,
         ctx: &AuthContext,
         request: &Request<B>,
-    ) -> Result<SessionAction, Response<Full<Bytes>>> {
+    ) -> Result<SessionAction, Box<Response<Full<Bytes>>>> {
         if !ctx.scopes().contains_all(self.required_scopes.iter()) {
             let missing: Vec<&str> = ctx.scopes().missing(&self.required_scopes).collect();
             tracing::info!(
@@ -89,11 +89,16 @@ impl Policy {
                 missing = ?missing,
                 "insufficient scope"
             );
-            let description = format!("this resource requires the scopes: {}", self.required_scopes);
-            return Err(Challenge::new(self.resource.metadata_url())
-                .scope(&self.required_scopes)
-                .error(BearerErrorCode::InsufficientScope, &description)
-                .into_response());
+            let description = format!(
+                "this resource requires the scopes: {}",
+                self.required_scopes
+            );
+            return Err(Box::new(
+                Challenge::new(self.resource.metadata_url())
+                    .scope(&self.required_scopes)
+                    .error(BearerErrorCode::InsufficientScope, &description)
+                    .into_response(),
+            ));
         }
         let Some(sessions) = &self.sessions else {
             return Ok(SessionAction::None);
@@ -116,11 +121,11 @@ impl Policy {
                     reason = "session not bound to this principal",
                     "session refused"
                 );
-                Err(json_error(
+                Err(Box::new(json_error(
                     StatusCode::NOT_FOUND,
                     "session_not_found",
                     "no such session for this principal; initialize a new session",
-                ))
+                )))
             }
         }
     }

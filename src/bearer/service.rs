@@ -100,7 +100,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     match policy.admit(&ctx, &request) {
-        Err(refusal) => ResponseFuture::refused(refusal),
+        Err(refusal) => ResponseFuture::refused(*refusal),
         Ok(action) => {
             request.extensions_mut().insert(ctx);
             ResponseFuture::calling(inner.call(request), action, policy.clone())

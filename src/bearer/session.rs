@@ -73,7 +73,8 @@ impl SessionBindings {
 
     pub(crate) fn bind(&self, session_id: &str, principal: Principal) {
         if session_id.len() <= MAX_SESSION_ID_LEN {
-            self.sessions.insert(Box::from(session_id), Arc::new(principal));
+            self.sessions
+                .insert(Box::from(session_id), Arc::new(principal));
         }
     }
 

@@ -31,7 +31,10 @@ pub(crate) async fn read_limited(
     if !status.is_success() {
         return Err(format!("HTTP status {status}"));
     }
-    if response.content_length().is_some_and(|len| len > limit as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
         return Err(format!("response larger than {limit} bytes"));
     }
     let mut body = BytesMut::new();

@@ -219,7 +219,11 @@ impl IntrospectionValidatorBuilder {
     /// Builds the validator; RFC 7662 endpoints require client authentication, so one of
     /// [`client_credentials`](Self::client_credentials) or [`bearer`](Self::bearer) must be set.
     pub fn build(mut self) -> Result<IntrospectionValidator, ConfigError> {
-        parse_http_url("introspection endpoint", &self.endpoint, self.allow_insecure_http)?;
+        parse_http_url(
+            "introspection endpoint",
+            &self.endpoint,
+            self.allow_insecure_http,
+        )?;
         if let Some(leeway) = self.leeway {
             self.rules.set_leeway(leeway)?;
         }

@@ -215,7 +215,10 @@ impl Shared {
         let response = self
             .client
             .get(&self.url)
-            .header(http::header::ACCEPT, "application/json, application/jwk-set+json")
+            .header(
+                http::header::ACCEPT,
+                "application/json, application/jwk-set+json",
+            )
             .send()
             .await
             .map_err(|e| format!("JWKS request failed: {e}"))?;

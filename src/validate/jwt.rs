@@ -71,7 +71,10 @@ impl JwtKey {
                 secret.len()
             )));
         }
-        Ok(Self::from_parts(DecodingKey::from_secret(secret), algorithm))
+        Ok(Self::from_parts(
+            DecodingKey::from_secret(secret),
+            algorithm,
+        ))
     }
 
     /// An RSA public key (PEM, PKCS#1 or SPKI) for `RS256/384/512` or `PS256/384/512`.
@@ -113,7 +116,9 @@ impl JwtKey {
     /// and key type).
     pub fn from_jwk_with(jwk: &Jwk, algorithm: Algorithm) -> Result<Self, ConfigError> {
         if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-            return Err(ConfigError::InvalidKey("JWK is for encryption (`use: enc`)".into()));
+            return Err(ConfigError::InvalidKey(
+                "JWK is for encryption (`use: enc`)".into(),
+            ));
         }
         if let Some(declared) = jwk_algorithm(jwk)?
             && declared != algorithm

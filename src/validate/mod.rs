@@ -201,7 +201,8 @@ impl ClaimRules {
     }
 
     pub(crate) fn add_audience(&mut self, audience: &str) {
-        self.audiences.push(canonical_audience(audience).into_owned());
+        self.audiences
+            .push(canonical_audience(audience).into_owned());
     }
 
     /// Checks `exp`, `nbf`, `iss` and `aud`, then builds the context.
@@ -309,7 +310,10 @@ mod tests {
     }
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn check(v: Value) -> Result<AuthContext, TokenError> {

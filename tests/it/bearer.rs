@@ -70,7 +70,13 @@ async fn scheme_is_case_insensitive() {
 #[tokio::test]
 async fn malformed_authorization_header_is_invalid_request() {
     let server = protected(hs256, |l| l).await;
-    for header in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "Bearer ==="] {
+    for header in [
+        "Bearer",
+        "Bearer ",
+        "Bearer a b",
+        "Bearer a\"b",
+        "Bearer ===",
+    ] {
         let response = client()
             .post(&server.url)
             .header("authorization", header)
@@ -102,7 +108,10 @@ async fn other_auth_scheme_is_treated_as_no_token() {
     assert_eq!(response.status(), 401);
     assert_eq!(
         www_authenticate(&response),
-        format!(r#"Bearer resource_metadata="{}", scope="mcp:tools""#, server.metadata_url())
+        format!(
+            r#"Bearer resource_metadata="{}", scope="mcp:tools""#,
+            server.metadata_url()
+        )
     );
 }
 
@@ -141,7 +150,10 @@ async fn token_in_query_string_is_never_accepted() {
     assert_eq!(response.status(), 401);
     assert_eq!(
         www_authenticate(&response),
-        format!(r#"Bearer resource_metadata="{}", scope="mcp:tools""#, server.metadata_url())
+        format!(
+            r#"Bearer resource_metadata="{}", scope="mcp:tools""#,
+            server.metadata_url()
+        )
     );
     // In the query and the header: two methods at once, invalid_request.
     let response = client()
@@ -198,7 +210,10 @@ async fn challenge_scopes_are_configurable() {
     let response = server.post(None).await;
     assert_eq!(
         www_authenticate(&response),
-        format!(r#"Bearer resource_metadata="{}", scope="a:b c:d""#, server.metadata_url())
+        format!(
+            r#"Bearer resource_metadata="{}", scope="a:b c:d""#,
+            server.metadata_url()
+        )
     );
 }
 
@@ -225,7 +240,9 @@ async fn cached_token_is_refused_once_expired() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let response = server.post(Some(&token)).await;
     assert_eq!(response.status(), 401);
-    assert!(www_authenticate(&response).contains(r#"error_description="the access token has expired""#));
+    assert!(
+        www_authenticate(&response).contains(r#"error_description="the access token has expired""#)
+    );
     assert_eq!(server.calls(), 2);
 }
 

@@ -120,9 +120,17 @@ async fn revocation_is_noticed_after_cache_ttl() {
     idp.answer("t", active(&server, "alice"));
     assert_eq!(server.post(Some("t")).await.status(), 200);
     idp.answer("t", json!({"active": false}));
-    assert_eq!(server.post(Some("t")).await.status(), 200, "served from cache");
+    assert_eq!(
+        server.post(Some("t")).await.status(),
+        200,
+        "served from cache"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(server.post(Some("t")).await.status(), 401, "revocation seen after the TTL");
+    assert_eq!(
+        server.post(Some("t")).await.status(),
+        401,
+        "revocation seen after the TTL"
+    );
     assert_eq!(idp.hits(), 2);
 }
 
@@ -182,6 +190,9 @@ async fn by_format_routes_jwts_and_opaque_tokens() {
     );
     let a: Value = server.post(Some(&jwt)).await.json().await.unwrap();
     let b: Value = server.post(Some("opaque")).await.json().await.unwrap();
-    assert_eq!((a["sub"].as_str(), b["sub"].as_str()), (Some("alice"), Some("bob")));
+    assert_eq!(
+        (a["sub"].as_str(), b["sub"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
     assert_eq!(idp.hits(), 1, "the JWT never went to introspection");
 }

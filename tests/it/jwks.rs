@@ -54,17 +54,27 @@ async fn keys_are_fetched_once_and_reused() {
 #[tokio::test]
 async fn unknown_kid_triggers_refetch_and_rotated_key_is_accepted_without_restart() {
     let (jwks, server) = setup(vec![rsa1()], Duration::ZERO).await;
-    assert_eq!(server.post(Some(&token(&server, RSA1_KEY, "k1", "a"))).await.status(), 200);
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(jwks.hits(), 1);
 
     // The provider rotates: k2 signs from now on, k1 is withdrawn.
     jwks.set_keys(vec![rsa2()]);
-    let response = server.post(Some(&token(&server, RSA2_KEY, "k2", "b"))).await;
+    let response = server
+        .post(Some(&token(&server, RSA2_KEY, "k2", "b")))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(jwks.hits(), 2, "exactly one refetch for the new kid");
 
     // A new token under the withdrawn key is no longer accepted.
-    let response = server.post(Some(&token(&server, RSA1_KEY, "k1", "c"))).await;
+    let response = server
+        .post(Some(&token(&server, RSA1_KEY, "k1", "c")))
+        .await;
     assert_eq!(response.status(), 401);
     assert!(www_authenticate(&response).contains("no verification key matches the token"));
 }
@@ -72,7 +82,13 @@ async fn unknown_kid_triggers_refetch_and_rotated_key_is_accepted_without_restar
 #[tokio::test]
 async fn random_kids_cannot_hammer_the_jwks_server() {
     let (jwks, server) = setup(vec![rsa1()], Duration::from_secs(60)).await;
-    assert_eq!(server.post(Some(&token(&server, RSA1_KEY, "k1", "a"))).await.status(), 200);
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+            .await
+            .status(),
+        200
+    );
     for i in 0..50 {
         let t = token(&server, RSA1_KEY, &format!("random-{i}"), "attacker");
         let response = server.post(Some(&t)).await;
@@ -86,7 +102,13 @@ async fn random_kids_cannot_hammer_the_jwks_server() {
 #[tokio::test]
 async fn concurrent_requests_with_new_kid_share_one_fetch() {
     let (jwks, server) = setup(vec![rsa1()], Duration::ZERO).await;
-    assert_eq!(server.post(Some(&token(&server, RSA1_KEY, "k1", "a"))).await.status(), 200);
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+            .await
+            .status(),
+        200
+    );
     jwks.set_keys(vec![rsa1(), rsa2()]);
     let server = std::sync::Arc::new(server);
     let mut tasks = Vec::new();
@@ -94,12 +116,18 @@ async fn concurrent_requests_with_new_kid_share_one_fetch() {
         let server = server.clone();
         // Distinct subjects so no two requests share a token-cache entry.
         let t = token(&server, RSA2_KEY, "k2", &format!("user{i}"));
-        tasks.push(tokio::spawn(async move { server.post(Some(&t)).await.status() }));
+        tasks.push(tokio::spawn(
+            async move { server.post(Some(&t)).await.status() },
+        ));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), 200);
     }
-    assert_eq!(jwks.hits(), 2, "single-flight: one fetch served all 32 requests");
+    assert_eq!(
+        jwks.hits(),
+        2,
+        "single-flight: one fetch served all 32 requests"
+    );
 }
 
 #[tokio::test]
@@ -119,11 +147,21 @@ async fn jwks_down_with_cached_key_still_validates() {
         |l| l,
     )
     .await;
-    assert_eq!(server.post(Some(&token(&server, RSA1_KEY, "k1", "a"))).await.status(), 200);
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+            .await
+            .status(),
+        200
+    );
     jwks.down.store(true, Ordering::SeqCst);
     for i in 0..3 {
         let t = token(&server, RSA1_KEY, "k1", &format!("fresh{i}"));
-        assert_eq!(server.post(Some(&t)).await.status(), 200, "known key during outage");
+        assert_eq!(
+            server.post(Some(&t)).await.status(),
+            200,
+            "known key during outage"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(jwks.hits() >= 2, "background refreshes were attempted");
@@ -135,18 +173,26 @@ async fn jwks_unreachable_and_key_unknown_is_503_not_401() {
     jwks.down.store(true, Ordering::SeqCst);
     let url = jwks.url.clone();
     let server = protected(
-        move |r| JwksValidator::builder(url, ISSUER, r.resource()).build().unwrap(),
+        move |r| {
+            JwksValidator::builder(url, ISSUER, r.resource())
+                .build()
+                .unwrap()
+        },
         |l| l,
     )
     .await;
-    let response = server.post(Some(&token(&server, RSA1_KEY, "k1", "a"))).await;
+    let response = server
+        .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+        .await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     assert!(response.headers().get("www-authenticate").is_none());
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
     // Within the cooldown the failure is remembered: no second fetch.
-    let _ = server.post(Some(&token(&server, RSA1_KEY, "k1", "b"))).await;
+    let _ = server
+        .post(Some(&token(&server, RSA1_KEY, "k1", "b")))
+        .await;
     assert_eq!(jwks.hits(), 1);
     assert_eq!(server.calls(), 0);
 }
@@ -160,7 +206,13 @@ async fn jwks_with_unusable_entries_keeps_the_usable_keys() {
         rsa1(),
     ];
     let (_jwks, server) = setup(keys, Duration::from_secs(60)).await;
-    assert_eq!(server.post(Some(&token(&server, RSA1_KEY, "k1", "a"))).await.status(), 200);
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+            .await
+            .status(),
+        200
+    );
     // A token claiming HS256 with the symmetric key published in the set is refused: HMAC is
     // never accepted from a JWKS.
     let c = claims(server.resource.resource(), "mallory", "mcp:tools");
@@ -183,16 +235,23 @@ async fn ec_and_eddsa_keys_from_jwks() {
         assert_eq!(server.post(Some(&t)).await.status(), 200, "{alg:?}");
     }
     // The EC key does not verify an EdDSA token that names it.
-    let t = sign(Algorithm::EdDSA, &encoding_key(Algorithm::EdDSA), Some("ec"), &c);
+    let t = sign(
+        Algorithm::EdDSA,
+        &encoding_key(Algorithm::EdDSA),
+        Some("ec"),
+        &c,
+    );
     assert_eq!(server.post(Some(&t)).await.status(), 401);
 }
 
 #[test]
 fn hmac_algorithms_cannot_be_configured_for_jwks() {
-    let built = JwksValidator::builder("https://id.example/jwks", ISSUER, "https://mcp.example/mcp")
-        .algorithms([Algorithm::RS256, Algorithm::HS256])
-        .build();
+    let built =
+        JwksValidator::builder("https://id.example/jwks", ISSUER, "https://mcp.example/mcp")
+            .algorithms([Algorithm::RS256, Algorithm::HS256])
+            .build();
     assert!(built.is_err());
-    let built = JwksValidator::builder("http://id.example/jwks", ISSUER, "https://mcp.example/mcp").build();
+    let built =
+        JwksValidator::builder("http://id.example/jwks", ISSUER, "https://mcp.example/mcp").build();
     assert!(built.is_err(), "plain http JWKS on a public host");
 }

@@ -30,26 +30,69 @@ async fn refused_with(server: &Protected, token: &str, description: &str) {
 #[tokio::test]
 async fn every_supported_algorithm_verifies() {
     let cases: Vec<(Algorithm, JwtKey)> = vec![
-        (Algorithm::HS256, JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap()),
-        (Algorithm::HS384, JwtKey::hmac(hmac_secret(Algorithm::HS384), Algorithm::HS384).unwrap()),
-        (Algorithm::HS512, JwtKey::hmac(hmac_secret(Algorithm::HS512), Algorithm::HS512).unwrap()),
-        (Algorithm::RS256, JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS256).unwrap()),
-        (Algorithm::RS384, JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS384).unwrap()),
-        (Algorithm::RS512, JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS512).unwrap()),
-        (Algorithm::PS256, JwtKey::rsa_pem(RSA1_PUB, Algorithm::PS256).unwrap()),
-        (Algorithm::PS384, JwtKey::rsa_pem(RSA1_PUB, Algorithm::PS384).unwrap()),
-        (Algorithm::PS512, JwtKey::rsa_pem(RSA1_PUB, Algorithm::PS512).unwrap()),
-        (Algorithm::ES256, JwtKey::ec_pem(EC256_PUB, Algorithm::ES256).unwrap()),
-        (Algorithm::ES384, JwtKey::ec_pem(EC384_PUB, Algorithm::ES384).unwrap()),
+        (
+            Algorithm::HS256,
+            JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap(),
+        ),
+        (
+            Algorithm::HS384,
+            JwtKey::hmac(hmac_secret(Algorithm::HS384), Algorithm::HS384).unwrap(),
+        ),
+        (
+            Algorithm::HS512,
+            JwtKey::hmac(hmac_secret(Algorithm::HS512), Algorithm::HS512).unwrap(),
+        ),
+        (
+            Algorithm::RS256,
+            JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS256).unwrap(),
+        ),
+        (
+            Algorithm::RS384,
+            JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS384).unwrap(),
+        ),
+        (
+            Algorithm::RS512,
+            JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS512).unwrap(),
+        ),
+        (
+            Algorithm::PS256,
+            JwtKey::rsa_pem(RSA1_PUB, Algorithm::PS256).unwrap(),
+        ),
+        (
+            Algorithm::PS384,
+            JwtKey::rsa_pem(RSA1_PUB, Algorithm::PS384).unwrap(),
+        ),
+        (
+            Algorithm::PS512,
+            JwtKey::rsa_pem(RSA1_PUB, Algorithm::PS512).unwrap(),
+        ),
+        (
+            Algorithm::ES256,
+            JwtKey::ec_pem(EC256_PUB, Algorithm::ES256).unwrap(),
+        ),
+        (
+            Algorithm::ES384,
+            JwtKey::ec_pem(EC384_PUB, Algorithm::ES384).unwrap(),
+        ),
         (Algorithm::EdDSA, JwtKey::ed_pem(ED_PUB).unwrap()),
     ];
     for (alg, key) in cases {
         let server = protected(
-            |r| JwtValidator::builder(ISSUER, r.resource()).key(key).build().unwrap(),
+            |r| {
+                JwtValidator::builder(ISSUER, r.resource())
+                    .key(key)
+                    .build()
+                    .unwrap()
+            },
             |l| l,
         )
         .await;
-        let token = sign(alg, &encoding_key(alg), None, &claims(server.resource.resource(), "alice", "mcp:tools"));
+        let token = sign(
+            alg,
+            &encoding_key(alg),
+            None,
+            &claims(server.resource.resource(), "alice", "mcp:tools"),
+        );
         let response = server.post(Some(&token)).await;
         assert_eq!(response.status(), 200, "{alg:?}");
     }
@@ -61,18 +104,31 @@ async fn wrong_issuer_is_refused() {
     let mut c = claims(server.resource.resource(), "alice", "mcp:tools");
     c["iss"] = json!("https://evil.example");
     let token = sign(Algorithm::RS256, &encoding_key(Algorithm::RS256), None, &c);
-    refused_with(&server, &token, "the token was not issued by an accepted issuer").await;
+    refused_with(
+        &server,
+        &token,
+        "the token was not issued by an accepted issuer",
+    )
+    .await;
     assert_eq!(server.calls(), 0);
 }
 
 #[tokio::test]
 async fn wrong_audience_is_refused_with_401() {
     let server = protected(rs256, |l| l).await;
-    for aud in [json!("https://other.example/mcp"), json!(["https://a.example", "https://b.example"])] {
+    for aud in [
+        json!("https://other.example/mcp"),
+        json!(["https://a.example", "https://b.example"]),
+    ] {
         let mut c = claims(server.resource.resource(), "alice", "mcp:tools");
         c["aud"] = aud;
         let token = sign(Algorithm::RS256, &encoding_key(Algorithm::RS256), None, &c);
-        refused_with(&server, &token, "the token was not issued for this resource").await;
+        refused_with(
+            &server,
+            &token,
+            "the token was not issued for this resource",
+        )
+        .await;
     }
     let mut c = claims(server.resource.resource(), "alice", "mcp:tools");
     c.as_object_mut().unwrap().remove("aud");
@@ -86,7 +142,10 @@ async fn audience_among_several_and_canonical_forms_are_accepted() {
     let server = protected(rs256, |l| l).await;
     let resource = server.resource.resource().to_owned();
     let upper = resource.replace("http://", "HTTP://");
-    for aud in [json!(["https://other.example", resource.clone()]), json!(upper)] {
+    for aud in [
+        json!(["https://other.example", resource.clone()]),
+        json!(upper),
+    ] {
         let mut c = claims(&resource, "alice", "mcp:tools");
         c["aud"] = aud.clone();
         let token = sign(Algorithm::RS256, &encoding_key(Algorithm::RS256), None, &c);
@@ -153,7 +212,12 @@ async fn hs_rs_confusion_rsa_public_key_as_hmac_secret_is_refused() {
     let server = protected(rs256, |l| l).await;
     let c = claims(server.resource.resource(), "mallory", "mcp:tools admin");
     let token = forge(&json!({"alg": "HS256", "typ": "JWT"}), &c, Some(RSA1_PUB));
-    refused_with(&server, &token, "the token's signing algorithm `HS256` is not accepted").await;
+    refused_with(
+        &server,
+        &token,
+        "the token's signing algorithm `HS256` is not accepted",
+    )
+    .await;
 
     // Even where the validator also accepts HS256 (with its own secret), the forged token
     // only ever meets the HMAC key, never the RSA one.
@@ -211,7 +275,12 @@ async fn tampered_payload_is_refused() {
 async fn signature_by_another_key_is_refused() {
     let server = protected(rs256, |l| l).await;
     let other = jsonwebtoken::EncodingKey::from_rsa_pem(RSA2_KEY).unwrap();
-    let token = sign(Algorithm::RS256, &other, None, &claims(server.resource.resource(), "alice", "mcp:tools"));
+    let token = sign(
+        Algorithm::RS256,
+        &other,
+        None,
+        &claims(server.resource.resource(), "alice", "mcp:tools"),
+    );
     refused_with(&server, &token, "the token signature is invalid").await;
 }
 
@@ -246,7 +315,11 @@ async fn unknown_kid_with_static_keys_is_refused() {
     let server = protected(
         |r| {
             JwtValidator::builder(ISSUER, r.resource())
-                .key(JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS256).unwrap().with_kid("k1"))
+                .key(
+                    JwtKey::rsa_pem(RSA1_PUB, Algorithm::RS256)
+                        .unwrap()
+                        .with_kid("k1"),
+                )
                 .build()
                 .unwrap()
         },
@@ -254,9 +327,19 @@ async fn unknown_kid_with_static_keys_is_refused() {
     )
     .await;
     let c = claims(server.resource.resource(), "alice", "mcp:tools");
-    let good = sign(Algorithm::RS256, &encoding_key(Algorithm::RS256), Some("k1"), &c);
+    let good = sign(
+        Algorithm::RS256,
+        &encoding_key(Algorithm::RS256),
+        Some("k1"),
+        &c,
+    );
     assert_eq!(server.post(Some(&good)).await.status(), 200);
-    let bad = sign(Algorithm::RS256, &encoding_key(Algorithm::RS256), Some("k9"), &c);
+    let bad = sign(
+        Algorithm::RS256,
+        &encoding_key(Algorithm::RS256),
+        Some("k9"),
+        &c,
+    );
     refused_with(&server, &bad, "no verification key matches the token").await;
 }
 
@@ -279,7 +362,11 @@ async fn id_token_typ_is_refused_when_at_jwt_required() {
     refused_with(&server, &jwt, "the token type is not accepted").await;
     let at = forge(&json!({"alg": "HS256", "typ": "at+jwt"}), &c, Some(&secret));
     assert_eq!(server.post(Some(&at)).await.status(), 200);
-    let at = forge(&json!({"alg": "HS256", "typ": "application/AT+JWT"}), &c, Some(&secret));
+    let at = forge(
+        &json!({"alg": "HS256", "typ": "application/AT+JWT"}),
+        &c,
+        Some(&secret),
+    );
     assert_eq!(server.post(Some(&at)).await.status(), 200);
 }
 
@@ -292,7 +379,9 @@ fn weak_hmac_secrets_and_mismatched_key_types_are_refused_at_build() {
     assert!(JwtKey::rsa_pem(EC256_PUB, Algorithm::RS256).is_err());
     assert!(JwtKey::ec_pem(EC256_PUB, Algorithm::RS256).is_err());
     assert!(
-        JwtValidator::builder(ISSUER, "https://mcp.example/mcp").build().is_err(),
+        JwtValidator::builder(ISSUER, "https://mcp.example/mcp")
+            .build()
+            .is_err(),
         "a validator without keys"
     );
     assert!(

@@ -55,7 +55,14 @@ async fn challenge_points_at_a_document_naming_this_resource() {
         .and_then(|rest| rest.split('"').next())
         .unwrap()
         .to_owned();
-    let body: Value = client().get(&url).send().await.unwrap().json().await.unwrap();
+    let body: Value = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["resource"], server.resource.resource());
 }
 

@@ -42,7 +42,14 @@ async fn start() -> Quickstart {
 impl Quickstart {
     fn token(&self, sub: &str, scope: &str) -> String {
         let issuer = self.url.trim_end_matches("/mcp");
-        quickstart::mint_dev_token(HMAC_SECRET, issuer, self.resource.resource(), sub, scope, Duration::from_secs(300))
+        quickstart::mint_dev_token(
+            HMAC_SECRET,
+            issuer,
+            self.resource.resource(),
+            sub,
+            scope,
+            Duration::from_secs(300),
+        )
     }
 }
 
@@ -59,17 +66,31 @@ async fn rmcp_client_lists_and_calls_tools_and_tool_reads_auth_context() {
     names.sort();
     assert_eq!(names, ["add_note", "list_notes", "whoami"]);
 
-    let result = client.call_tool(CallToolRequestParams::new("whoami")).await.unwrap();
+    let result = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
     let text = serde_json::to_value(&result.content).unwrap().to_string();
-    assert!(text.contains("subject=alice client=quickstart-dev scopes=mcp:tools"), "{text}");
+    assert!(
+        text.contains("subject=alice client=quickstart-dev scopes=mcp:tools"),
+        "{text}"
+    );
 
     let args = json!({"text": "buy milk"}).as_object().cloned().unwrap();
     client
         .call_tool(CallToolRequestParams::new("add_note").with_arguments(args))
         .await
         .unwrap();
-    let listed = client.call_tool(CallToolRequestParams::new("list_notes")).await.unwrap();
-    assert!(serde_json::to_value(&listed.content).unwrap().to_string().contains("buy milk"));
+    let listed = client
+        .call_tool(CallToolRequestParams::new("list_notes"))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_value(&listed.content)
+            .unwrap()
+            .to_string()
+            .contains("buy milk")
+    );
     client.cancel().await.unwrap();
 }
 
@@ -93,7 +114,9 @@ async fn token_without_base_scope_is_refused_with_403() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    assert!(www_authenticate(&response).contains(r#"scope="mcp:tools", error="insufficient_scope""#));
+    assert!(
+        www_authenticate(&response).contains(r#"scope="mcp:tools", error="insufficient_scope""#)
+    );
 }
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
@@ -130,9 +153,17 @@ async fn session_hijacking_with_another_users_token_is_refused() {
 
     let response = mcp_post(&server.url, &alice, None, INIT).await;
     assert_eq!(response.status(), 200);
-    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    assert_eq!(mcp_post(&server.url, &alice, Some(&session), initialized).await.status(), 202);
+    assert_eq!(
+        mcp_post(&server.url, &alice, Some(&session), initialized)
+            .await
+            .status(),
+        202
+    );
 
     let whoami = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
     let ok = mcp_post(&server.url, &alice, Some(&session), whoami).await;
@@ -156,7 +187,12 @@ async fn session_hijacking_with_another_users_token_is_refused() {
     assert_eq!(delete.status(), 404);
 
     // Alice's session is untouched; once she ends it, it is gone for her too.
-    assert_eq!(mcp_post(&server.url, &alice, Some(&session), whoami).await.status(), 200);
+    assert_eq!(
+        mcp_post(&server.url, &alice, Some(&session), whoami)
+            .await
+            .status(),
+        200
+    );
     let delete = client()
         .delete(&server.url)
         .bearer_auth(&alice)
@@ -165,25 +201,44 @@ async fn session_hijacking_with_another_users_token_is_refused() {
         .await
         .unwrap();
     assert!(delete.status().is_success(), "{}", delete.status());
-    assert_eq!(mcp_post(&server.url, &alice, Some(&session), whoami).await.status(), 404);
+    assert_eq!(
+        mcp_post(&server.url, &alice, Some(&session), whoami)
+            .await
+            .status(),
+        404
+    );
 }
 
 #[tokio::test]
 async fn same_user_with_a_new_token_keeps_the_session() {
     let server = start().await;
     let response = mcp_post(&server.url, &server.token("alice", "mcp:tools"), None, INIT).await;
-    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     // A refreshed token (different bytes, same principal) keeps working on the session.
     let refreshed = server.token("alice", "mcp:tools other");
     let ping = r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#;
-    assert_eq!(mcp_post(&server.url, &refreshed, Some(&session), ping).await.status(), 200);
+    assert_eq!(
+        mcp_post(&server.url, &refreshed, Some(&session), ping)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn made_up_session_id_is_refused_before_reaching_rmcp() {
     let server = start().await;
     let ping = r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#;
-    let response = mcp_post(&server.url, &server.token("eve", "mcp:tools"), Some("guessed-session"), ping).await;
+    let response = mcp_post(
+        &server.url,
+        &server.token("eve", "mcp:tools"),
+        Some("guessed-session"),
+        ping,
+    )
+    .await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "session_not_found");

@@ -34,7 +34,10 @@ pub const ED_KEY: &[u8] = include_bytes!("../keys/ed.key.pem");
 pub const ED_PUB: &[u8] = include_bytes!("../keys/ed.pub.pem");
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Claims of a valid token for `audience`.
@@ -267,7 +270,10 @@ impl IntrospectionServer {
     }
 
     pub fn answer(&self, token: &str, response: Value) {
-        self.answers.lock().unwrap().insert(token.to_owned(), response);
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), response);
     }
 
     pub fn hits(&self) -> usize {
@@ -285,7 +291,9 @@ async fn introspect_handler(
         return StatusCode::BAD_GATEWAY.into_response();
     }
     // "rs:rs-secret" in Basic.
-    if headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    if headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
         != Some("Basic cnM6cnMtc2VjcmV0")
     {
         return StatusCode::UNAUTHORIZED.into_response();
