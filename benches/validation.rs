@@ -1,1 +1,187 @@
-fn main() {}
+//! Token validation cost: cold signature verification per algorithm, and the bearer layer's
+//! whole per-request cost when the token is cached (the hot path).
+//!
+//! `cargo bench --bench validation`
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::Full;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tower::{Layer, Service, service_fn};
+use tower_mcp_auth::validate::{JwtKey, JwtValidator, TokenValidator};
+use tower_mcp_auth::{BearerLayer, ProtectedResource};
+
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+const ISSUER: &str = "https://auth.example.com";
+const HMAC: &[u8] = b"integration-test-secret-32-bytes!";
+
+/// Polls a future that completes without waiting (static-key validation, the inner service
+/// below), so the figures hold no executor overhead.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("benchmarked future is not immediately ready"),
+    }
+}
+
+fn token(alg: Algorithm, key: &EncodingKey, sub: &str) -> String {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(3600);
+    // A realistic payload: a typical IdP access token is 600-900 bytes.
+    let claims = serde_json::json!({
+        "iss": ISSUER, "aud": RESOURCE, "sub": sub, "exp": exp.as_secs(), "iat": exp.as_secs() - 3600,
+        "scope": "mcp:tools notes:read notes:write", "client_id": "https://client.example.com/oauth/metadata.json",
+        "jti": "9f1c5a7e-5a52-4b7f-8a5e-0c6f1e2d3b4a", "groups": ["engineering", "mcp-users"],
+        "email": "alice@corp.example", "name": "Alice Example",
+    });
+    jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+}
+
+fn validators() -> Vec<(&'static str, JwtValidator, String)> {
+    let cases = [
+        (
+            "HS256",
+            Algorithm::HS256,
+            JwtKey::hmac(HMAC, Algorithm::HS256).unwrap(),
+            EncodingKey::from_secret(HMAC),
+        ),
+        (
+            "RS256",
+            Algorithm::RS256,
+            JwtKey::rsa_pem(
+                include_bytes!("../tests/keys/rsa1.pub.pem"),
+                Algorithm::RS256,
+            )
+            .unwrap(),
+            EncodingKey::from_rsa_pem(include_bytes!("../tests/keys/rsa1.key.pem")).unwrap(),
+        ),
+        (
+            "ES256",
+            Algorithm::ES256,
+            JwtKey::ec_pem(
+                include_bytes!("../tests/keys/ec256.pub.pem"),
+                Algorithm::ES256,
+            )
+            .unwrap(),
+            EncodingKey::from_ec_pem(include_bytes!("../tests/keys/ec256.key.pem")).unwrap(),
+        ),
+        (
+            "EdDSA",
+            Algorithm::EdDSA,
+            JwtKey::ed_pem(include_bytes!("../tests/keys/ed.pub.pem")).unwrap(),
+            EncodingKey::from_ed_pem(include_bytes!("../tests/keys/ed.key.pem")).unwrap(),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, alg, key, signing)| {
+            let validator = JwtValidator::builder(ISSUER, RESOURCE)
+                .key(key)
+                .build()
+                .unwrap();
+            (name, validator, token(alg, &signing, "alice"))
+        })
+        .collect()
+}
+
+fn cold(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cold_validate");
+    for (name, validator, token) in validators() {
+        assert!(ready(validator.validate(&token)).is_ok());
+        group.bench_function(name, |b| {
+            b.iter(|| ready(validator.validate(black_box(&token))).unwrap())
+        });
+    }
+    group.finish();
+}
+
+type Inner = tower::util::ServiceFn<
+    fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+>;
+
+fn inner() -> Inner {
+    fn respond(
+        _: Request<Full<Bytes>>,
+    ) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::new()))))
+    }
+    service_fn(respond as fn(_) -> _)
+}
+
+fn request(token: &str) -> Request<Full<Bytes>> {
+    Request::post(RESOURCE)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Times `service` over requests built beforehand, so request construction (an 800-byte header
+/// copy) stays out of the figure; dropping the responses is inside it, as in a server.
+fn per_request<S>(service: &mut S, token: &str, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let requests: Vec<_> = (0..iters).map(|_| request(token)).collect();
+    let start = std::time::Instant::now();
+    for req in requests {
+        black_box(ready(service.call(req)).unwrap());
+    }
+    start.elapsed()
+}
+
+fn layer(c: &mut Criterion) {
+    let resource = ProtectedResource::builder(RESOURCE)
+        .authorization_server(ISSUER)
+        .scopes_supported(["mcp:tools"])
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("bearer_layer");
+    for (name, validator, token) in validators() {
+        if name != "RS256" && name != "ES256" {
+            continue;
+        }
+        let mut cached = BearerLayer::new(validator.clone(), resource.clone())
+            .require_scopes(["mcp:tools"])
+            .layer(inner());
+        // The first request validates and fills the cache; the rest are cache hits.
+        assert_eq!(ready(cached.call(request(&token))).unwrap().status(), 200);
+        group.bench_function(format!("cached_{name}"), |b| {
+            b.iter_custom(|iters| per_request(&mut cached, &token, iters))
+        });
+        let mut uncached = BearerLayer::new(validator, resource.clone())
+            .token_cache_capacity(0)
+            .layer(inner());
+        group.bench_function(format!("uncached_{name}"), |b| {
+            b.iter_custom(|iters| per_request(&mut uncached, &token, iters))
+        });
+    }
+    let mut bare = inner();
+    let token = validators().remove(1).2;
+    group.bench_function("no_layer_baseline", |b| {
+        b.iter_custom(|iters| per_request(&mut bare, &token, iters))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = cold, layer
+}
+criterion_main!(benches);

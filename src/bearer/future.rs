@@ -39,6 +39,7 @@ pin_project! {
             inner: S,
             policy: Arc<Policy>,
             key: TokenKey,
+            token: Arc<str>,
         },
         Calling {
             #[pin]
@@ -80,6 +81,7 @@ where
         inner: S,
         policy: Arc<Policy>,
         key: TokenKey,
+        token: Arc<str>,
     ) -> Self {
         ResponseFuture {
             state: State::Validating {
@@ -88,6 +90,7 @@ where
                 inner,
                 policy,
                 key,
+                token,
             },
         }
     }
@@ -111,13 +114,14 @@ where
                     inner,
                     policy,
                     key,
+                    token,
                 } => {
                     let result = ready!(validation.as_mut().poll(cx));
                     let request = request.take().expect(POLLED_AFTER_COMPLETION);
                     let next = match result {
                         Ok(ctx) => {
                             if let Some(cache) = &policy.cache {
-                                cache.insert(*key, ctx.clone());
+                                cache.insert(*key, token.clone(), ctx.clone());
                             }
                             admit(policy, ctx, request, inner)
                         }

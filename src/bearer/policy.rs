@@ -11,8 +11,8 @@ use crate::challenge::{BearerErrorCode, Challenge, json_error};
 use crate::validate::TokenError;
 use crate::{AuthContext, ProtectedResource, Scopes};
 
-/// The `Mcp-Session-Id` header of Streamable HTTP.
-pub(crate) const MCP_SESSION_ID: &str = "mcp-session-id";
+/// The `Mcp-Session-Id` header of Streamable HTTP (a `HeaderName`, so lookups skip parsing).
+pub(crate) const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 /// Target of the audit events of every layer.
 pub(crate) const AUDIT: &str = "tower_mcp_auth::audit";
 
@@ -30,7 +30,7 @@ pub(crate) struct Policy {
 pub(crate) enum SessionAction {
     None,
     /// The request opened no session; if the response opens one, it belongs to this principal.
-    BindOnResponse(Principal),
+    BindOnResponse(AuthContext),
     /// A `DELETE` of this session: forget the binding once the server confirms.
     UnbindOnSuccess(Box<str>),
 }
@@ -103,8 +103,9 @@ impl Policy {
         let Some(sessions) = &self.sessions else {
             return Ok(SessionAction::None);
         };
-        let Some(session_id) = request.headers().get(MCP_SESSION_ID) else {
-            return Ok(SessionAction::BindOnResponse(Principal::of(ctx)));
+        let Some(session_id) = request.headers().get(&MCP_SESSION_ID) else {
+            // A reference count, not a copy: most responses open no session.
+            return Ok(SessionAction::BindOnResponse(ctx.clone()));
         };
         let session_id = session_id.to_str().unwrap_or("");
         match sessions.check(session_id, ctx) {
@@ -136,13 +137,13 @@ impl Policy {
         };
         match action {
             SessionAction::None => {}
-            SessionAction::BindOnResponse(principal) => {
+            SessionAction::BindOnResponse(ctx) => {
                 if let Some(id) = response
                     .headers()
-                    .get(MCP_SESSION_ID)
+                    .get(&MCP_SESSION_ID)
                     .and_then(|v| v.to_str().ok())
                 {
-                    sessions.bind(id, principal);
+                    sessions.bind(id, Principal::of(&ctx));
                 }
             }
             SessionAction::UnbindOnSuccess(id) => {

@@ -4,8 +4,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::cache::token_key;
-use super::credentials::bearer_token;
+use super::credentials::{bearer_token, check_syntax};
 use super::future::ResponseFuture;
 use super::policy::Policy;
 use super::{BearerLayer, ResponseBody};
@@ -74,18 +73,31 @@ where
             Ok(token) => token,
             Err(e) => return ResponseFuture::refused(self.policy.refuse_credentials(e)),
         };
-        let key = token_key(token);
-        if let Some(ctx) = self.policy.cache.as_ref().and_then(|c| c.get(&key)) {
-            // Hot path: no signature work, no allocation beyond what the inner service does.
-            return admit(&self.policy, ctx, request, &mut self.inner);
-        }
+        let key = match &self.policy.cache {
+            Some(cache) => {
+                let key = cache.key(token);
+                if let Some(ctx) = cache.get(key, token) {
+                    // Hot path: no signature work, no syntax scan (the cached token passed it).
+                    return admit(&self.policy, ctx, request, &mut self.inner);
+                }
+                key
+            }
+            None => 0,
+        };
+        let token = match check_syntax(token) {
+            Ok(token) => token,
+            Err(e) => return ResponseFuture::refused(self.policy.refuse_credentials(e)),
+        };
         let validator = self.validator.clone();
-        let token = token.to_owned();
-        let validation = Box::pin(async move { validator.validate(&token).await });
+        let token: Arc<str> = Arc::from(token);
+        let validation = {
+            let token = token.clone();
+            Box::pin(async move { validator.validate(&token).await })
+        };
         // The service that was polled ready goes into the future; a clone stays here.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::validating(validation, request, inner, self.policy.clone(), key)
+        ResponseFuture::validating(validation, request, inner, self.policy.clone(), key, token)
     }
 }
 
