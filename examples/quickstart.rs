@@ -23,10 +23,13 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
 use tower_mcp_auth::validate::{JwksValidator, JwtKey, JwtValidator, TokenValidator};
+use tower_mcp_auth::policy::ToolPolicy;
 use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 
 /// The scope every request needs (the baseline a client asks for first).
 pub const BASE_SCOPE: &str = "mcp:tools";
+/// The scopes of the dev token the quickstart prints.
+pub const DEMO_SCOPES: &str = "mcp:tools notes:read notes:write";
 
 /// A small notes server: each user sees only their own notes.
 #[derive(Clone, Default)]
@@ -73,10 +76,40 @@ impl Notes {
             .map(|n| n.join("\n"))
             .unwrap_or_default()
     }
+
+    #[tool(description = "Delete every user's notes (administrators only)")]
+    async fn purge_all_notes(&self, Auth(auth): Auth) -> String {
+        let mut notes = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count: usize = notes.values().map(Vec::len).sum();
+        notes.clear();
+        format!("{} purged {count} notes", auth.subject())
+    }
 }
 
-/// The whole application: the MCP endpoint at `/mcp` behind the bearer layer, and the protected
-/// resource metadata routes beside it.
+/// Who may use which tool: declared beside the tools, enforced by `ToolPolicyLayer` on
+/// `tools/call` (403 with a step-up challenge) and reflected in `tools/list`.
+///
+/// | tool | needs |
+/// |---|---|
+/// | `whoami` | `mcp:tools` (the default) |
+/// | `list_notes` | `notes:read` |
+/// | `add_note` | `notes:write` |
+/// | `purge_*` | `notes:admin` |
+///
+/// With the `:` hierarchy, a token with `notes` may use all three `notes:*` levels.
+pub fn policy() -> ToolPolicy {
+    ToolPolicy::builder()
+        .default_scopes([BASE_SCOPE])
+        .tool("list_notes", ["notes:read"])
+        .tool("add_note", ["notes:write"])
+        .tool("purge_*", ["notes:admin"])
+        .scope_separator(":")
+        .build()
+        .unwrap_or_else(|e| panic!("the quickstart policy is valid: {e}"))
+}
+
+/// The whole application: the MCP endpoint at `/mcp` behind the bearer and tool policy layers,
+/// and the protected resource metadata routes beside it.
 pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum::Router {
     // One notebook for the process; rmcp calls the factory once per session.
     let notes = Notes::default();
@@ -88,7 +121,13 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
     );
     let bearer = BearerLayer::new(validator, resource.clone()).require_scopes([BASE_SCOPE]);
     axum::Router::new()
-        .nest_service("/mcp", ServiceBuilder::new().layer(bearer).service(mcp))
+        .nest_service(
+            "/mcp",
+            ServiceBuilder::new()
+                .layer(bearer)
+                .layer(policy().layer(&resource))
+                .service(mcp),
+        )
         .merge(resource.router())
 }
 
@@ -205,11 +244,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &issuer,
                 resource.resource(),
                 "demo",
-                BASE_SCOPE,
+                DEMO_SCOPES,
                 Duration::from_secs(3600),
             );
             println!("Dev secret:        DEV_JWT_SECRET={secret}");
-            println!("Dev token (user `demo`, scope `{BASE_SCOPE}`, 1 hour):\n\n{token}\n");
+            println!("Dev token (user `demo`, scopes `{DEMO_SCOPES}`, 1 hour):\n\n{token}\n");
+            println!(
+                "It lists and adds notes; `purge_all_notes` is hidden from it and answers 403 asking for `notes:admin`."
+            );
+            println!(
+                "Mint others: DEV_JWT_SECRET={secret} cargo run --example quickstart -- token alice \"mcp:tools notes\"\n"
+            );
             println!("Try it:\n  curl -i {resource_uri} -H 'Authorization: Bearer {token}' \\");
             println!(
                 "    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\"

@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// RFC 7662 endpoints require the resource server to authenticate.
     #[error("introspection needs client credentials or a bearer token")]
     MissingClientAuthentication,
+    /// A policy that cannot be compiled (bad pattern, malformed rule).
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
     /// A scope string that is not an RFC 6749 scope token.
     #[error("`{0}` is not a valid scope token")]
     InvalidScope(String),

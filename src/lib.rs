@@ -9,6 +9,8 @@ pub mod bearer;
 pub mod challenge;
 mod context;
 mod error;
+pub mod jsonrpc;
+pub mod policy;
 pub mod resource;
 pub mod validate;
 
@@ -17,4 +19,5 @@ pub use bearer::{BearerLayer, BearerService};
 pub use context::Auth;
 pub use context::{AuthContext, MissingAuthContext, Scopes};
 pub use error::ConfigError;
+pub use policy::{ToolPolicy, ToolPolicyLayer};
 pub use resource::ProtectedResource;

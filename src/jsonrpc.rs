@@ -1,0 +1,256 @@
+//! The JSON-RPC envelope of MCP requests, parsed once, without parsing what the policy does
+//! not need (tool arguments are skipped, not built).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+/// What the client sent in one POST: one JSON-RPC message, or a batch (legal only in protocol
+/// revision 2025-03-26). Inserted into the request extensions by the tool policy layer, so later
+/// layers and handlers need not parse the body again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpRequest {
+    /// The messages, in body order.
+    pub messages: Vec<McpMessage>,
+    /// Whether the body was a JSON array.
+    pub batch: bool,
+}
+
+/// One JSON-RPC message, reduced to what authorization needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpMessage {
+    /// `id`, for requests and responses.
+    pub id: Option<Value>,
+    /// `method`, for requests and notifications.
+    pub method: Option<String>,
+    /// `params.name` (the tool of `tools/call`, the prompt of `prompts/get`).
+    pub name: Option<String>,
+    /// `params.uri` (the resource of `resources/read`).
+    pub uri: Option<String>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (revision 2026-07-28).
+    pub protocol_version: Option<String>,
+}
+
+impl McpMessage {
+    /// A request: a method and an id.
+    pub fn is_request(&self) -> bool {
+        self.method.is_some() && self.id.is_some()
+    }
+
+    /// A notification: a method, no id.
+    pub fn is_notification(&self) -> bool {
+        self.method.is_some() && self.id.is_none()
+    }
+
+    /// A response (result or error) the client sends back to the server.
+    pub fn is_response(&self) -> bool {
+        self.method.is_none()
+    }
+
+    /// The operation's target: the tool or prompt name, or the resource URI.
+    pub fn target(&self) -> Option<&str> {
+        self.name.as_deref().or(self.uri.as_deref())
+    }
+}
+
+/// Why a body is not an acceptable JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON (JSON-RPC -32700).
+    #[error("the body is not valid JSON: {0}")]
+    Parse(String),
+    /// JSON, but not a JSON-RPC 2.0 message (JSON-RPC -32600).
+    #[error("not a valid JSON-RPC 2.0 message: {0}")]
+    Invalid(String),
+}
+
+impl EnvelopeError {
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i64 {
+        match self {
+            EnvelopeError::Parse(_) => -32700,
+            EnvelopeError::Invalid(_) => -32600,
+        }
+    }
+}
+
+/// Deserializes `T` from a JSON object only. Derived structs also accept arrays (positional
+/// fields), which would let `"params": ["delete_all"]` read as a tool name here while the
+/// server reads something else; objects only, so both sides see the same thing.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Visit(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<ObjectOnly<Params<'a>>>,
+    #[serde(default)]
+    result: Option<IgnoredAny>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<ObjectOnly<Meta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(
+        rename = "io.modelcontextprotocol/protocolVersion",
+        borrow,
+        default
+    )]
+    protocol_version: Option<Cow<'a, str>>,
+}
+
+/// Parses a request body. Duplicate keys (`{"name":"a","name":"b"}`), non-object `params`, a
+/// `jsonrpc` other than `"2.0"`, an empty batch, or a message that is neither request,
+/// notification nor response are refused: a body two parsers could read differently must not
+/// reach the server.
+pub fn parse(body: &[u8]) -> Result<McpRequest, EnvelopeError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let envelopes: Vec<ObjectOnly<Envelope<'_>>> = from_slice(body)?;
+        if envelopes.is_empty() {
+            return Err(EnvelopeError::Invalid("empty batch".into()));
+        }
+        let messages = envelopes
+            .into_iter()
+            .map(|ObjectOnly(e)| message(e))
+            .collect::<Result<_, _>>()?;
+        Ok(McpRequest {
+            messages,
+            batch: true,
+        })
+    } else {
+        let ObjectOnly(envelope) = from_slice::<ObjectOnly<Envelope<'_>>>(body)?;
+        Ok(McpRequest {
+            messages: vec![message(envelope)?],
+            batch: false,
+        })
+    }
+}
+
+fn from_slice<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, EnvelopeError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            EnvelopeError::Parse(e.to_string())
+        }
+        _ => EnvelopeError::Invalid(e.to_string()),
+    })
+}
+
+fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
+    if envelope.jsonrpc.as_deref() != Some("2.0") {
+        return Err(EnvelopeError::Invalid("`jsonrpc` must be \"2.0\"".into()));
+    }
+    let is_response = envelope.result.is_some() || envelope.error.is_some();
+    match (&envelope.method, is_response) {
+        (Some(_), true) => {
+            return Err(EnvelopeError::Invalid(
+                "a message cannot be both a request and a response".into(),
+            ));
+        }
+        (None, false) => {
+            return Err(EnvelopeError::Invalid("no `method`, `result` or `error`".into()));
+        }
+        _ => {}
+    }
+    if let Some(id) = &envelope.id
+        && !matches!(id, Value::String(_) | Value::Number(_) | Value::Null)
+    {
+        return Err(EnvelopeError::Invalid("`id` must be a string or a number".into()));
+    }
+    let (name, uri, protocol_version) = match envelope.params {
+        Some(ObjectOnly(p)) => (
+            p.name.map(Cow::into_owned),
+            p.uri.map(Cow::into_owned),
+            p.meta
+                .and_then(|ObjectOnly(m)| m.protocol_version)
+                .map(Cow::into_owned),
+        ),
+        None => (None, None, None),
+    };
+    Ok(McpMessage {
+        id: envelope.id,
+        method: envelope.method.map(Cow::into_owned),
+        name,
+        uri,
+        protocol_version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_call_without_building_arguments() {
+        let r = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"del\u0065te","arguments":{"deep":[1,2,{"x":"y"}]}}}"#).unwrap();
+        assert!(!r.batch);
+        assert_eq!(r.messages[0].name.as_deref(), Some("delete"));
+        assert_eq!(r.messages[0].id, Some(Value::from(7)));
+        assert!(r.messages[0].is_request());
+    }
+
+    #[test]
+    fn refuses_ambiguous_bodies() {
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a"]}"#,
+            br#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"[]"#,
+            br#"[["2.0", 1, "tools/call"]]"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":["2026-07-28"]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"} trailing"#,
+        ] {
+            assert!(parse(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(parse(b"{not json").unwrap_err().code(), -32700);
+    }
+
+    #[test]
+    fn parses_batches_and_meta() {
+        let r = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"s1","result":{}}]"#).unwrap();
+        assert!(r.batch);
+        assert_eq!(r.messages[0].protocol_version.as_deref(), Some("2026-07-28"));
+        assert!(r.messages[1].is_notification());
+        assert!(r.messages[2].is_response());
+    }
+}

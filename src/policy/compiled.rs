@@ -1,0 +1,513 @@
+//! Policies compiled once into a matcher whose lookup cost does not grow with the rule count in
+//! the common case: exact names in a hash map, globs and regexes each in one `RegexSet`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::{RegexSet, RegexSetBuilder};
+use serde_json::Value;
+
+use super::rules::{ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule};
+use crate::resource::check_scope_token;
+use crate::{AuthContext, ConfigError, Scopes};
+
+/// The outcome of a policy decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The caller may.
+    Allow,
+    /// The caller lacks scopes; `scopes` is everything the operation needs, for one step-up
+    /// challenge (`403 insufficient_scope`).
+    InsufficientScope {
+        /// The scopes to ask for.
+        scopes: Scopes,
+    },
+    /// No scope would help: an explicit deny, an unmet claim condition, or nothing allowing it
+    /// (default deny).
+    Forbidden {
+        /// Why, for the audit log and the error message.
+        reason: &'static str,
+    },
+}
+
+impl Decision {
+    /// Whether the caller may.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow)
+    }
+
+    /// The stricter of two decisions (for names checked in two spellings).
+    fn and(self, other: Decision) -> Decision {
+        match (self, other) {
+            (f @ Decision::Forbidden { .. }, _) | (_, f @ Decision::Forbidden { .. }) => f,
+            (Decision::InsufficientScope { scopes: a }, Decision::InsufficientScope { scopes: b }) => {
+                Decision::InsufficientScope {
+                    scopes: a.iter().chain(b.iter()).collect(),
+                }
+            }
+            (d @ Decision::InsufficientScope { .. }, Decision::Allow)
+            | (Decision::Allow, d @ Decision::InsufficientScope { .. }) => d,
+            (Decision::Allow, Decision::Allow) => Decision::Allow,
+        }
+    }
+}
+
+/// A compiled tool policy. Cheap to clone.
+///
+/// Precedence, for each tool (resource, prompt, method):
+/// 1. an explicit deny among the matching rules wins over everything;
+/// 2. otherwise the most specific matching rule decides: an exact name over a glob over a
+///    regex; among globs the one with the most literal characters; then declaration order;
+/// 3. a tool, resource or prompt no rule covers needs the default scopes, or, without default
+///    scopes, is denied to everyone (default deny); a method no rule covers needs nothing
+///    beyond the bearer layer's own checks.
+///
+/// Scopes are judged with the configured hierarchy (`files` covers `files:read` with separator
+/// `:`; explicit implications) and group mappings.
+#[derive(Debug, Clone)]
+pub struct ToolPolicy(pub(crate) Arc<Compiled>);
+
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    default: Option<Requirement>,
+    indexes: [Index; 4],
+    separator: Option<String>,
+    /// Required scope → the scopes that imply it.
+    implied_by: HashMap<String, Vec<String>>,
+    groups: Option<GroupMapping>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    exact: HashMap<String, Vec<usize>>,
+    globs: Option<(RegexSet, Vec<usize>)>,
+    regexes: Option<(RegexSet, Vec<usize>)>,
+    rules: Vec<CompiledRule>,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    /// (tier: exact 3, glob 2, regex 1; literal characters; declaration order reversed).
+    specificity: (u8, usize, std::cmp::Reverse<usize>),
+    requirement: Requirement,
+    deny: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Requirement {
+    all_of: Vec<String>,
+    any_of: Vec<String>,
+    conditions: Vec<ClaimCondition>,
+}
+
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Tool => 0,
+        Kind::Resource => 1,
+        Kind::Prompt => 2,
+        Kind::Method => 3,
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidPolicy(msg.into())
+}
+
+/// `*` → `.*`, `?` → `.`, everything else literal; anchored at both ends.
+fn glob_to_regex(glob: &str) -> String {
+    let mut re = String::with_capacity(glob.len() + 8);
+    re.push('^');
+    let mut literal = [0u8; 4];
+    for c in glob.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(c.encode_utf8(&mut literal))),
+        }
+    }
+    re.push('$');
+    re
+}
+
+fn build_set(patterns: &[String]) -> Result<RegexSet, ConfigError> {
+    RegexSetBuilder::new(patterns)
+        // Thousands of rules exceed the defaults; the limits still bound memory.
+        .size_limit(512 << 20)
+        .dfa_size_limit(64 << 20)
+        .build()
+        .map_err(|e| invalid(format!("invalid pattern: {e}")))
+}
+
+impl Index {
+    fn build(rules: Vec<(usize, Rule)>) -> Result<Index, ConfigError> {
+        let mut index = Index::default();
+        let (mut globs, mut glob_ids, mut regexes, mut regex_ids) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (order, rule) in rules {
+            let id = index.rules.len();
+            let specificity = match &rule.pattern {
+                Pattern::Exact(name) => {
+                    index.exact.entry(name.clone()).or_insert_with(Vec::new).push(id);
+                    (3, name.len(), std::cmp::Reverse(order))
+                }
+                Pattern::Glob(glob) => {
+                    globs.push(glob_to_regex(glob));
+                    glob_ids.push(id);
+                    let literals = glob.chars().filter(|c| !matches!(c, '*' | '?')).count();
+                    (2, literals, std::cmp::Reverse(order))
+                }
+                Pattern::Regex(re) => {
+                    regexes.push(re.clone());
+                    regex_ids.push(id);
+                    (1, 0, std::cmp::Reverse(order))
+                }
+            };
+            for scope in rule.all_of.iter().chain(&rule.any_of) {
+                check_scope_token(scope)?;
+            }
+            index.rules.push(CompiledRule {
+                specificity,
+                requirement: Requirement {
+                    all_of: rule.all_of,
+                    any_of: rule.any_of,
+                    conditions: rule.conditions,
+                },
+                deny: rule.deny,
+            });
+        }
+        if !globs.is_empty() {
+            index.globs = Some((build_set(&globs)?, glob_ids));
+        }
+        if !regexes.is_empty() {
+            index.regexes = Some((build_set(&regexes)?, regex_ids));
+        }
+        Ok(index)
+    }
+
+    /// The rule deciding for `name`: `Err(())` if an explicit deny matches.
+    fn lookup(&self, name: &str) -> Result<Option<&CompiledRule>, ()> {
+        let mut best: Option<&CompiledRule> = None;
+        let mut consider = |id: usize| -> Result<(), ()> {
+            let Some(rule) = self.rules.get(id) else {
+                return Ok(());
+            };
+            if rule.deny {
+                return Err(());
+            }
+            if best.is_none_or(|b| rule.specificity > b.specificity) {
+                best = Some(rule);
+            }
+            Ok(())
+        };
+        if let Some(ids) = self.exact.get(name) {
+            for &id in ids {
+                consider(id)?;
+            }
+        }
+        for (set, ids) in [&self.globs, &self.regexes].into_iter().flatten() {
+            for m in set.matches(name).iter() {
+                if let Some(&id) = ids.get(m) {
+                    consider(id)?;
+                }
+            }
+        }
+        Ok(best)
+    }
+}
+
+impl ToolPolicy {
+    /// Starts a policy in code.
+    pub fn builder() -> ToolPolicyBuilder {
+        ToolPolicyBuilder::default()
+    }
+
+    /// Compiles a policy read from a configuration file.
+    pub fn from_config(config: PolicyConfig) -> Result<ToolPolicy, ConfigError> {
+        let mut builder = ToolPolicy::builder();
+        builder.default_scopes = config.default_scopes;
+        for rule in config.rules {
+            builder.rules.push(rule.into_rule().map_err(invalid)?);
+        }
+        builder.separator = config.scope_separator;
+        builder.implies = config.scope_implies.into_iter().collect();
+        builder.groups = config.groups;
+        builder.build()
+    }
+
+    /// Decides whether `ctx` may use the `kind` thing called `name`.
+    ///
+    /// Names are case-sensitive, as MCP says; a name with upper-case letters must also pass the
+    /// rules for its lower-case spelling, so `Delete_Note` never slips past a rule written for
+    /// `delete_note` to a server that folds case. Names with control characters or non-ASCII
+    /// letters (homoglyphs, other Unicode forms of a protected name) are forbidden.
+    pub fn decide(&self, kind: Kind, name: &str, ctx: &AuthContext) -> Decision {
+        if kind != Kind::Resource && !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Decision::Forbidden {
+                reason: "names must be printable ASCII",
+            };
+        }
+        let decision = self.decide_exact(kind, name, ctx);
+        if kind != Kind::Resource && name.bytes().any(|b| b.is_ascii_uppercase()) {
+            decision.and(self.decide_exact(kind, &name.to_ascii_lowercase(), ctx))
+        } else {
+            decision
+        }
+    }
+
+    fn decide_exact(&self, kind: Kind, name: &str, ctx: &AuthContext) -> Decision {
+        let compiled = &self.0;
+        let index = &compiled.indexes[kind_index(kind)];
+        let rule = match index.lookup(name) {
+            Err(()) => {
+                return Decision::Forbidden {
+                    reason: "denied by policy",
+                };
+            }
+            Ok(rule) => rule,
+        };
+        if kind == Kind::Tool && compiled.group_grants_tool(ctx, name) {
+            return Decision::Allow;
+        }
+        let requirement = match (rule, kind) {
+            (Some(rule), _) => &rule.requirement,
+            (None, Kind::Method) => return Decision::Allow,
+            (None, _) => match &compiled.default {
+                Some(default) => default,
+                None => {
+                    return Decision::Forbidden {
+                        reason: "no rule allows this (default deny)",
+                    };
+                }
+            },
+        };
+        if !requirement.conditions.iter().all(|c| c.holds(ctx)) {
+            return Decision::Forbidden {
+                reason: "a claim condition is not met",
+            };
+        }
+        let all = requirement.all_of.iter().all(|s| compiled.holds(ctx, s));
+        let any = requirement.any_of.is_empty()
+            || requirement.any_of.iter().any(|s| compiled.holds(ctx, s));
+        if all && any {
+            Decision::Allow
+        } else {
+            // Everything the operation needs, in one challenge: all of `all_of`, and the first
+            // (preferred) of `any_of`.
+            let scopes = requirement
+                .all_of
+                .iter()
+                .chain(requirement.any_of.first())
+                .collect();
+            Decision::InsufficientScope { scopes }
+        }
+    }
+
+    /// Shorthand for `decide(..).is_allowed()`.
+    pub fn permits(&self, kind: Kind, name: &str, ctx: &AuthContext) -> bool {
+        self.decide(kind, name, ctx).is_allowed()
+    }
+
+    /// Whether a method has rules of its own (so case variants of it are refused).
+    pub(crate) fn has_method_rule(&self, method: &str) -> bool {
+        !matches!(self.0.indexes[kind_index(Kind::Method)].lookup(method), Ok(None))
+    }
+}
+
+impl Compiled {
+    /// Whether the caller holds `scope`: directly, through a broader scope of the hierarchy,
+    /// through an implication, or through a group mapping.
+    fn holds(&self, ctx: &AuthContext, scope: &str) -> bool {
+        if self.held(ctx, scope) {
+            return true;
+        }
+        if let Some(sep) = self.separator.as_deref().filter(|s| !s.is_empty()) {
+            let mut end = scope.len();
+            while let Some(pos) = scope[..end].rfind(sep) {
+                if self.held(ctx, &scope[..pos]) {
+                    return true;
+                }
+                end = pos;
+            }
+        }
+        self.implied_by
+            .get(scope)
+            .is_some_and(|granters| granters.iter().any(|g| self.held(ctx, g)))
+    }
+
+    fn held(&self, ctx: &AuthContext, scope: &str) -> bool {
+        ctx.has_scope(scope)
+            || self.groups.as_ref().is_some_and(|mapping| {
+                groups_of(ctx, &mapping.claim).any(|g| {
+                    mapping
+                        .scopes
+                        .get(g)
+                        .is_some_and(|granted| granted.iter().any(|s| s == scope))
+                })
+            })
+    }
+
+    fn group_grants_tool(&self, ctx: &AuthContext, tool: &str) -> bool {
+        let Some(mapping) = &self.groups else {
+            return false;
+        };
+        let Some((prefix, suffix)) = mapping
+            .tool_group_template
+            .as_deref()
+            .and_then(|t| t.split_once("{tool}"))
+        else {
+            return false;
+        };
+        groups_of(ctx, &mapping.claim).any(|g| {
+            g.len() == prefix.len() + tool.len() + suffix.len()
+                && g.starts_with(prefix)
+                && g.ends_with(suffix)
+                && &g[prefix.len()..g.len() - suffix.len()] == tool
+        })
+    }
+}
+
+fn groups_of<'a>(ctx: &'a AuthContext, claim: &str) -> impl Iterator<Item = &'a str> {
+    let items: &'a [Value] = match ctx.claim(claim) {
+        Some(Value::Array(items)) => items,
+        _ => &[],
+    };
+    items.iter().filter_map(Value::as_str)
+}
+
+/// Builder of [`ToolPolicy`].
+///
+/// ```
+/// use tower_mcp_auth::policy::{ClaimCondition, Rule, ToolPolicy};
+///
+/// let policy = ToolPolicy::builder()
+///     .default_scopes(["mcp:tools"])
+///     .tool("notes_*", ["notes:read"])
+///     .tool_regex("^delete_.*$", ["notes:admin"])
+///     .deny_tool("shutdown")
+///     .rule(Rule::tool("audit_log").all_of(["notes:admin"]).when(ClaimCondition::ends_with("email", "@corp.example")))
+///     .method("tools/list", ["mcp:tools"])
+///     .scope_separator(":")
+///     .build()
+///     .unwrap();
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ToolPolicyBuilder {
+    default_scopes: Option<Vec<String>>,
+    rules: Vec<Rule>,
+    separator: Option<String>,
+    implies: Vec<(String, Vec<String>)>,
+    groups: Option<GroupMapping>,
+}
+
+fn strings<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Vec<String> {
+    items.into_iter().map(Into::into).collect()
+}
+
+impl ToolPolicyBuilder {
+    /// Scopes needed by tools, resources and prompts no rule covers. Without this, they are
+    /// denied to everyone.
+    pub fn default_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.default_scopes = Some(strings(scopes));
+        self
+    }
+
+    /// Tools named `name` (a glob if it has `*` or `?`) need all of `scopes`.
+    pub fn tool<I: IntoIterator<Item = S>, S: Into<String>>(self, name: impl Into<String>, scopes: I) -> Self {
+        self.rule(Rule::tool(name).all_of(scopes))
+    }
+
+    /// Tools matching the regular expression need all of `scopes`.
+    pub fn tool_regex<I: IntoIterator<Item = S>, S: Into<String>>(self, regex: impl Into<String>, scopes: I) -> Self {
+        self.rule(Rule::tool_regex(regex).all_of(scopes))
+    }
+
+    /// Nobody may call tools named `name` (a glob if it has `*` or `?`).
+    pub fn deny_tool(self, name: impl Into<String>) -> Self {
+        self.rule(Rule::tool(name).deny())
+    }
+
+    /// Resources with URI `uri` (a glob if it has `*` or `?`) need all of `scopes`.
+    pub fn resource<I: IntoIterator<Item = S>, S: Into<String>>(self, uri: impl Into<String>, scopes: I) -> Self {
+        self.rule(Rule::resource(uri).all_of(scopes))
+    }
+
+    /// Prompts named `name` need all of `scopes`.
+    pub fn prompt<I: IntoIterator<Item = S>, S: Into<String>>(self, name: impl Into<String>, scopes: I) -> Self {
+        self.rule(Rule::prompt(name).all_of(scopes))
+    }
+
+    /// The MCP method (or `GET` / `DELETE`) needs all of `scopes`.
+    pub fn method<I: IntoIterator<Item = S>, S: Into<String>>(self, method: impl Into<String>, scopes: I) -> Self {
+        self.rule(Rule::method(method).all_of(scopes))
+    }
+
+    /// Adds any rule.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Scope hierarchy by prefix: with `":"`, a granted `files` covers `files:read`.
+    pub fn scope_separator(mut self, separator: impl Into<String>) -> Self {
+        self.separator = Some(separator.into());
+        self
+    }
+
+    /// A granted `scope` also counts as each of `implied`.
+    pub fn scope_implies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scope: impl Into<String>, implied: I) -> Self {
+        self.implies.push((scope.into(), strings(implied)));
+        self
+    }
+
+    /// Maps identity-provider groups to scopes and tools.
+    pub fn groups(mut self, mapping: GroupMapping) -> Self {
+        self.groups = Some(mapping);
+        self
+    }
+
+    /// Compiles the policy; fails on invalid patterns or scope strings.
+    pub fn build(self) -> Result<ToolPolicy, ConfigError> {
+        let mut by_kind: [Vec<(usize, Rule)>; 4] = Default::default();
+        for (order, rule) in self.rules.into_iter().enumerate() {
+            by_kind[kind_index(rule.kind)].push((order, rule));
+        }
+        let [tools, resources, prompts, methods] = by_kind;
+        let default = match self.default_scopes {
+            Some(scopes) => {
+                for s in &scopes {
+                    check_scope_token(s)?;
+                }
+                Some(Requirement {
+                    all_of: scopes,
+                    ..Requirement::default()
+                })
+            }
+            None => None,
+        };
+        let mut implied_by: HashMap<String, Vec<String>> = HashMap::new();
+        for (granter, implied) in self.implies {
+            for scope in implied {
+                implied_by.entry(scope).or_default().push(granter.clone());
+            }
+        }
+        if let Some(template) = self.groups.as_ref().and_then(|g| g.tool_group_template.as_deref())
+            && template.matches("{tool}").count() != 1
+        {
+            return Err(invalid("tool_group_template needs exactly one `{tool}`"));
+        }
+        Ok(ToolPolicy(Arc::new(Compiled {
+            default,
+            indexes: [
+                Index::build(tools)?,
+                Index::build(resources)?,
+                Index::build(prompts)?,
+                Index::build(methods)?,
+            ],
+            separator: self.separator,
+            implied_by,
+            groups: self.groups,
+        })))
+    }
+}
