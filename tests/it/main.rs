@@ -12,3 +12,4 @@ mod jwks;
 mod jwt;
 mod metadata;
 mod quickstart_rmcp;
+mod policy;
