@@ -22,8 +22,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
-use tower_mcp_auth::validate::{JwksValidator, JwtKey, JwtValidator, TokenValidator};
 use tower_mcp_auth::policy::ToolPolicy;
+use tower_mcp_auth::validate::{JwksValidator, JwtKey, JwtValidator, TokenValidator};
 use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 
 /// The scope every request needs (the baseline a client asks for first).

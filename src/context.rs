@@ -163,10 +163,12 @@ impl AuthContext {
                 .collect(),
             _ => Vec::new(),
         };
+        // NumericDate may be fractional (RFC 7519 §2); an absurd value must not panic.
         let expires_at = claims
             .get("exp")
-            .and_then(Value::as_u64)
-            .map(|secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+            .and_then(Value::as_f64)
+            .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+            .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d));
         Some(AuthContext(Arc::new(Inner {
             subject,
             client_id,

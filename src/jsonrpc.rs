@@ -127,11 +127,7 @@ struct Params<'a> {
 
 #[derive(Deserialize)]
 struct Meta<'a> {
-    #[serde(
-        rename = "io.modelcontextprotocol/protocolVersion",
-        borrow,
-        default
-    )]
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
     protocol_version: Option<Cow<'a, str>>,
 }
 
@@ -184,14 +180,18 @@ fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
             ));
         }
         (None, false) => {
-            return Err(EnvelopeError::Invalid("no `method`, `result` or `error`".into()));
+            return Err(EnvelopeError::Invalid(
+                "no `method`, `result` or `error`".into(),
+            ));
         }
         _ => {}
     }
     if let Some(id) = &envelope.id
         && !matches!(id, Value::String(_) | Value::Number(_) | Value::Null)
     {
-        return Err(EnvelopeError::Invalid("`id` must be a string or a number".into()));
+        return Err(EnvelopeError::Invalid(
+            "`id` must be a string or a number".into(),
+        ));
     }
     let (name, uri, protocol_version) = match envelope.params {
         Some(ObjectOnly(p)) => (
@@ -249,7 +249,10 @@ mod tests {
     fn parses_batches_and_meta() {
         let r = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"s1","result":{}}]"#).unwrap();
         assert!(r.batch);
-        assert_eq!(r.messages[0].protocol_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(
+            r.messages[0].protocol_version.as_deref(),
+            Some("2026-07-28")
+        );
         assert!(r.messages[1].is_notification());
         assert!(r.messages[2].is_response());
     }

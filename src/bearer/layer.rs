@@ -56,19 +56,27 @@ impl<V: TokenValidator> BearerLayer<V> {
     }
 
     /// Scopes every request needs, whatever it does; a valid token without them gets 403
-    /// `insufficient_scope` naming them. Per-tool scopes belong in the tool policy layer.
+    /// `insufficient_scope` naming them. Per-tool scopes belong in the tool policy layer. They
+    /// join the 401 challenge's `scope` too, so a client asks for them in its first
+    /// authorization.
     #[must_use]
     pub fn require_scopes<I, S>(mut self, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Arc::make_mut(&mut self.policy).required_scopes = Scopes::new(scopes);
+        let policy = Arc::make_mut(&mut self.policy);
+        policy.required_scopes = Scopes::new(scopes);
+        policy.challenge_scopes = policy
+            .challenge_scopes
+            .iter()
+            .chain(policy.required_scopes.iter())
+            .collect();
         self
     }
 
     /// The `scope` of 401 challenges: what a client should ask for to start with. Defaults to
-    /// the resource's `scopes_supported`.
+    /// the resource's `scopes_supported` plus the required scopes; this replaces both.
     #[must_use]
     pub fn challenge_scopes<I, S>(mut self, scopes: I) -> Self
     where

@@ -103,11 +103,25 @@ impl Policy {
         let Some(sessions) = &self.sessions else {
             return Ok(SessionAction::None);
         };
-        let Some(session_id) = request.headers().get(&MCP_SESSION_ID) else {
+        let mut ids = request.headers().get_all(&MCP_SESSION_ID).iter();
+        let (first, second) = (ids.next(), ids.next());
+        let Some(session_id) = first else {
             // A reference count, not a copy: most responses open no session.
             return Ok(SessionAction::BindOnResponse(ctx.clone()));
         };
-        let session_id = session_id.to_str().unwrap_or("");
+        // Two ids, or one that is not visible ASCII: a proxy or server might read it another
+        // way than we do, so it is refused rather than interpreted.
+        let session_id = match (second, session_id.to_str()) {
+            (None, Ok(id)) if !id.is_empty() => id,
+            _ => {
+                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason = "malformed Mcp-Session-Id", "request refused");
+                return Err(Box::new(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "exactly one valid Mcp-Session-Id header is allowed",
+                )));
+            }
+        };
         match sessions.check(session_id, ctx) {
             SessionCheck::Owner if request.method() == Method::DELETE => {
                 Ok(SessionAction::UnbindOnSuccess(Box::from(session_id)))

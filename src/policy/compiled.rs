@@ -40,11 +40,12 @@ impl Decision {
     fn and(self, other: Decision) -> Decision {
         match (self, other) {
             (f @ Decision::Forbidden { .. }, _) | (_, f @ Decision::Forbidden { .. }) => f,
-            (Decision::InsufficientScope { scopes: a }, Decision::InsufficientScope { scopes: b }) => {
-                Decision::InsufficientScope {
-                    scopes: a.iter().chain(b.iter()).collect(),
-                }
-            }
+            (
+                Decision::InsufficientScope { scopes: a },
+                Decision::InsufficientScope { scopes: b },
+            ) => Decision::InsufficientScope {
+                scopes: a.iter().chain(b.iter()).collect(),
+            },
             (d @ Decision::InsufficientScope { .. }, Decision::Allow)
             | (Decision::Allow, d @ Decision::InsufficientScope { .. }) => d,
             (Decision::Allow, Decision::Allow) => Decision::Allow,
@@ -147,7 +148,11 @@ impl Index {
             let id = index.rules.len();
             let specificity = match &rule.pattern {
                 Pattern::Exact(name) => {
-                    index.exact.entry(name.clone()).or_insert_with(Vec::new).push(id);
+                    index
+                        .exact
+                        .entry(name.clone())
+                        .or_insert_with(Vec::new)
+                        .push(id);
                     (3, name.len(), std::cmp::Reverse(order))
                 }
                 Pattern::Glob(glob) => {
@@ -309,7 +314,10 @@ impl ToolPolicy {
 
     /// Whether a method has rules of its own (so case variants of it are refused).
     pub(crate) fn has_method_rule(&self, method: &str) -> bool {
-        !matches!(self.0.indexes[kind_index(Kind::Method)].lookup(method), Ok(None))
+        !matches!(
+            self.0.indexes[kind_index(Kind::Method)].lookup(method),
+            Ok(None)
+        )
     }
 }
 
@@ -414,12 +422,20 @@ impl ToolPolicyBuilder {
     }
 
     /// Tools named `name` (a glob if it has `*` or `?`) need all of `scopes`.
-    pub fn tool<I: IntoIterator<Item = S>, S: Into<String>>(self, name: impl Into<String>, scopes: I) -> Self {
+    pub fn tool<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        name: impl Into<String>,
+        scopes: I,
+    ) -> Self {
         self.rule(Rule::tool(name).all_of(scopes))
     }
 
     /// Tools matching the regular expression need all of `scopes`.
-    pub fn tool_regex<I: IntoIterator<Item = S>, S: Into<String>>(self, regex: impl Into<String>, scopes: I) -> Self {
+    pub fn tool_regex<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        regex: impl Into<String>,
+        scopes: I,
+    ) -> Self {
         self.rule(Rule::tool_regex(regex).all_of(scopes))
     }
 
@@ -429,17 +445,29 @@ impl ToolPolicyBuilder {
     }
 
     /// Resources with URI `uri` (a glob if it has `*` or `?`) need all of `scopes`.
-    pub fn resource<I: IntoIterator<Item = S>, S: Into<String>>(self, uri: impl Into<String>, scopes: I) -> Self {
+    pub fn resource<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        uri: impl Into<String>,
+        scopes: I,
+    ) -> Self {
         self.rule(Rule::resource(uri).all_of(scopes))
     }
 
     /// Prompts named `name` need all of `scopes`.
-    pub fn prompt<I: IntoIterator<Item = S>, S: Into<String>>(self, name: impl Into<String>, scopes: I) -> Self {
+    pub fn prompt<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        name: impl Into<String>,
+        scopes: I,
+    ) -> Self {
         self.rule(Rule::prompt(name).all_of(scopes))
     }
 
     /// The MCP method (or `GET` / `DELETE`) needs all of `scopes`.
-    pub fn method<I: IntoIterator<Item = S>, S: Into<String>>(self, method: impl Into<String>, scopes: I) -> Self {
+    pub fn method<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        method: impl Into<String>,
+        scopes: I,
+    ) -> Self {
         self.rule(Rule::method(method).all_of(scopes))
     }
 
@@ -456,7 +484,11 @@ impl ToolPolicyBuilder {
     }
 
     /// A granted `scope` also counts as each of `implied`.
-    pub fn scope_implies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scope: impl Into<String>, implied: I) -> Self {
+    pub fn scope_implies<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        scope: impl Into<String>,
+        implied: I,
+    ) -> Self {
         self.implies.push((scope.into(), strings(implied)));
         self
     }
@@ -492,7 +524,10 @@ impl ToolPolicyBuilder {
                 implied_by.entry(scope).or_default().push(granter.clone());
             }
         }
-        if let Some(template) = self.groups.as_ref().and_then(|g| g.tool_group_template.as_deref())
+        if let Some(template) = self
+            .groups
+            .as_ref()
+            .and_then(|g| g.tool_group_template.as_deref())
             && template.matches("{tool}").count() != 1
         {
             return Err(invalid("tool_group_template needs exactly one `{tool}`"));

@@ -50,7 +50,14 @@ impl ListFilter {
     /// Filters one JSON-RPC message (or a batch of them) in place; returns whether it changed.
     pub(crate) fn apply(&self, message: &mut Value) -> bool {
         match message {
-            Value::Array(items) => items.iter_mut().fold(false, |c, m| self.apply_one(m) || c),
+            Value::Array(items) => {
+                // Every element is visited: no short-circuit past the first filtered one.
+                let mut changed = false;
+                for item in items {
+                    changed |= self.apply_one(item);
+                }
+                changed
+            }
             _ => self.apply_one(message),
         }
     }

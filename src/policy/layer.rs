@@ -161,12 +161,21 @@ fn json_response(status: StatusCode, body: &Value) -> Response<PolicyBody> {
     response
 }
 
-fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str, data: Option<Value>) -> Response<PolicyBody> {
+fn rpc_error(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response<PolicyBody> {
     let mut error = json!({ "code": code, "message": message });
     if let Some(data) = data {
         error["data"] = data;
     }
-    json_response(status, &json!({ "jsonrpc": "2.0", "id": id, "error": error }))
+    json_response(
+        status,
+        &json!({ "jsonrpc": "2.0", "id": id, "error": error }),
+    )
 }
 
 /// MCP methods that a case or Unicode variant must not imitate.
@@ -200,16 +209,34 @@ impl Shared {
         let Some(ctx) = parts.extensions.get::<AuthContext>().cloned() else {
             // Fail closed: the policy cannot judge an unauthenticated request.
             tracing::error!(target: AUDIT, "ToolPolicyLayer without an AuthContext: put it inside BearerLayer");
-            return rpc_error(StatusCode::INTERNAL_SERVER_ERROR, &Value::Null, -32603, "authorization is misconfigured", None);
+            return rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &Value::Null,
+                -32603,
+                "authorization is misconfigured",
+                None,
+            );
         };
         let bytes = match Limited::new(body, self.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason = "body too large", "request refused");
-                return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, &Value::Null, -32600, &format!("request body exceeds {} bytes", self.max_body), None);
+                return rpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &Value::Null,
+                    -32600,
+                    &format!("request body exceeds {} bytes", self.max_body),
+                    None,
+                );
             }
             Err(_) => {
-                return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, -32600, "the request body could not be read", None);
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    -32600,
+                    "the request body could not be read",
+                    None,
+                );
             }
         };
 
@@ -222,13 +249,25 @@ impl Shared {
                 .and_then(|v| v.split(';').next())
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
             if !is_json {
-                return rpc_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &Value::Null, -32600, "Content-Type must be application/json", None);
+                return rpc_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &Value::Null,
+                    -32600,
+                    "Content-Type must be application/json",
+                    None,
+                );
             }
             let mcp = match jsonrpc::parse(&bytes) {
                 Ok(mcp) => mcp,
                 Err(e) => {
                     tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason = %e, "unparseable request refused");
-                    return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, e.code(), &e.to_string(), None);
+                    return rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        &Value::Null,
+                        e.code(),
+                        &e.to_string(),
+                        None,
+                    );
                 }
             };
             if let Some(refusal) = self.check_headers(&parts.headers, &mcp) {
@@ -248,7 +287,11 @@ impl Shared {
                     .headers
                     .get("mcp-protocol-version")
                     .and_then(|v| v.to_str().ok())
-                    .or_else(|| mcp.messages.iter().find_map(|m| m.protocol_version.as_deref()));
+                    .or_else(|| {
+                        mcp.messages
+                            .iter()
+                            .find_map(|m| m.protocol_version.as_deref())
+                    });
                 filter = Some(ListFilter {
                     lists,
                     policy: self.policy.clone(),
@@ -258,13 +301,18 @@ impl Shared {
             }
             parts.extensions.insert(mcp);
         } else if parts.method == Method::GET || parts.method == Method::DELETE {
-            let decision = self.policy.decide(Kind::Method, parts.method.as_str(), &ctx);
+            let decision = self
+                .policy
+                .decide(Kind::Method, parts.method.as_str(), &ctx);
             if !decision.is_allowed() {
                 return self.refuse(decision, &Value::Null, &ctx, parts.method.as_str(), "");
             }
         }
 
-        let response = match inner.call(Request::from_parts(parts, Full::new(bytes))).await {
+        let response = match inner
+            .call(Request::from_parts(parts, Full::new(bytes)))
+            .await
+        {
             Ok(response) => response,
             Err(never) => match never {},
         };
@@ -276,14 +324,24 @@ impl Shared {
 
     /// `Mcp-Method` / `Mcp-Name` (revision 2026-07-28) never decide anything; a value that
     /// disagrees with the body is refused, so no intermediary can be fooled by it either.
-    fn check_headers(&self, headers: &http::HeaderMap, mcp: &McpRequest) -> Option<Response<PolicyBody>> {
+    fn check_headers(
+        &self,
+        headers: &http::HeaderMap,
+        mcp: &McpRequest,
+    ) -> Option<Response<PolicyBody>> {
         let [message] = mcp.messages.as_slice() else {
             return None;
         };
         let id = message.id.clone().unwrap_or(Value::Null);
         let mismatch = |what: &str| {
             tracing::info!(target: AUDIT, decision = "deny", reason = what, "header mismatch");
-            Some(rpc_error(StatusCode::BAD_REQUEST, &id, HEADER_MISMATCH_CODE, &format!("the {what} header does not match the request body"), None))
+            Some(rpc_error(
+                StatusCode::BAD_REQUEST,
+                &id,
+                HEADER_MISMATCH_CODE,
+                &format!("the {what} header does not match the request body"),
+                None,
+            ))
         };
         for value in headers.get_all("mcp-method") {
             if Some(value.as_bytes()) != message.method.as_deref().map(str::as_bytes) {
@@ -310,7 +368,13 @@ impl Shared {
                 Verdict::Invalid(reason) => {
                     tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason, "invalid request refused");
                     let id = if mcp.batch { Value::Null } else { id };
-                    return Some(rpc_error(StatusCode::BAD_REQUEST, &id, -32600, reason, None));
+                    return Some(rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        &id,
+                        -32600,
+                        reason,
+                        None,
+                    ));
                 }
                 Verdict::Refuse(decision, method, target) => {
                     if let Decision::InsufficientScope { scopes: needed } = &decision {
@@ -370,9 +434,22 @@ impl Shared {
         }
     }
 
-    fn refuse(&self, decision: Decision, id: &Value, ctx: &AuthContext, method: &str, target: &str) -> Response<PolicyBody> {
+    fn refuse(
+        &self,
+        decision: Decision,
+        id: &Value,
+        ctx: &AuthContext,
+        method: &str,
+        target: &str,
+    ) -> Response<PolicyBody> {
         match decision {
-            Decision::Allow => rpc_error(StatusCode::INTERNAL_SERVER_ERROR, id, -32603, "internal error", None),
+            Decision::Allow => rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                id,
+                -32603,
+                "internal error",
+                None,
+            ),
             Decision::InsufficientScope { scopes } => {
                 tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %scopes, "operation refused");
                 let description = if target.is_empty() {
@@ -385,8 +462,16 @@ impl Shared {
                     .error(BearerErrorCode::InsufficientScope, &description)
                     .to_header_value();
                 let data = json!({ "required_scopes": scopes.iter().collect::<Vec<_>>() });
-                let mut response = rpc_error(StatusCode::FORBIDDEN, id, FORBIDDEN_CODE, &description, Some(data));
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                let mut response = rpc_error(
+                    StatusCode::FORBIDDEN,
+                    id,
+                    FORBIDDEN_CODE,
+                    &description,
+                    Some(data),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
                 response
             }
             Decision::Forbidden { reason } => {
@@ -414,13 +499,21 @@ fn static_method(method: &str) -> &'static str {
 /// SEP-2243 header values: plain, or `=?base64?…?=` for non-ASCII.
 fn decode_header_value(value: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
-    match value.strip_prefix(b"=?base64?").and_then(|v| v.strip_suffix(b"?=")) {
-        Some(encoded) => base64::engine::general_purpose::STANDARD.decode(encoded).ok(),
+    match value
+        .strip_prefix(b"=?base64?")
+        .and_then(|v| v.strip_suffix(b"?="))
+    {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok(),
         None => Some(value.to_vec()),
     }
 }
 
-async fn filter_list_response<ResBody>(response: Response<ResBody>, filter: ListFilter) -> Response<PolicyBody>
+async fn filter_list_response<ResBody>(
+    response: Response<ResBody>,
+    filter: ListFilter,
+) -> Response<PolicyBody>
 where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
@@ -443,7 +536,13 @@ where
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             // Fail closed: an unfiltered list must not reach the client.
-            return rpc_error(StatusCode::BAD_GATEWAY, &Value::Null, -32603, "the list response could not be filtered", None);
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                &Value::Null,
+                -32603,
+                "the list response could not be filtered",
+                None,
+            );
         }
     };
     let rewritten = match serde_json::from_slice::<Value>(&bytes) {

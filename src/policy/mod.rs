@@ -58,4 +58,6 @@ pub use self::layer::{
     DEFAULT_MAX_BODY, FORBIDDEN_CODE, HEADER_MISMATCH_CODE, PolicyBody, ToolPolicyLayer,
     ToolPolicyService,
 };
-pub use self::rules::{ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, RuleConfig};
+pub use self::rules::{
+    ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, RuleConfig,
+};

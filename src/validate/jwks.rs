@@ -173,10 +173,17 @@ impl Shared {
         {
             return match &state.last_error {
                 Some(e) => Err(TokenError::Unavailable(e.clone())),
+                // Never fetched successfully: we cannot tell a good token from a bad one.
+                None if current.fetched_at.is_none() => {
+                    Err(TokenError::Unavailable("no key set fetched yet".into()))
+                }
                 None => Ok(current),
             };
         }
         state.last_attempt = Some(Instant::now());
+        // Recorded before awaiting: if this request is dropped mid-fetch (client gone), the
+        // requests queued behind it must read "unavailable", not "no such key".
+        state.last_error = Some("the previous JWKS fetch was interrupted".into());
         match self.fetch_keys().await {
             Ok(keys) => {
                 state.last_error = None;
@@ -202,12 +209,19 @@ impl Shared {
         if self.background_refresh.swap(true, Ordering::AcqRel) {
             return;
         }
-        let this = self.clone();
+        /// Clears the in-progress flag however the task ends (finished, panicked, dropped with
+        /// its runtime), so the periodic refresh can never be switched off for good.
+        struct ClearOnDrop(Arc<Shared>);
+        impl Drop for ClearOnDrop {
+            fn drop(&mut self) {
+                self.0.background_refresh.store(false, Ordering::Release);
+            }
+        }
+        let guard = ClearOnDrop(self.clone());
         runtime.spawn(async move {
-            let generation = this.current().generation;
+            let generation = guard.0.current().generation;
             // Failure keeps the held keys; it is logged in `refresh`.
-            let _ = this.refresh(generation).await;
-            this.background_refresh.store(false, Ordering::Release);
+            let _ = guard.0.refresh(generation).await;
         });
     }
 

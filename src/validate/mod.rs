@@ -172,6 +172,9 @@ pub(crate) struct ClaimRules {
 
 /// The largest clock-skew leeway accepted: more would let expired tokens live on noticeably.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// 9999-12-31T23:59:59Z, the largest `exp` accepted.
+const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
 /// The default clock-skew leeway.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
@@ -215,6 +218,11 @@ impl ClaimRules {
         match claims.get("exp") {
             Some(v) => {
                 let exp = v.as_f64().ok_or(TokenError::MissingClaim("exp"))?;
+                // Beyond year 9999 (or negative): not a date any issuer means, and one that
+                // would not fit a `SystemTime` for the cache's expiry.
+                if !(0.0..MAX_NUMERIC_DATE).contains(&exp) {
+                    return Err(TokenError::MissingClaim("exp"));
+                }
                 if exp + leeway <= now {
                     return Err(TokenError::Expired);
                 }
@@ -342,9 +350,20 @@ mod tests {
         let mut v = base.clone();
         v.as_object_mut().unwrap().remove("aud");
         assert_eq!(check(v).unwrap_err(), TokenError::MissingClaim("aud"));
-        let mut v = base;
+        let mut v = base.clone();
         v["exp"] = json!("tomorrow");
         assert_eq!(check(v).unwrap_err(), TokenError::MissingClaim("exp"));
+        for absurd in [json!(1e300), json!(u64::MAX), json!(-5)] {
+            let mut v = base.clone();
+            v["exp"] = absurd;
+            assert_eq!(check(v).unwrap_err(), TokenError::MissingClaim("exp"));
+        }
+        // A fractional exp is a date like any other, and the context knows it.
+        let mut v = base;
+        let exp = now() as f64 + 60.5;
+        v["exp"] = json!(exp);
+        let ctx = check(v).unwrap();
+        assert!(ctx.expires_at().is_some());
     }
 
     #[test]

@@ -254,3 +254,40 @@ async fn refusals_carry_no_store_and_json() {
         assert_eq!(response.headers()["cache-control"], "no-store");
     }
 }
+
+#[tokio::test]
+async fn fractional_exp_is_honoured_by_the_cache() {
+    // RFC 7519 NumericDate may be fractional; the cache must still expire the entry with the
+    // token (a fractional exp once read as "no expiry" would keep it for a minute).
+    let server = protected(
+        |r| {
+            JwtValidator::builder(ISSUER, r.resource())
+                .key(JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap())
+                .leeway(std::time::Duration::ZERO)
+                .build()
+                .unwrap()
+        },
+        |l| l,
+    )
+    .await;
+    let mut c = claims(server.resource.resource(), "alice", "mcp:tools");
+    c["exp"] = json!(now() as f64 + 1.5);
+    let token = sign(Algorithm::HS256, &encoding_key(Algorithm::HS256), None, &c);
+    assert_eq!(server.post(Some(&token)).await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    assert_eq!(server.post(Some(&token)).await.status(), 401);
+    assert_eq!(server.calls(), 1);
+}
+
+#[tokio::test]
+async fn absurd_exp_is_refused_without_panicking() {
+    let server = protected(hs256, |l| l).await;
+    for exp in [json!(1e300), json!(u64::MAX)] {
+        let mut c = claims(server.resource.resource(), "alice", "mcp:tools");
+        c["exp"] = exp;
+        let token = sign(Algorithm::HS256, &encoding_key(Algorithm::HS256), None, &c);
+        let response = server.post(Some(&token)).await;
+        assert_eq!(response.status(), 401);
+        assert!(www_authenticate(&response).contains("`exp` claim"));
+    }
+}

@@ -11,5 +11,5 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod metadata;
-mod quickstart_rmcp;
 mod policy;
+mod quickstart_rmcp;

@@ -8,7 +8,9 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{tool, tool_router};
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
-use tower_mcp_auth::policy::{ClaimCondition, Decision, GroupMapping, Kind, PolicyConfig, Rule, ToolPolicy};
+use tower_mcp_auth::policy::{
+    ClaimCondition, Decision, GroupMapping, Kind, PolicyConfig, Rule, ToolPolicy,
+};
 use tower_mcp_auth::validate::{JwtKey, JwtValidator};
 use tower_mcp_auth::{AuthContext, BearerLayer, ProtectedResource, Scopes};
 
@@ -123,7 +125,12 @@ impl Server {
         self.post_with(token, body, &[]).await
     }
 
-    async fn post_with(&self, token: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    async fn post_with(
+        &self,
+        token: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = client()
             .post(&self.url)
             .bearer_auth(token)
@@ -143,7 +150,10 @@ fn call(id: u64, tool: &str) -> String {
 
 /// The JSON-RPC message of a JSON or SSE response.
 async fn message(response: reqwest::Response) -> Value {
-    let sse = response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream");
+    let sse = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream");
     let text = response.text().await.unwrap();
     if !sse {
         return serde_json::from_str(&text).unwrap();
@@ -170,7 +180,12 @@ fn tool_names(message: &Value) -> Vec<String> {
 #[tokio::test]
 async fn allowed_call_reaches_the_tool() {
     let server = serve(notes_policy(), true, 1 << 20).await;
-    let response = server.post(&server.token("mcp:tools notes:read", json!({})), &call(1, "read_notes")).await;
+    let response = server
+        .post(
+            &server.token("mcp:tools notes:read", json!({})),
+            &call(1, "read_notes"),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert!(message(response).await.to_string().contains("the notes"));
 }
@@ -178,7 +193,12 @@ async fn allowed_call_reaches_the_tool() {
 #[tokio::test]
 async fn denied_call_gets_403_step_up_with_jsonrpc_error() {
     let server = serve(notes_policy(), false, 1 << 20).await;
-    let response = server.post(&server.token("mcp:tools notes:read", json!({})), &call(5, "delete_note")).await;
+    let response = server
+        .post(
+            &server.token("mcp:tools notes:read", json!({})),
+            &call(5, "delete_note"),
+        )
+        .await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         www_authenticate(&response),
@@ -202,11 +222,25 @@ async fn denied_call_gets_403_step_up_with_jsonrpc_error() {
 #[tokio::test]
 async fn step_up_token_then_succeeds_first_time() {
     let server = serve(notes_policy(), true, 1 << 20).await;
-    let refused = server.post(&server.token("mcp:tools", json!({})), &call(1, "write_note")).await;
+    let refused = server
+        .post(
+            &server.token("mcp:tools", json!({})),
+            &call(1, "write_note"),
+        )
+        .await;
     let challenge = www_authenticate(&refused);
-    let scope = challenge.split("scope=\"").nth(1).unwrap().split('"').next().unwrap();
+    let scope = challenge
+        .split("scope=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     let retried = server
-        .post(&server.token(&format!("mcp:tools {scope}"), json!({})), &call(2, "write_note"))
+        .post(
+            &server.token(&format!("mcp:tools {scope}"), json!({})),
+            &call(2, "write_note"),
+        )
         .await;
     assert_eq!(retried.status(), 200);
 }
@@ -215,10 +249,14 @@ async fn step_up_token_then_succeeds_first_time() {
 async fn tools_list_is_filtered_in_json_mode() {
     let server = serve(notes_policy(), true, 1 << 20).await;
     let list = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
-    let response = server.post(&server.token("mcp:tools notes:read", json!({})), list).await;
+    let response = server
+        .post(&server.token("mcp:tools notes:read", json!({})), list)
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(tool_names(&message(response).await), ["misc", "read_notes"]);
-    let response = server.post(&server.token("mcp:tools notes", json!({})), list).await;
+    let response = server
+        .post(&server.token("mcp:tools notes", json!({})), list)
+        .await;
     // `notes` covers every `notes:*` scope; admin_reset still needs a corporate email.
     assert_eq!(
         tool_names(&message(response).await),
@@ -230,9 +268,16 @@ async fn tools_list_is_filtered_in_json_mode() {
 async fn tools_list_is_filtered_in_sse_mode() {
     let server = serve(notes_policy(), false, 1 << 20).await;
     let list = r#"{"jsonrpc":"2.0","id":"l1","method":"tools/list"}"#;
-    let response = server.post(&server.token("mcp:tools notes:write", json!({})), list).await;
+    let response = server
+        .post(&server.token("mcp:tools notes:write", json!({})), list)
+        .await;
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     assert_eq!(tool_names(&message(response).await), ["misc", "write_note"]);
 }
 
@@ -249,7 +294,10 @@ async fn filtered_list_is_cache_private_for_2026_07_28_clients() {
         .post_with(
             &server.token("mcp:tools", json!({})),
             &list,
-            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")],
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+            ],
         )
         .await;
     assert_eq!(response.status(), 200);
@@ -262,14 +310,18 @@ async fn filtered_list_is_cache_private_for_2026_07_28_clients() {
 async fn batch_with_one_forbidden_element_is_refused_whole() {
     let server = serve(notes_policy(), true, 1 << 20).await;
     let batch = format!("[{},{}]", call(1, "read_notes"), call(2, "delete_note"));
-    let response = server.post(&server.token("mcp:tools notes:read", json!({})), &batch).await;
+    let response = server
+        .post(&server.token("mcp:tools notes:read", json!({})), &batch)
+        .await;
     assert_eq!(response.status(), 403);
     assert!(www_authenticate(&response).contains(r#"scope="notes:admin""#));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["id"], Value::Null);
     // An all-allowed batch is passed on, and rmcp (no batches since 2025-06-18) refuses it.
     let batch = format!("[{},{}]", call(1, "read_notes"), call(2, "misc"));
-    let response = server.post(&server.token("mcp:tools notes:read", json!({})), &batch).await;
+    let response = server
+        .post(&server.token("mcp:tools notes:read", json!({})), &batch)
+        .await;
     assert_ne!(response.status(), 200);
 }
 
@@ -279,7 +331,9 @@ async fn oversized_body_is_413() {
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "read_notes", "arguments": {"pad": "x".repeat(2000)}}})
     .to_string();
-    let response = server.post(&server.token("mcp:tools notes:read", json!({})), &big).await;
+    let response = server
+        .post(&server.token("mcp:tools notes:read", json!({})), &big)
+        .await;
     assert_eq!(response.status(), 413);
 }
 
@@ -289,10 +343,22 @@ async fn malformed_and_ambiguous_bodies_are_refused() {
     let token = server.token("mcp:tools notes:read", json!({}));
     let cases = [
         ("{not json", -32700),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_notes","name":"delete_note"}}"#, -32600),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_note"]}"#, -32600),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#, -32600),
-        (r#"{"id":1,"method":"tools/call","params":{"name":"delete_note"}}"#, -32600),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_notes","name":"delete_note"}}"#,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_note"]}"#,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            -32600,
+        ),
+        (
+            r#"{"id":1,"method":"tools/call","params":{"name":"delete_note"}}"#,
+            -32600,
+        ),
     ];
     for (body, code) in cases {
         let response = server.post(&token, body).await;
@@ -323,38 +389,81 @@ async fn case_and_unicode_tricks_do_not_slip_through() {
     assert_eq!(response.status(), 403);
     assert!(www_authenticate(&response).contains(r#"scope="notes:admin""#));
     // JSON escapes are decoded before matching.
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0064elete_note"}}"#;
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0064elete_note"}}"#;
     assert_eq!(server.post(&token, body).await.status(), 403);
     // Fullwidth letters and other Unicode forms of a name are refused outright.
     for name in ["ｄelete_note", "delete\u{200b}_note", "dele\u{0301}te_note"] {
         let response = server.post(&token, &call(1, name)).await;
         assert_eq!(response.status(), 403, "{name}");
-        assert!(response.headers().get("www-authenticate").is_none(), "{name}");
+        assert!(
+            response.headers().get("www-authenticate").is_none(),
+            "{name}"
+        );
     }
 }
 
 #[tokio::test]
 async fn claim_conditions_are_enforced() {
     let server = serve(notes_policy(), true, 1 << 20).await;
-    let outsider = server.token("mcp:tools notes:admin", json!({"email": "eve@evil.example"}));
+    let outsider = server.token(
+        "mcp:tools notes:admin",
+        json!({"email": "eve@evil.example"}),
+    );
     let response = server.post(&outsider, &call(1, "admin_reset")).await;
     assert_eq!(response.status(), 403);
     // No scope can help, so no step-up challenge.
     assert!(response.headers().get("www-authenticate").is_none());
-    let insider = server.token("mcp:tools notes:admin", json!({"email": "ann@corp.example"}));
-    assert_eq!(server.post(&insider, &call(2, "admin_reset")).await.status(), 200);
+    let insider = server.token(
+        "mcp:tools notes:admin",
+        json!({"email": "ann@corp.example"}),
+    );
+    assert_eq!(
+        server
+            .post(&insider, &call(2, "admin_reset"))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn group_mapping_grants_scopes_and_tools() {
     let server = serve(notes_policy(), true, 1 << 20).await;
     let admin = server.token("mcp:tools", json!({"groups": ["mcp-admins"]}));
-    assert_eq!(server.post(&admin, &call(1, "delete_note")).await.status(), 200);
-    let one_tool = server.token("mcp:tools", json!({"groups": ["mcp-server-notes-tool-write_note"]}));
-    assert_eq!(server.post(&one_tool, &call(1, "write_note")).await.status(), 200);
-    assert_eq!(server.post(&one_tool, &call(2, "delete_note")).await.status(), 403);
-    let other_server = server.token("mcp:tools", json!({"groups": ["mcp-server-other-tool-write_note"]}));
-    assert_eq!(server.post(&other_server, &call(1, "write_note")).await.status(), 403);
+    assert_eq!(
+        server.post(&admin, &call(1, "delete_note")).await.status(),
+        200
+    );
+    let one_tool = server.token(
+        "mcp:tools",
+        json!({"groups": ["mcp-server-notes-tool-write_note"]}),
+    );
+    assert_eq!(
+        server
+            .post(&one_tool, &call(1, "write_note"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        server
+            .post(&one_tool, &call(2, "delete_note"))
+            .await
+            .status(),
+        403
+    );
+    let other_server = server.token(
+        "mcp:tools",
+        json!({"groups": ["mcp-server-other-tool-write_note"]}),
+    );
+    assert_eq!(
+        server
+            .post(&other_server, &call(1, "write_note"))
+            .await
+            .status(),
+        403
+    );
 }
 
 #[tokio::test]
@@ -362,36 +471,62 @@ async fn header_disagreeing_with_body_is_400_header_mismatch() {
     let server = serve(notes_policy(), true, 1 << 20).await;
     let token = server.token("mcp:tools notes:read notes:admin", json!({}));
     let response = server
-        .post_with(&token, &call(4, "delete_note"), &[("mcp-name", "read_notes")])
+        .post_with(
+            &token,
+            &call(4, "delete_note"),
+            &[("mcp-name", "read_notes")],
+        )
         .await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32020);
     assert_eq!(body["id"], 4);
     let response = server
-        .post_with(&token, &call(4, "delete_note"), &[("mcp-method", "tools/list")])
+        .post_with(
+            &token,
+            &call(4, "delete_note"),
+            &[("mcp-method", "tools/list")],
+        )
         .await;
     assert_eq!(response.status(), 400);
     // Base64-encoded header values are decoded before comparing.
     let response = server
-        .post_with(&token, &call(4, "read_notes"), &[("mcp-name", "=?base64?cmVhZF9ub3Rlcw==?=")])
+        .post_with(
+            &token,
+            &call(4, "read_notes"),
+            &[("mcp-name", "=?base64?cmVhZF9ub3Rlcw==?=")],
+        )
         .await;
     assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]
 async fn default_deny_without_default_scopes() {
-    let policy = ToolPolicy::builder().tool("read_*", ["notes:read"]).build().unwrap();
+    let policy = ToolPolicy::builder()
+        .tool("read_*", ["notes:read"])
+        .build()
+        .unwrap();
     let server = serve(policy, true, 1 << 20).await;
     let token = server.token("mcp:tools notes:read everything", json!({}));
-    assert_eq!(server.post(&token, &call(1, "read_notes")).await.status(), 200);
+    assert_eq!(
+        server.post(&token, &call(1, "read_notes")).await.status(),
+        200
+    );
     let response = server.post(&token, &call(2, "misc")).await;
     assert_eq!(response.status(), 403);
     assert!(response.headers().get("www-authenticate").is_none());
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("default deny"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("default deny")
+    );
     let list = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
-    assert_eq!(tool_names(&message(server.post(&token, list).await).await), ["read_notes"]);
+    assert_eq!(
+        tool_names(&message(server.post(&token, list).await).await),
+        ["read_notes"]
+    );
 }
 
 #[tokio::test]
@@ -422,12 +557,18 @@ async fn notifications_and_responses_pass_untouched() {
     let response = r#"{"jsonrpc":"2.0","id":"srv-1","result":{}}"#;
     // The layer passes it on; the stateless rmcp server itself declines client responses.
     let body: Value = server.post(&token, response).await.json().await.unwrap();
-    assert_eq!(body["error"]["message"], "stateless server does not accept JSON-RPC responses");
+    assert_eq!(
+        body["error"]["message"],
+        "stateless server does not accept JSON-RPC responses"
+    );
 }
 
 fn ctx(scopes: &str) -> AuthContext {
     AuthContext::from_claims(
-        json!({"sub": "u", "scope": scopes}).as_object().unwrap().clone(),
+        json!({"sub": "u", "scope": scopes})
+            .as_object()
+            .unwrap()
+            .clone(),
     )
     .unwrap()
 }
@@ -450,12 +591,12 @@ fn precedence_table() {
         Decision::Allow => "allow".into(),
     };
     let table = [
-        ("notes_read", "exact"),                       // exact over glob and regex
-        ("notes_list", "glob"),                        // glob over regex
-        ("notes_admin_view", "longer-glob"),           // the more literal glob
+        ("notes_read", "exact"),             // exact over glob and regex
+        ("notes_list", "glob"),              // glob over regex
+        ("notes_admin_view", "longer-glob"), // the more literal glob
         ("notes_admin_drop", "forbidden: denied by policy"), // deny over a matching glob
-        ("notes_secret", "forbidden: denied by policy"),     // deny by regex over the glob
-        ("other", "default"),                          // no rule: the default scopes
+        ("notes_secret", "forbidden: denied by policy"), // deny by regex over the glob
+        ("other", "default"),                // no rule: the default scopes
     ];
     for (tool, expected) in table {
         assert_eq!(needs(tool), expected, "{tool}");
@@ -482,7 +623,9 @@ fn scope_hierarchy_and_implications() {
     assert!(policy.permits(Kind::Tool, "u", &ctx("admin")));
     assert_eq!(
         policy.decide(Kind::Tool, "u", &ctx("notes:read")),
-        Decision::InsufficientScope { scopes: Scopes::new(["notes:write"]) }
+        Decision::InsufficientScope {
+            scopes: Scopes::new(["notes:write"])
+        }
     );
 }
 
@@ -506,13 +649,31 @@ fn policy_loads_from_configuration() {
     assert!(policy.permits(Kind::Tool, "delete_x", &ctx("root")));
     assert_eq!(
         policy.decide(Kind::Tool, "delete_x", &ctx("")),
-        Decision::InsufficientScope { scopes: Scopes::new(["notes:admin"]) }
+        Decision::InsufficientScope {
+            scopes: Scopes::new(["notes:admin"])
+        }
     );
     assert!(!policy.permits(Kind::Tool, "shutdown", &ctx("mcp:tools root notes")));
     assert!(!policy.permits(Kind::Resource, "file:///private/a", &ctx("mcp:tools")));
-    assert!(ToolPolicy::from_config(serde_json::from_value(json!({
-        "rules": [{"name": "a", "glob": "b*"}]
-    })).unwrap()).is_err());
-    assert!(ToolPolicy::builder().tool_regex("([", ["x"]).build().is_err());
-    assert!(ToolPolicy::builder().tool("x", ["bad scope"]).build().is_err());
+    assert!(
+        ToolPolicy::from_config(
+            serde_json::from_value(json!({
+                "rules": [{"name": "a", "glob": "b*"}]
+            }))
+            .unwrap()
+        )
+        .is_err()
+    );
+    assert!(
+        ToolPolicy::builder()
+            .tool_regex("([", ["x"])
+            .build()
+            .is_err()
+    );
+    assert!(
+        ToolPolicy::builder()
+            .tool("x", ["bad scope"])
+            .build()
+            .is_err()
+    );
 }

@@ -244,3 +244,41 @@ async fn made_up_session_id_is_refused_before_reaching_rmcp() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "session_not_found");
 }
+
+#[tokio::test]
+async fn duplicate_or_malformed_session_id_headers_are_refused() {
+    let server = start().await;
+    let alice = server.token("alice", "mcp:tools");
+    let response = mcp_post(&server.url, &alice, None, INIT).await;
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ping = r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#;
+    let response = client()
+        .post(&server.url)
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-session-id", "other")
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = client()
+        .post(&server.url)
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header(
+            "mcp-session-id",
+            http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
