@@ -81,8 +81,12 @@ pub(crate) struct Compiled {
 #[derive(Debug, Default)]
 struct Index {
     exact: HashMap<String, Vec<usize>>,
-    globs: Option<(RegexSet, Vec<usize>)>,
-    regexes: Option<(RegexSet, Vec<usize>)>,
+    /// Globs of the common form `literal*`, by literal prefix; looked up once per distinct
+    /// prefix length, so thousands of them cost a handful of hash lookups.
+    prefixes: HashMap<String, Vec<usize>>,
+    prefix_lens: Vec<usize>,
+    /// Every other glob and every regex, in one set: one automaton pass per lookup.
+    patterns: Option<(RegexSet, Vec<usize>)>,
     rules: Vec<CompiledRule>,
 }
 
@@ -142,8 +146,7 @@ fn build_set(patterns: &[String]) -> Result<RegexSet, ConfigError> {
 impl Index {
     fn build(rules: Vec<(usize, Rule)>) -> Result<Index, ConfigError> {
         let mut index = Index::default();
-        let (mut globs, mut glob_ids, mut regexes, mut regex_ids) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut patterns, mut pattern_ids) = (Vec::new(), Vec::new());
         for (order, rule) in rules {
             let id = index.rules.len();
             let specificity = match &rule.pattern {
@@ -156,14 +159,28 @@ impl Index {
                     (3, name.len(), std::cmp::Reverse(order))
                 }
                 Pattern::Glob(glob) => {
-                    globs.push(glob_to_regex(glob));
-                    glob_ids.push(id);
+                    match glob.strip_suffix('*').filter(|p| !p.contains(['*', '?'])) {
+                        Some(prefix) => {
+                            index
+                                .prefixes
+                                .entry(prefix.to_owned())
+                                .or_default()
+                                .push(id);
+                            if !index.prefix_lens.contains(&prefix.len()) {
+                                index.prefix_lens.push(prefix.len());
+                            }
+                        }
+                        None => {
+                            patterns.push(glob_to_regex(glob));
+                            pattern_ids.push(id);
+                        }
+                    }
                     let literals = glob.chars().filter(|c| !matches!(c, '*' | '?')).count();
                     (2, literals, std::cmp::Reverse(order))
                 }
                 Pattern::Regex(re) => {
-                    regexes.push(re.clone());
-                    regex_ids.push(id);
+                    patterns.push(re.clone());
+                    pattern_ids.push(id);
                     (1, 0, std::cmp::Reverse(order))
                 }
             };
@@ -180,12 +197,10 @@ impl Index {
                 deny: rule.deny,
             });
         }
-        if !globs.is_empty() {
-            index.globs = Some((build_set(&globs)?, glob_ids));
+        if !patterns.is_empty() {
+            index.patterns = Some((build_set(&patterns)?, pattern_ids));
         }
-        if !regexes.is_empty() {
-            index.regexes = Some((build_set(&regexes)?, regex_ids));
-        }
+        index.prefix_lens.sort_unstable();
         Ok(index)
     }
 
@@ -209,7 +224,22 @@ impl Index {
                 consider(id)?;
             }
         }
-        for (set, ids) in [&self.globs, &self.regexes].into_iter().flatten() {
+        for &len in &self.prefix_lens {
+            // `get` on a char boundary only: a byte length inside a multi-byte character
+            // cannot be a prefix of this name.
+            let Some(prefix) = name.get(..len) else {
+                if len > name.len() {
+                    break;
+                }
+                continue;
+            };
+            if let Some(ids) = self.prefixes.get(prefix) {
+                for &id in ids {
+                    consider(id)?;
+                }
+            }
+        }
+        if let Some((set, ids)) = &self.patterns {
             for m in set.matches(name).iter() {
                 if let Some(&id) = ids.get(m) {
                     consider(id)?;
