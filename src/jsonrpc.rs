@@ -31,6 +31,8 @@ pub struct McpMessage {
     pub uri: Option<String>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (revision 2026-07-28).
     pub protocol_version: Option<String>,
+    /// `params.ref.name` and `params.ref.uri` (`completion/complete`).
+    pub reference: Option<(Option<String>, Option<String>)>,
 }
 
 impl McpMessage {
@@ -123,6 +125,16 @@ struct Params<'a> {
     uri: Option<Cow<'a, str>>,
     #[serde(rename = "_meta", borrow, default)]
     meta: Option<ObjectOnly<Meta<'a>>>,
+    #[serde(rename = "ref", borrow, default)]
+    reference: Option<ObjectOnly<Reference<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Reference<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -186,30 +198,46 @@ fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
         }
         _ => {}
     }
-    if let Some(id) = &envelope.id
-        && !matches!(id, Value::String(_) | Value::Number(_) | Value::Null)
-    {
-        return Err(EnvelopeError::Invalid(
-            "`id` must be a string or a number".into(),
-        ));
-    }
-    let (name, uri, protocol_version) = match envelope.params {
+    let id = envelope.id.map(normalize_id).transpose()?;
+    let (name, uri, protocol_version, reference) = match envelope.params {
         Some(ObjectOnly(p)) => (
             p.name.map(Cow::into_owned),
             p.uri.map(Cow::into_owned),
             p.meta
                 .and_then(|ObjectOnly(m)| m.protocol_version)
                 .map(Cow::into_owned),
+            p.reference
+                .map(|ObjectOnly(r)| (r.name.map(Cow::into_owned), r.uri.map(Cow::into_owned))),
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     Ok(McpMessage {
-        id: envelope.id,
+        id,
         method: envelope.method.map(Cow::into_owned),
         name,
         uri,
         protocol_version,
+        reference,
     })
+}
+
+/// Ids as the server will see them: rmcp reads `1.0` and `1e0` as the integer `1`, so we do too
+/// (a response must be recognisable by its id); fractional and oversized numbers are refused.
+fn normalize_id(id: Value) -> Result<Value, EnvelopeError> {
+    const MAX_SAFE: f64 = 9_007_199_254_740_992.0; // 2^53
+    match id {
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < MAX_SAFE => Ok(Value::from(f as i64)),
+            _ => Err(EnvelopeError::Invalid(
+                "`id` must be an integer or a string".into(),
+            )),
+        },
+        id @ (Value::String(_) | Value::Null) => Ok(id),
+        _ => Err(EnvelopeError::Invalid(
+            "`id` must be a string or a number".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +271,16 @@ mod tests {
             assert!(parse(body).is_err(), "{}", String::from_utf8_lossy(body));
         }
         assert_eq!(parse(b"{not json").unwrap_err().code(), -32700);
+    }
+
+    #[test]
+    fn ids_are_normalized_like_the_server_does() {
+        let r = parse(br#"{"jsonrpc":"2.0","id":1.0,"method":"tools/list"}"#).unwrap();
+        assert_eq!(r.messages[0].id, Some(Value::from(1)));
+        let r = parse(br#"{"jsonrpc":"2.0","id":-0.0,"method":"tools/list"}"#).unwrap();
+        assert_eq!(r.messages[0].id, Some(Value::from(0)));
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#).is_err());
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1e300,"method":"tools/list"}"#).is_err());
     }
 
     #[test]

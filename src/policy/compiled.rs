@@ -36,8 +36,8 @@ impl Decision {
         matches!(self, Decision::Allow)
     }
 
-    /// The stricter of two decisions (for names checked in two spellings).
-    fn and(self, other: Decision) -> Decision {
+    /// The stricter of two decisions; two scope refusals add their scopes up.
+    pub(crate) fn and(self, other: Decision) -> Decision {
         match (self, other) {
             (f @ Decision::Forbidden { .. }, _) | (_, f @ Decision::Forbidden { .. }) => f,
             (
@@ -327,11 +327,11 @@ impl ToolPolicy {
             Decision::Allow
         } else {
             // Everything the operation needs, in one challenge: all of `all_of`, and the first
-            // (preferred) of `any_of`.
+            // (preferred) of `any_of` unless one of them is held already.
             let scopes = requirement
                 .all_of
                 .iter()
-                .chain(requirement.any_of.first())
+                .chain(requirement.any_of.first().filter(|_| !any))
                 .collect();
             Decision::InsufficientScope { scopes }
         }

@@ -1,5 +1,9 @@
-//! Rewriting `tools/list`, `resources/list`, `resources/templates/list` and `prompts/list`
-//! responses so a caller sees only what it may use, in JSON and in SSE responses.
+//! Rewriting list results so a caller sees only what it may use, in JSON and SSE responses.
+//!
+//! The filter goes by the *shape* of a result, not by the id of the request that asked for it:
+//! any JSON-RPC result carrying a `tools`, `prompts`, `resources` or `resourceTemplates` array
+//! is filtered, whatever request, stream or replay it arrives on. An id match would miss a
+//! list rerouted to another request with the same id, or replayed on a resumed SSE stream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -15,35 +19,35 @@ use crate::AuthContext;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A list method and where its items and their names are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ListKind {
-    kind: Kind,
-    items: &'static str,
-    key: &'static str,
-}
+/// Result keys holding filterable lists: (key, kind, the item field naming it).
+const LISTS: [(&str, Kind, &str); 4] = [
+    ("tools", Kind::Tool, "name"),
+    ("prompts", Kind::Prompt, "name"),
+    ("resources", Kind::Resource, "uri"),
+    ("resourceTemplates", Kind::Resource, "uriTemplate"),
+];
 
-impl ListKind {
-    pub(crate) fn of(method: &str) -> Option<ListKind> {
-        let (kind, items, key) = match method {
-            "tools/list" => (Kind::Tool, "tools", "name"),
-            "resources/list" => (Kind::Resource, "resources", "uri"),
-            "resources/templates/list" => (Kind::Resource, "resourceTemplates", "uriTemplate"),
-            "prompts/list" => (Kind::Prompt, "prompts", "name"),
-            _ => return None,
-        };
-        Some(ListKind { kind, items, key })
-    }
-}
+/// The largest SSE event (or JSON response) the filter holds in memory.
+pub(crate) const MAX_FILTERED: usize = 32 << 20;
 
-/// Which response ids to filter, and how.
+/// Filters list results for one caller.
 #[derive(Debug, Clone)]
 pub(crate) struct ListFilter {
-    pub(crate) lists: Vec<(Value, ListKind)>,
     pub(crate) policy: ToolPolicy,
     pub(crate) ctx: AuthContext,
     /// Mark filtered results `cacheScope: "private"` (protocol revision 2026-07-28).
     pub(crate) private: bool,
+}
+
+/// Whether a payload could hold a list result at all: a cheap scan that spares the JSON parse
+/// of ordinary responses (tool results, pings, notifications).
+pub(crate) fn may_hold_list(payload: &[u8]) -> bool {
+    LISTS.iter().any(|(key, _, _)| {
+        let needle = format!("\"{key}\"");
+        payload
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    })
 }
 
 impl ListFilter {
@@ -63,36 +67,36 @@ impl ListFilter {
     }
 
     fn apply_one(&self, message: &mut Value) -> bool {
-        let Some(list) = message
-            .get("id")
-            .and_then(|id| self.lists.iter().find(|(want, _)| want == id))
-            .map(|(_, list)| *list)
-        else {
-            return false;
-        };
         let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
             return false;
         };
-        if let Some(Value::Array(items)) = result.get_mut(list.items) {
-            items.retain(|item| {
-                item.get(list.key)
-                    .and_then(Value::as_str)
-                    .is_some_and(|name| self.policy.permits(list.kind, name, &self.ctx))
-            });
+        let mut changed = false;
+        for (key, kind, field) in LISTS {
+            if let Some(Value::Array(items)) = result.get_mut(key) {
+                items.retain(|item| {
+                    item.get(field)
+                        .and_then(Value::as_str)
+                        .is_some_and(|name| self.policy.permits(kind, name, &self.ctx))
+                });
+                changed = true;
+            }
         }
-        if self.private {
+        if changed && self.private {
             result.insert("cacheScope".into(), Value::from("private"));
         }
-        true
+        changed
     }
 
-    /// Rewrites one SSE event (without its terminating blank line), or returns it unchanged.
+    /// Rewrites one SSE event (line ends normalized to `\n`, without its blank line), or
+    /// returns `None` to pass it unchanged.
     fn rewrite_event(&self, event: &[u8]) -> Option<Vec<u8>> {
+        if !may_hold_list(event) {
+            return None;
+        }
         let text = std::str::from_utf8(event).ok()?;
         let mut data = String::new();
         let mut other = Vec::new();
-        for line in text.split('\n') {
-            let line = line.strip_suffix('\r').unwrap_or(line);
+        for line in text.split('\n').filter(|l| !l.is_empty()) {
             match line.strip_prefix("data:") {
                 Some(d) => {
                     if !data.is_empty() {
@@ -108,25 +112,32 @@ impl ListFilter {
             return None;
         }
         let mut out = Vec::with_capacity(event.len());
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(message.to_string().as_bytes());
+        out.push(b'\n');
         for line in other {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(message.to_string().as_bytes());
-        out.push(b'\n');
         Some(out)
     }
 }
 
 pin_project! {
-    /// An SSE body whose list responses are filtered as events go by. Events are cut at blank
-    /// lines; other events pass unchanged and unbuffered beyond their own length.
+    /// An SSE body whose list results are filtered as events go by. Line ends are normalized
+    /// to `\n` (the SSE grammar treats `\r\n`, `\r` and `\n` alike), events are cut at blank
+    /// lines, and an event larger than the cap ends the stream with an error rather than
+    /// passing unfiltered.
     pub(crate) struct SseFilterBody<B> {
         #[pin]
         inner: B,
         filter: ListFilter,
         pending: BytesMut,
+        // Bytes of `pending` already searched for an event end.
+        scanned: usize,
+        // The previous chunk ended in `\r`: a `\n` opening the next one belongs to it.
+        after_cr: bool,
+        started: bool,
         done: bool,
     }
 }
@@ -137,26 +148,36 @@ impl<B> SseFilterBody<B> {
             inner,
             filter,
             pending: BytesMut::new(),
+            scanned: 0,
+            after_cr: false,
+            started: false,
             done: false,
         }
     }
 }
 
-/// The end of the first event in `buf` (index past its blank line), if complete.
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+/// Appends `chunk` to `buf` with `\r\n` and `\r` turned into `\n`.
+fn push_normalized(buf: &mut BytesMut, chunk: &[u8], after_cr: &mut bool) {
+    let mut chunk = chunk;
+    if *after_cr && chunk.first() == Some(&b'\n') {
+        chunk = &chunk[1..];
+    }
+    *after_cr = false;
     let mut i = 0;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some((i + 1, i + 2));
+    while i < chunk.len() {
+        match chunk[i] {
+            b'\r' => {
+                buf.extend_from_slice(b"\n");
+                match chunk.get(i + 1) {
+                    Some(b'\n') => i += 1,
+                    Some(_) => {}
+                    None => *after_cr = true,
+                }
             }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i + 1, i + 3));
-            }
+            b => buf.extend_from_slice(&[b]),
         }
         i += 1;
     }
-    None
 }
 
 impl<B> Body for SseFilterBody<B>
@@ -173,32 +194,109 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
-            if let Some((event_len, consumed)) = event_end(this.pending) {
-                let chunk = this.pending.split_to(consumed).freeze();
-                let out = match this.filter.rewrite_event(&chunk[..event_len]) {
+            let start = this.scanned.saturating_sub(1).min(this.pending.len());
+            if let Some(pos) = this.pending[start..].windows(2).position(|w| w == b"\n\n") {
+                let end = start + pos + 2;
+                *this.scanned = 0;
+                let event = this.pending.split_to(end).freeze();
+                let out = match this.filter.rewrite_event(&event[..end - 1]) {
                     Some(mut rewritten) => {
                         rewritten.push(b'\n');
                         Bytes::from(rewritten)
                     }
-                    None => chunk,
+                    None => event,
                 };
                 return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+            *this.scanned = this.pending.len();
+            if this.pending.len() > MAX_FILTERED {
+                *this.done = true;
+                this.pending.clear();
+                return Poll::Ready(Some(Err("SSE event too large to filter".into())));
             }
             if *this.done {
                 if this.pending.is_empty() {
                     return Poll::Ready(None);
                 }
+                // An unterminated last event is still an event: filter it like the others.
                 let rest = this.pending.split().freeze();
-                return Poll::Ready(Some(Ok(Frame::data(rest))));
+                *this.scanned = 0;
+                let out = match this.filter.rewrite_event(&rest) {
+                    Some(rewritten) => Bytes::from(rewritten),
+                    None => rest,
+                };
+                return Poll::Ready(Some(Ok(Frame::data(out))));
             }
             match ready!(this.inner.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => this.pending.extend_from_slice(&data),
+                    Ok(data) => {
+                        let mut data = &data[..];
+                        // A byte order mark may open the stream; it is not part of an event.
+                        if !*this.started {
+                            *this.started = !data.is_empty();
+                            data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+                        }
+                        push_normalized(this.pending, data, this.after_cr);
+                    }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
                 None => *this.done = true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn filter() -> ListFilter {
+        let policy = ToolPolicy::builder().tool("public", ["a"]).build().unwrap();
+        let claims = serde_json::json!({"sub": "u", "scope": "a"});
+        ListFilter {
+            policy,
+            ctx: AuthContext::from_claims(claims.as_object().cloned().unwrap()).unwrap(),
+            private: false,
+        }
+    }
+
+    async fn run(chunks: Vec<&'static [u8]>) -> String {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(c))));
+        let body = SseFilterBody::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            filter(),
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn filters_across_chunks_and_line_ends_keeping_event_fields() {
+        let out = run(vec![
+            b"data:\r\nid: 0\r\nretry: 3000\r\n\r\n",
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"public\"},",
+            b"{\"name\":\"secret\"}]}}\r",
+            b"\nid: 1/3\r\nevent: message\r\n\r\n",
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{\"tools\":[{\"name\":\"secret\"}]}}\nid: 9",
+        ])
+        .await;
+        assert!(!out.contains("secret"), "{out}");
+        assert!(out.contains("{\"name\":\"public\"}"), "{out}");
+        assert!(out.contains("id: 1/3\nevent: message\n\n"), "{out}");
+        assert!(out.starts_with("data:\nid: 0\nretry: 3000\n\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn multi_line_data_is_joined_before_filtering() {
+        let out = run(vec![
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\n",
+            b"data: \"result\":{\"prompts\":[{\"name\":\"x\"}]}}\n\n",
+        ])
+        .await;
+        assert!(out.contains("\"prompts\":[]"), "{out}");
     }
 }

@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::compiled::{Decision, ToolPolicy};
-use super::filter::{ListFilter, ListKind, SseFilterBody};
+use super::filter::{ListFilter, MAX_FILTERED, SseFilterBody, may_hold_list};
 use super::rules::Kind;
 use crate::bearer::policy::AUDIT;
 use crate::challenge::{BearerErrorCode, Challenge};
@@ -27,8 +27,10 @@ pub type PolicyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The default request body limit (rmcp's own default).
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;
-/// The largest JSON list response rewritten in memory.
-const MAX_LIST_RESPONSE: usize = 32 << 20;
+/// The longest tool or prompt name judged (MCP names are at most 128 characters).
+const MAX_NAME: usize = 256;
+/// The longest resource URI judged.
+const MAX_URI: usize = 4096;
 
 /// JSON-RPC error code of a refusal by policy (implementation-defined server error range).
 pub const FORBIDDEN_CODE: i64 = -32003;
@@ -178,21 +180,69 @@ fn rpc_error(
     )
 }
 
-/// MCP methods that a case or Unicode variant must not imitate.
-const POLICED_METHODS: [&str; 7] = [
+/// MCP methods that a case variant must not imitate.
+const POLICED_METHODS: [&str; 13] = [
     "tools/call",
     "tools/list",
     "resources/read",
     "resources/list",
     "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "resources/directory/read",
     "prompts/get",
     "prompts/list",
+    "completion/complete",
+    "skills/get",
+    "subscriptions/listen",
 ];
+
+/// The operation a message performs on a tool, prompt or resource, if any.
+fn target_of(message: &McpMessage, method: &str) -> Result<Option<(Kind, String)>, &'static str> {
+    let named = |kind, value: Option<&String>| {
+        value
+            .map(|v| Some((kind, v.clone())))
+            .ok_or("the request names no tool, prompt or resource")
+    };
+    match method {
+        "tools/call" => named(Kind::Tool, message.name.as_ref()),
+        "prompts/get" => named(Kind::Prompt, message.name.as_ref()),
+        // Everything that reads, lists below, watches or completes a resource is judged as
+        // reading it: `skills/get` and `resources/directory/read` serve resource content too.
+        "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "resources/directory/read"
+        | "skills/get" => named(Kind::Resource, message.uri.as_ref()),
+        "completion/complete" => match &message.reference {
+            Some((Some(name), _)) => Ok(Some((Kind::Prompt, name.clone()))),
+            Some((None, Some(uri))) => Ok(Some((Kind::Resource, uri.clone()))),
+            _ => Err("the completion names no prompt or resource"),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// A resource URI must be in the canonical form a URL parser gives it: no dot segments, no
+/// upper-case scheme, no encoded `.` `/` `\`. Otherwise `file:///public/../private/k` would
+/// dodge a rule on `file:///private/*` and reach a server that normalizes it.
+fn canonical_resource_uri(uri: &str) -> bool {
+    let lower = uri.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    match url::Url::parse(uri) {
+        Ok(url) => url.as_str() == uri || url.as_str().strip_suffix('/') == Some(uri),
+        // Not a URL the parser knows (e.g. no scheme): matched as written, but never with
+        // path tricks in it.
+        Err(_) => !uri.split('/').any(|seg| seg == ".." || seg == "."),
+    }
+}
 
 /// What one message needs.
 enum Verdict {
     Allow,
-    Refuse(Decision, &'static str, String),
+    Refuse(Decision, String, String),
     Invalid(&'static str),
 }
 
@@ -217,10 +267,23 @@ impl Shared {
                 None,
             );
         };
+        if ![Method::POST, Method::GET, Method::DELETE].contains(&parts.method) {
+            let mut response = rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &Value::Null,
+                -32600,
+                "method not allowed",
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            return response;
+        }
         let bytes = match Limited::new(body, self.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason = "body too large", "request refused");
+                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = "body too large", "request refused");
                 return rpc_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &Value::Null,
@@ -240,7 +303,11 @@ impl Shared {
             }
         };
 
-        let mut filter = None;
+        let mut negotiated = parts
+            .headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         if parts.method == Method::POST {
             let is_json = parts
                 .headers
@@ -260,7 +327,7 @@ impl Shared {
             let mcp = match jsonrpc::parse(&bytes) {
                 Ok(mcp) => mcp,
                 Err(e) => {
-                    tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason = %e, "unparseable request refused");
+                    tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = %e, "unparseable request refused");
                     return rpc_error(
                         StatusCode::BAD_REQUEST,
                         &Value::Null,
@@ -270,45 +337,31 @@ impl Shared {
                     );
                 }
             };
-            if let Some(refusal) = self.check_headers(&parts.headers, &mcp) {
+            if let Some(refusal) = self.check_headers(&parts.headers, &mcp, &ctx) {
                 return refusal;
             }
             if let Some(refusal) = self.judge(&mcp, &ctx) {
                 return refusal;
             }
-            let lists: Vec<(Value, ListKind)> = mcp
-                .messages
-                .iter()
-                .filter(|m| m.is_request())
-                .filter_map(|m| Some((m.id.clone()?, ListKind::of(m.method.as_deref()?)?)))
-                .collect();
-            if !lists.is_empty() {
-                let negotiated = parts
-                    .headers
-                    .get("mcp-protocol-version")
-                    .and_then(|v| v.to_str().ok())
-                    .or_else(|| {
-                        mcp.messages
-                            .iter()
-                            .find_map(|m| m.protocol_version.as_deref())
-                    });
-                filter = Some(ListFilter {
-                    lists,
-                    policy: self.policy.clone(),
-                    ctx: ctx.clone(),
-                    private: negotiated.is_some_and(|v| v >= "2026-07-28"),
-                });
+            if negotiated.is_none() {
+                negotiated = mcp.messages.iter().find_map(|m| m.protocol_version.clone());
             }
             parts.extensions.insert(mcp);
-        } else if parts.method == Method::GET || parts.method == Method::DELETE {
+        } else {
             let decision = self
                 .policy
                 .decide(Kind::Method, parts.method.as_str(), &ctx);
             if !decision.is_allowed() {
                 return self.refuse(decision, &Value::Null, &ctx, parts.method.as_str(), "");
             }
+            tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method = parts.method.as_str(), "operation allowed");
         }
 
+        let filter = ListFilter {
+            policy: self.policy.clone(),
+            ctx,
+            private: negotiated.as_deref().is_some_and(|v| v >= "2026-07-28"),
+        };
         let response = match inner
             .call(Request::from_parts(parts, Full::new(bytes)))
             .await
@@ -316,25 +369,24 @@ impl Shared {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        match filter {
-            None => response.map(boxed),
-            Some(filter) => filter_list_response(response, filter).await,
-        }
+        filter_lists(response, filter).await
     }
 
     /// `Mcp-Method` / `Mcp-Name` (revision 2026-07-28) never decide anything; a value that
-    /// disagrees with the body is refused, so no intermediary can be fooled by it either.
+    /// disagrees with the body is refused, so no intermediary can be fooled by it either. The
+    /// field `Mcp-Name` mirrors follows the method, as in rmcp.
     fn check_headers(
         &self,
         headers: &http::HeaderMap,
         mcp: &McpRequest,
+        ctx: &AuthContext,
     ) -> Option<Response<PolicyBody>> {
         let [message] = mcp.messages.as_slice() else {
             return None;
         };
         let id = message.id.clone().unwrap_or(Value::Null);
         let mismatch = |what: &str| {
-            tracing::info!(target: AUDIT, decision = "deny", reason = what, "header mismatch");
+            tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = what, "header mismatch");
             Some(rpc_error(
                 StatusCode::BAD_REQUEST,
                 &id,
@@ -343,30 +395,46 @@ impl Shared {
                 None,
             ))
         };
-        for value in headers.get_all("mcp-method") {
-            if Some(value.as_bytes()) != message.method.as_deref().map(str::as_bytes) {
-                return mismatch("Mcp-Method");
-            }
+        let methods: Vec<_> = headers.get_all("mcp-method").iter().collect();
+        if methods.len() > 1
+            || methods
+                .first()
+                .is_some_and(|v| Some(v.as_bytes()) != message.method.as_deref().map(str::as_bytes))
+        {
+            return mismatch("Mcp-Method");
         }
-        for value in headers.get_all("mcp-name") {
-            let decoded = decode_header_value(value.as_bytes());
-            if decoded.as_deref() != message.target().map(str::as_bytes) {
-                return mismatch("Mcp-Name");
+        let names: Vec<_> = headers.get_all("mcp-name").iter().collect();
+        if names.len() > 1 {
+            return mismatch("Mcp-Name");
+        }
+        let mirrored = match message.method.as_deref() {
+            Some("tools/call" | "prompts/get") => message.name.as_deref(),
+            Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
+                message.uri.as_deref()
             }
+            // Other methods (tasks/*) mirror fields the policy does not judge.
+            _ => return None,
+        };
+        if let Some(value) = names.first()
+            && decode_header_value(value.as_bytes()).as_deref() != mirrored.map(str::as_bytes)
+        {
+            return mismatch("Mcp-Name");
         }
         None
     }
 
-    /// Judges every message; the whole request is refused if any message is.
+    /// Judges every message that names a method (requests, and notifications too: a message
+    /// with `"id": null` must not pass as a notification if some server runs it); the whole
+    /// request is refused if any message is.
     fn judge(&self, mcp: &McpRequest, ctx: &AuthContext) -> Option<Response<PolicyBody>> {
         let mut scopes: Vec<String> = Vec::new();
-        let mut refused: Option<(Decision, &'static str, String, Value)> = None;
-        for message in mcp.messages.iter().filter(|m| m.is_request()) {
+        let mut refused: Option<(Decision, String, String, Value)> = None;
+        for message in mcp.messages.iter().filter(|m| m.method.is_some()) {
             let id = message.id.clone().unwrap_or(Value::Null);
             match self.judge_one(message, ctx) {
                 Verdict::Allow => {}
                 Verdict::Invalid(reason) => {
-                    tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason, "invalid request refused");
+                    tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method = message.method.as_deref(), reason, "invalid request refused");
                     let id = if mcp.batch { Value::Null } else { id };
                     return Some(rpc_error(
                         StatusCode::BAD_REQUEST,
@@ -396,15 +464,15 @@ impl Shared {
             },
             other => other,
         };
-        Some(self.refuse(decision, &id, ctx, method, &target))
+        Some(self.refuse(decision, &id, ctx, &method, &target))
     }
 
     fn judge_one(&self, message: &McpMessage, ctx: &AuthContext) -> Verdict {
         let Some(method) = message.method.as_deref() else {
             return Verdict::Allow;
         };
-        if !method.bytes().all(|b| b.is_ascii_graphic()) {
-            return Verdict::Invalid("method names must be printable ASCII");
+        if !method.bytes().all(|b| b.is_ascii_graphic()) || method.len() > MAX_NAME {
+            return Verdict::Invalid("method names must be short printable ASCII");
         }
         if method.bytes().any(|b| b.is_ascii_uppercase()) {
             let lower = method.to_ascii_lowercase();
@@ -412,25 +480,36 @@ impl Shared {
                 return Verdict::Invalid("method names are case-sensitive");
             }
         }
-        let decision = self.policy.decide(Kind::Method, method, ctx);
-        if !decision.is_allowed() {
-            return Verdict::Refuse(decision, static_method(method), String::new());
-        }
-        let (kind, target) = match method {
-            "tools/call" => (Kind::Tool, message.name.as_deref()),
-            "prompts/get" => (Kind::Prompt, message.name.as_deref()),
-            "resources/read" => (Kind::Resource, message.uri.as_deref()),
-            _ => return Verdict::Allow,
+        let method_decision = self.policy.decide(Kind::Method, method, ctx);
+        let target = match target_of(message, method) {
+            Ok(target) => target,
+            Err(reason) => return Verdict::Invalid(reason),
         };
-        let Some(target) = target else {
-            return Verdict::Invalid("the request names no tool, prompt or resource");
+        // Method and target are judged together, so one challenge names every scope needed.
+        let (decision, target) = match target {
+            None => (method_decision, String::new()),
+            Some((kind, target)) => {
+                let limit = if kind == Kind::Resource {
+                    MAX_URI
+                } else {
+                    MAX_NAME
+                };
+                if target.len() > limit {
+                    return Verdict::Invalid("the tool, prompt or resource name is too long");
+                }
+                if kind == Kind::Resource && !canonical_resource_uri(&target) {
+                    return Verdict::Invalid("resource URIs must be in canonical form");
+                }
+                let decision = method_decision.and(self.policy.decide(kind, &target, ctx));
+                (decision, target)
+            }
         };
-        match self.policy.decide(kind, target, ctx) {
+        match decision {
             Decision::Allow => {
-                tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, "operation allowed");
+                tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target.as_str(), "operation allowed");
                 Verdict::Allow
             }
-            decision => Verdict::Refuse(decision, static_method(method), target.to_owned()),
+            decision => Verdict::Refuse(decision, method.to_owned(), target),
         }
     }
 
@@ -488,14 +567,6 @@ impl Shared {
     }
 }
 
-fn static_method(method: &str) -> &'static str {
-    POLICED_METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("method")
-}
-
 /// SEP-2243 header values: plain, or `=?base64?…?=` for non-ASCII.
 fn decode_header_value(value: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -510,7 +581,10 @@ fn decode_header_value(value: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-async fn filter_list_response<ResBody>(
+/// Filters list results out of every JSON or SSE response (see [`super::filter`]): SSE as it
+/// streams, JSON once collected. A body the filter cannot read (compressed, or beyond the
+/// size cap) is refused rather than passed on.
+async fn filter_lists<ResBody>(
     response: Response<ResBody>,
     filter: ListFilter,
 ) -> Response<PolicyBody>
@@ -524,27 +598,44 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let is_sse = content_type.starts_with("text/event-stream");
+    let is_json = content_type.starts_with("application/json");
+    if !is_sse && !is_json {
+        return response.map(boxed);
+    }
+    let encoded = response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            &Value::Null,
+            -32603,
+            "encoded responses cannot be filtered; put compression outside the policy layer",
+            None,
+        );
+    }
     let (mut parts, body) = response.into_parts();
-    if content_type.starts_with("text/event-stream") {
-        parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if is_sse {
         return Response::from_parts(parts, boxed(SseFilterBody::new(body, filter)));
     }
-    if !content_type.starts_with("application/json") {
-        return Response::from_parts(parts, boxed(body));
-    }
-    let bytes = match Limited::new(body, MAX_LIST_RESPONSE).collect().await {
+    let bytes = match Limited::new(body, MAX_FILTERED).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            // Fail closed: an unfiltered list must not reach the client.
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
                 &Value::Null,
                 -32603,
-                "the list response could not be filtered",
+                "the response could not be filtered",
                 None,
             );
         }
     };
+    if !may_hold_list(&bytes) {
+        return Response::from_parts(parts, boxed(Full::new(bytes)));
+    }
     let rewritten = match serde_json::from_slice::<Value>(&bytes) {
         Ok(mut message) => {
             if filter.apply(&mut message) {
@@ -555,6 +646,5 @@ where
         }
         Err(_) => bytes,
     };
-    parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, boxed(Full::new(rewritten)))
 }

@@ -677,3 +677,189 @@ fn policy_loads_from_configuration() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn list_with_float_id_is_still_filtered() {
+    // rmcp answers `"id": 1.0` as `"id": 1`; the filter must not depend on the id at all.
+    let server = serve(notes_policy(), true, 1 << 20).await;
+    for id in ["1.0", "1e0", "-0"] {
+        let list = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+        let response = server
+            .post(&server.token("mcp:tools", json!({})), &list)
+            .await;
+        assert_eq!(response.status(), 200, "{id}");
+        assert_eq!(tool_names(&message(response).await), ["misc"], "{id}");
+    }
+}
+
+#[tokio::test]
+async fn method_and_tool_scopes_come_in_one_challenge() {
+    let policy = ToolPolicy::builder()
+        .default_scopes(["mcp:tools"])
+        .method("tools/call", ["mcp:call"])
+        .tool("delete_note", ["notes:admin"])
+        .build()
+        .unwrap();
+    let server = serve(policy, true, 1 << 20).await;
+    let response = server
+        .post(
+            &server.token("mcp:tools", json!({})),
+            &call(1, "delete_note"),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert!(www_authenticate(&response).contains(r#"scope="mcp:call notes:admin""#));
+    let retried = server
+        .post(
+            &server.token("mcp:tools mcp:call notes:admin", json!({})),
+            &call(2, "delete_note"),
+        )
+        .await;
+    assert_eq!(retried.status(), 200);
+}
+
+#[tokio::test]
+async fn resource_uri_path_tricks_are_refused() {
+    let server = serve(notes_policy(), true, 1 << 20).await;
+    let token = server.token("mcp:tools", json!({}));
+    for uri in [
+        "file:///public/../private/keys.txt",
+        "file:///%70rivate/keys.txt%2e",
+        "file:///public/%2e%2e/private/keys.txt",
+        "FILE:///private/keys.txt",
+        "file:///public/./../private/keys.txt",
+    ] {
+        let read =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
+                .to_string();
+        let status = server.post(&token, &read).await.status();
+        assert!(status == 400 || status == 403, "{uri}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn other_methods_naming_protected_things_are_judged() {
+    let server = serve(notes_policy(), true, 1 << 20).await;
+    let token = server.token("mcp:tools", json!({}));
+    let bodies = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "file:///private/k"}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "completion/complete",
+               "params": {"ref": {"type": "ref/resource", "uri": "file:///private/k"}, "argument": {"name": "a", "value": "b"}}}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "skills/get", "params": {"uri": "file:///private/k"}}),
+        // A notification-shaped tools/call (null id) is judged like any other.
+        json!({"jsonrpc": "2.0", "id": null, "method": "tools/call", "params": {"name": "delete_note"}}),
+    ];
+    for body in bodies {
+        let response = server.post(&token, &body.to_string()).await;
+        assert_eq!(response.status(), 403, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn unusual_http_methods_are_refused() {
+    let server = serve(notes_policy(), true, 1 << 20).await;
+    let response = client()
+        .put(&server.url)
+        .bearer_auth(server.token("mcp:tools", json!({})))
+        .body(call(1, "delete_note"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn every_decision_is_an_audit_event() {
+    use tower::{Layer, ServiceExt};
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("tower_mcp_auth::audit=debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
+        .authorization_server(ISSUER)
+        .build()
+        .unwrap();
+    let service = notes_policy().layer(&resource).layer(tower::service_fn(
+        |_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"{}"),
+            )))
+        },
+    ));
+    let ctx = AuthContext::from_claims(
+        json!({"sub": "alice", "client_id": "cli-1", "scope": "mcp:tools notes:read"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let request = |tool: &str| {
+        let mut req = http::Request::post("/mcp")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(call(1, tool))))
+            .unwrap();
+        req.extensions_mut().insert(ctx.clone());
+        req
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let allowed = service
+                .clone()
+                .oneshot(request("read_notes"))
+                .await
+                .unwrap();
+            assert_eq!(allowed.status(), 200);
+            let denied = service
+                .clone()
+                .oneshot(request("delete_note"))
+                .await
+                .unwrap();
+            assert_eq!(denied.status(), 403);
+        })
+    });
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let allow = lines
+        .iter()
+        .find(|l| l.contains("read_notes"))
+        .expect("allow event");
+    assert!(
+        allow.contains("DEBUG") && allow.contains("decision=\"allow\""),
+        "{allow}"
+    );
+    assert!(
+        allow.contains("subject=\"alice\"") && allow.contains("client_id=\"cli-1\""),
+        "{allow}"
+    );
+    let deny = lines
+        .iter()
+        .find(|l| l.contains("delete_note"))
+        .expect("deny event");
+    assert!(
+        deny.contains("INFO") && deny.contains("decision=\"deny\""),
+        "{deny}"
+    );
+    assert!(
+        deny.contains("method=\"tools/call\"") && deny.contains("reason=\"insufficient scope\""),
+        "{deny}"
+    );
+}

@@ -282,3 +282,35 @@ async fn duplicate_or_malformed_session_id_headers_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn session_mode_sse_list_is_filtered_and_keeps_event_ids() {
+    let server = start().await;
+    let demo = server.token("demo", quickstart::DEMO_SCOPES);
+    let response = mcp_post(&server.url, &demo, None, INIT).await;
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    mcp_post(&server.url, &demo, Some(&session), initialized).await;
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let text = mcp_post(&server.url, &demo, Some(&session), list)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let event = text
+        .split("\n\n")
+        .find(|e| e.contains("\"tools\""))
+        .unwrap_or_else(|| panic!("no list event in {text}"));
+    assert!(!event.contains("purge_all_notes"), "{event}");
+    assert!(event.contains("add_note"), "{event}");
+    // The SSE event keeps its id (resumption) and stays one event.
+    assert!(event.lines().any(|l| l.starts_with("id: ")), "{event}");
+    assert_eq!(
+        event.lines().filter(|l| l.starts_with("data:")).count(),
+        1,
+        "{event}"
+    );
+}
