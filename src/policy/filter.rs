@@ -42,12 +42,17 @@ pub(crate) struct ListFilter {
 /// Whether a payload could hold a list result at all: a cheap scan that spares the JSON parse
 /// of ordinary responses (tool results, pings, notifications).
 pub(crate) fn may_hold_list(payload: &[u8]) -> bool {
-    LISTS.iter().any(|(key, _, _)| {
-        let needle = format!("\"{key}\"");
-        payload
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
-    })
+    // Every list key is one of these quoted words (`"resourceTemplates"` contains none, so it
+    // is listed too); memmem scans with SIMD.
+    const NEEDLES: [&[u8]; 4] = [
+        b"\"tools\"",
+        b"\"prompts\"",
+        b"\"resources\"",
+        b"\"resourceTemplates\"",
+    ];
+    NEEDLES
+        .iter()
+        .any(|needle| memchr::memmem::find(payload, needle).is_some())
 }
 
 impl ListFilter {
