@@ -239,6 +239,11 @@ impl ProtectedResourceBuilder {
         for scope in &self.scopes_supported {
             check_scope_token(scope)?;
         }
+        if self.scopes_supported.iter().any(|s| s == "offline_access") {
+            // MCP 2026-07-28: clients request all of `scopes_supported` when no challenge
+            // names scopes; `offline_access` there makes every client ask for refresh tokens.
+            tracing::warn!(resource = %self.resource, "scopes_supported should not contain offline_access");
+        }
         let path = match url.path() {
             "/" => "",
             p => p,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use sha2::Digest;
 
 use super::fetch::{default_client, read_limited};
 use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
@@ -55,14 +56,34 @@ impl fmt::Debug for ClientAuth {
 #[derive(Clone, Debug)]
 pub struct IntrospectionValidator(Arc<Shared>);
 
-#[derive(Debug)]
 struct Shared {
     endpoint: String,
     client: reqwest::Client,
     auth: ClientAuth,
     rules: ClaimRules,
     cache_ttl: Duration,
+    /// Tokens recently found inactive (by SHA-256), so a client replaying garbage costs the
+    /// authorization server one call per token per `negative_ttl`, not one per request.
+    inactive: Option<moka::sync::Cache<[u8; 32], ()>>,
+    /// Bounds concurrent introspection calls: a flood of fresh tokens queues here instead of
+    /// becoming a flood at the authorization server.
+    in_flight: tokio::sync::Semaphore,
 }
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntrospectionValidator")
+            .field("endpoint", &self.endpoint)
+            .field("auth", &self.auth)
+            .field("cache_ttl", &self.cache_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default time a token found inactive is remembered as such.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// The default number of concurrent introspection calls.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 
 impl IntrospectionValidator {
     /// Starts a validator asking `endpoint` about tokens, accepting those issued for `audience`
@@ -77,6 +98,8 @@ impl IntrospectionValidator {
             auth: None,
             leeway: None,
             cache_ttl: DEFAULT_CACHE_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             timeout: Duration::from_secs(5),
             client: None,
             allow_insecure_http: false,
@@ -86,6 +109,29 @@ impl IntrospectionValidator {
 
 impl Shared {
     async fn introspect(&self, token: &str) -> Result<AuthContext, TokenError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if self
+            .inactive
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&digest))
+        {
+            return Err(TokenError::Inactive);
+        }
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| TokenError::Unavailable("introspection is shut down".into()))?;
+        let result = self.call_endpoint(token).await;
+        if matches!(result, Err(TokenError::Inactive))
+            && let Some(cache) = &self.inactive
+        {
+            cache.insert(digest, ());
+        }
+        result
+    }
+
+    async fn call_endpoint(&self, token: &str) -> Result<AuthContext, TokenError> {
         let request = self
             .client
             .post(&self.endpoint)
@@ -152,12 +198,28 @@ pub struct IntrospectionValidatorBuilder {
     auth: Option<ClientAuth>,
     leeway: Option<Duration>,
     cache_ttl: Duration,
+    negative_ttl: Duration,
+    max_in_flight: usize,
     timeout: Duration,
     client: Option<reqwest::Client>,
     allow_insecure_http: bool,
 }
 
 impl IntrospectionValidatorBuilder {
+    /// How long a token found inactive is refused without asking again (default 10 s; zero
+    /// turns this off). A token that becomes active later (clock skew at issuance) is accepted
+    /// after this delay.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// The most introspection calls in flight at once (default 32); further ones wait.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls.max(1);
+        self
+    }
+
     /// Authenticates to the endpoint with HTTP Basic (`client_secret_basic`).
     pub fn client_credentials(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
         self.auth = Some(ClientAuth::Basic {
@@ -238,6 +300,13 @@ impl IntrospectionValidatorBuilder {
             auth,
             rules: self.rules,
             cache_ttl: self.cache_ttl,
+            inactive: (!self.negative_ttl.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(self.negative_ttl)
+                    .build()
+            }),
+            in_flight: tokio::sync::Semaphore::new(self.max_in_flight),
         })))
     }
 }

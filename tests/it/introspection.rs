@@ -135,6 +135,15 @@ async fn revocation_is_noticed_after_cache_ttl() {
 }
 
 #[tokio::test]
+async fn replayed_garbage_tokens_are_not_reintrospected() {
+    let (idp, server) = setup(Duration::from_secs(60)).await;
+    for _ in 0..20 {
+        assert_eq!(server.post(Some("garbage-token")).await.status(), 401);
+    }
+    assert_eq!(idp.hits(), 1, "inactive results are remembered for a while");
+}
+
+#[tokio::test]
 async fn introspection_endpoint_down_is_503() {
     let (idp, server) = setup(Duration::from_secs(60)).await;
     idp.down.store(true, Ordering::SeqCst);
