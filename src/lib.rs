@@ -12,6 +12,10 @@ mod error;
 pub mod jsonrpc;
 pub mod policy;
 pub mod resource;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
+pub mod store;
 pub mod validate;
 
 pub use bearer::{BearerLayer, BearerService};

@@ -23,6 +23,8 @@ use crate::AuthContext;
 use crate::resource::canonical_audience;
 
 mod jwt;
+#[cfg(feature = "server")]
+pub(crate) use jwt::install_crypto_provider;
 pub use jwt::{JwtKey, JwtValidator, JwtValidatorBuilder};
 
 #[cfg(any(feature = "jwks", feature = "introspection"))]

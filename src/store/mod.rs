@@ -1,0 +1,292 @@
+//! Where state lives: the [`Store`] trait, and [`MemoryStore`], the in-process default.
+//!
+//! Every piece of state the library keeps across requests (authorization codes, refresh token
+//! families, registered clients, consent, third-party tokens) goes through `Store`, so a
+//! deployment becomes multi-instance by swapping the store (a Redis store is planned behind
+//! the `redis` feature) and nothing else. The operations are the few that make single-use
+//! secrets safe: [`Store::take`] (read and delete at once, so of two concurrent redemptions of
+//! one authorization code exactly one wins) and [`Store::put_if_absent`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::validate::BoxFuture;
+
+/// Why a store operation failed: the backend is unreachable or broke. Callers answer it as a
+/// transient server error (503), never as a bad grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// A key-value store with per-entry expiry.
+///
+/// Keys are namespaced by the caller (`code:…`, `rt:…`); values are opaque bytes. Every entry
+/// has a time to live: state nobody cleans up must still disappear.
+pub trait Store: Send + Sync + 'static {
+    /// Stores `value` under `key` for `ttl`, replacing any previous value.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Stores `value` under `key` for `ttl` only if no live entry exists; returns whether it
+    /// did. Atomic.
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The live value under `key`.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
+
+    /// Removes the entry under `key` and returns its value if it was live. Atomic: of several
+    /// concurrent `take`s of one key, at most one gets the value.
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
+
+    /// Removes the entry under `key`, if any.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    expires_at: Instant,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<String, Entry> for UntilExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Entry, now: Instant) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(now))
+    }
+}
+
+/// The in-process store (moka): bounded, each entry expiring at its own time. Right for one
+/// instance; several instances behind a load balancer need a shared store.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mcp_auth::store::{MemoryStore, Store};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new(10_000);
+/// store.put("code:abc", "grant".into(), Duration::from_secs(60)).await.unwrap();
+/// assert_eq!(store.take("code:abc").await.unwrap().as_deref(), Some(&b"grant"[..]));
+/// assert_eq!(store.take("code:abc").await.unwrap(), None); // single use
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    entries: moka::sync::Cache<String, Entry>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new(1_000_000)
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity` entries (beyond it, the least useful are evicted
+    /// early, so size it for the live state of the deployment).
+    pub fn new(capacity: u64) -> Self {
+        MemoryStore {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    fn live(entry: Entry) -> Option<Bytes> {
+        (entry.expires_at > Instant::now()).then_some(entry.value)
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Store for MemoryStore {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let entry = Entry {
+            value,
+            expires_at: Instant::now() + ttl,
+        };
+        self.entries.insert(key.to_owned(), entry);
+        ready(Ok(()))
+    }
+
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = Instant::now();
+        let entry = Entry {
+            value,
+            expires_at: now + ttl,
+        };
+        let mut inserted = self
+            .entries
+            .entry_by_ref(key)
+            .or_insert_with(|| entry.clone())
+            .is_fresh();
+        if !inserted {
+            // An entry past its time but not yet evicted counts as absent: replace it, but
+            // only if it is still that same expired entry (compare-and-swap on the instant).
+            let replaced = self.entries.entry_by_ref(key).and_compute_with(|current| {
+                use moka::ops::compute::Op;
+                match current {
+                    Some(e) if e.value().expires_at <= now => Op::Put(entry),
+                    _ => Op::Nop,
+                }
+            });
+            inserted = matches!(replaced, moka::ops::compute::CompResult::ReplacedWith(_));
+        }
+        ready(Ok(inserted))
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        ready(Ok(self.entries.get(key).and_then(Self::live)))
+    }
+
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        ready(Ok(self.entries.remove(key).and_then(Self::live)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.entries.invalidate(key);
+        ready(Ok(()))
+    }
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).put(key, value, ttl)
+    }
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).put_if_absent(key, value, ttl)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        (**self).get(key)
+    }
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        (**self).take(key)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).delete(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn entries_expire_at_their_own_time() {
+        let store = MemoryStore::new(100);
+        store
+            .put("a", "1".into(), Duration::from_millis(50))
+            .await
+            .unwrap();
+        store
+            .put("b", "2".into(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(store.get("a").await.unwrap(), None);
+        assert_eq!(store.take("a").await.unwrap(), None);
+        assert_eq!(store.get("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_is_first_writer_wins_and_ignores_expired() {
+        let store = MemoryStore::new(100);
+        assert!(
+            store
+                .put_if_absent("k", "1".into(), Duration::from_millis(40))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("k", "2".into(), Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"1"[..]));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            store
+                .put_if_absent("k", "3".into(), Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"3"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_takes_have_exactly_one_winner() {
+        for round in 0..20 {
+            let store = Arc::new(MemoryStore::new(100));
+            let key = format!("code:{round}");
+            store
+                .put(&key, "grant".into(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (store, key) = (store.clone(), key.clone());
+                    tokio::spawn(async move { store.take(&key).await.unwrap().is_some() })
+                })
+                .collect();
+            let mut winners = 0;
+            for task in tasks {
+                winners += usize::from(task.await.unwrap());
+            }
+            assert_eq!(winners, 1, "round {round}");
+        }
+    }
+}
