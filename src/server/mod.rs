@@ -1,11 +1,16 @@
 //! Building blocks of the OAuth 2.1 authorization server (feature `server`).
 //!
-//! This release ships the parts every endpoint of the coming router stands on: the
-//! [`SigningKeys`] and [`EncryptionKeys`] rings (separate purposes, each key with an id) and
-//! the canonical [`PublicUrls`] builder. State goes through [`crate::store::Store`].
+//! [`AuthServer`] serves, so far, machine-to-machine clients: RFC 8414 / OpenID discovery
+//! metadata, JWKS, RFC 7591 registration of confidential clients, the token endpoint with the
+//! `client_credentials` grant (audience bound to the RFC 8707 `resource`), RFC 7009 revocation
+//! and RFC 7662 introspection. Under it: the [`SigningKeys`] and [`EncryptionKeys`] rings
+//! (separate purposes, each key with an id) and the canonical [`PublicUrls`] builder. State goes
+//! through [`crate::store::Store`]. The authorization code flow with user login is next.
 
+mod auth_server;
 mod keys;
 mod urls;
 
+pub use self::auth_server::{AuthServer, AuthServerBuilder, RevocationAwareValidator};
 pub use self::keys::{EncryptionKeys, RingValidator, SealError, SigningKeys};
 pub use self::urls::PublicUrls;

@@ -13,3 +13,5 @@ mod jwt;
 mod metadata;
 mod policy;
 mod quickstart_rmcp;
+#[cfg(feature = "server")]
+mod server;

@@ -1,0 +1,826 @@
+//! The authorization server: configuration, and the routes that exist so far (metadata, JWKS,
+//! dynamic registration of confidential clients, the token endpoint with the
+//! `client_credentials` grant, revocation and introspection).
+
+// Handlers return a `Response` on both arms of their helpers' `Result`s; boxing the error arm
+// would add an allocation to every refusal for no gain.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{PublicUrls, RingValidator, SigningKeys};
+use crate::resource::{canonical_audience, check_scope_token, parse_http_url};
+use crate::store::{MemoryStore, Store};
+use crate::validate::TokenValidator;
+use crate::{ConfigError, Scopes};
+
+/// Largest body any endpoint reads (form posts and registration documents are small).
+const MAX_BODY: usize = 64 * 1024;
+/// How long a dynamically registered client lives.
+const REGISTRATION_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A registered client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Client {
+    client_id: String,
+    /// SHA-256 of the secret: secrets are 256-bit random, so a fast hash is enough and the
+    /// secret itself is never stored.
+    secret_sha256: [u8; 32],
+    scope: String,
+    name: Option<String>,
+}
+
+/// An OAuth 2.1 authorization server for MCP resources. Cheap to clone.
+///
+/// This release serves machine-to-machine clients: `client_credentials` tokens for confidential
+/// clients registered in code or through RFC 7591. The authorization code flow with user login
+/// follows; the metadata advertises only what is served.
+///
+/// ```
+/// use tower_mcp_auth::server::AuthServer;
+///
+/// let auth = AuthServer::builder("https://mcp.example.com")
+///     .resource("https://mcp.example.com/mcp")
+///     .scopes_supported(["mcp:tools"])
+///     .client("reporting-job", "a-long-random-secret-of-32-bytes!", ["mcp:tools"])
+///     .build()
+///     .unwrap();
+/// let app: axum::Router = auth.router();
+/// let validator = auth.validator("https://mcp.example.com/mcp").unwrap();
+/// # let _ = (app, validator);
+/// ```
+#[derive(Clone)]
+pub struct AuthServer(Arc<Inner>);
+
+struct Inner {
+    urls: PublicUrls,
+    resources: Vec<String>,
+    scopes_supported: Vec<String>,
+    keys: SigningKeys,
+    store: Arc<dyn Store>,
+    clients: HashMap<String, Client>,
+    access_token_ttl: Duration,
+    metadata: Bytes,
+}
+
+impl std::fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServer")
+            .field("issuer", &self.0.urls.issuer())
+            .field("resources", &self.0.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder of [`AuthServer`].
+#[must_use]
+pub struct AuthServerBuilder {
+    base: String,
+    resources: Vec<String>,
+    scopes_supported: Vec<String>,
+    keys: Option<SigningKeys>,
+    store: Option<Arc<dyn Store>>,
+    clients: Vec<(String, String, Vec<String>)>,
+    access_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for AuthServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServerBuilder")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthServer {
+    /// Starts a server whose issuer is the public base URL `base`.
+    pub fn builder(base: impl Into<String>) -> AuthServerBuilder {
+        AuthServerBuilder {
+            base: base.into(),
+            resources: Vec::new(),
+            scopes_supported: Vec::new(),
+            keys: None,
+            store: None,
+            clients: Vec::new(),
+            access_token_ttl: Duration::from_secs(900),
+        }
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &str {
+        self.0.urls.issuer()
+    }
+
+    /// The signing keys (to rotate them).
+    pub fn signing_keys(&self) -> &SigningKeys {
+        &self.0.keys
+    }
+
+    /// A validator for the access tokens this server issues for `resource`, for the bearer
+    /// layer in front of that resource. It also refuses tokens revoked at `/oauth/revoke`.
+    pub fn validator(&self, resource: &str) -> Result<RevocationAwareValidator, ConfigError> {
+        let resource = canonical_audience(resource).into_owned();
+        if !self.0.resources.contains(&resource) {
+            return Err(ConfigError::InvalidPolicy(format!(
+                "`{resource}` is not a resource of this authorization server"
+            )));
+        }
+        Ok(RevocationAwareValidator {
+            inner: self.0.keys.validator(self.issuer(), resource),
+            store: self.0.store.clone(),
+        })
+    }
+
+    /// The routes: `/.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
+    /// (with the path variants of an issuer with a path), `/oauth/jwks`, `/oauth/register`,
+    /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`. Bodies over 64 KiB get 413.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        let urls = &self.0.urls;
+        let mut router = axum::Router::new()
+            .route(&urls.local_path("/oauth/jwks"), get(jwks))
+            .route(&urls.local_path("/oauth/register"), post(register))
+            .route(&urls.local_path("/oauth/token"), post(token))
+            .route(&urls.local_path("/oauth/revoke"), post(revoke))
+            .route(&urls.local_path("/oauth/introspect"), post(introspect));
+        for url in urls.discovery_urls() {
+            let path = url::Url::parse(&url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default();
+            router = router.route(&path, get(metadata));
+        }
+        router
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.clone())
+    }
+}
+
+impl AuthServerBuilder {
+    /// A resource (canonical URI of an MCP endpoint) this server issues tokens for.
+    pub fn resource(mut self, uri: impl Into<String>) -> Self {
+        self.resources.push(uri.into());
+        self
+    }
+
+    /// The scopes clients may request.
+    pub fn scopes_supported<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        scopes: I,
+    ) -> Self {
+        self.scopes_supported
+            .extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Signing keys (default: one generated at start-up).
+    pub fn signing_keys(mut self, keys: SigningKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Where state lives (default: a [`MemoryStore`]).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A pre-registered confidential client allowed `scopes`. Secrets must have at least 32
+    /// characters.
+    pub fn client<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        id: impl Into<String>,
+        secret: impl Into<String>,
+        scopes: I,
+    ) -> Self {
+        self.clients.push((
+            id.into(),
+            secret.into(),
+            scopes.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// Lifetime of access tokens (default 15 minutes).
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_token_ttl = ttl;
+        self
+    }
+
+    /// Validates the configuration and prepares the metadata document.
+    pub fn build(self) -> Result<AuthServer, ConfigError> {
+        let urls = PublicUrls::new(&self.base)?;
+        if self.resources.is_empty() {
+            return Err(ConfigError::InvalidPolicy(
+                "an authorization server needs a resource".into(),
+            ));
+        }
+        let mut resources = Vec::new();
+        for r in &self.resources {
+            let url = parse_http_url("resource", r, false)?;
+            resources.push(crate::resource::canonical_uri(&url));
+        }
+        for s in &self.scopes_supported {
+            check_scope_token(s)?;
+        }
+        let mut clients = HashMap::new();
+        for (id, secret, scopes) in self.clients {
+            if secret.len() < 32 {
+                return Err(ConfigError::InvalidKey(format!(
+                    "the secret of client `{id}` is shorter than 32 characters"
+                )));
+            }
+            for s in &scopes {
+                check_scope_token(s)?;
+            }
+            let client = Client {
+                client_id: id.clone(),
+                secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+                scope: scopes.join(" "),
+                name: None,
+            };
+            clients.insert(id, client);
+        }
+        let metadata = json!({
+            "issuer": urls.issuer(),
+            "token_endpoint": urls.endpoint("/oauth/token"),
+            "jwks_uri": urls.endpoint("/oauth/jwks"),
+            "registration_endpoint": urls.endpoint("/oauth/register"),
+            "revocation_endpoint": urls.endpoint("/oauth/revoke"),
+            "introspection_endpoint": urls.endpoint("/oauth/introspect"),
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": self.scopes_supported,
+        });
+        let keys = match self.keys {
+            Some(keys) => keys,
+            None => SigningKeys::generate()?,
+        };
+        Ok(AuthServer(Arc::new(Inner {
+            urls,
+            resources,
+            scopes_supported: self.scopes_supported,
+            keys,
+            store: self
+                .store
+                .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            clients,
+            access_token_ttl: self.access_token_ttl,
+            metadata: Bytes::from(metadata.to_string()),
+        })))
+    }
+}
+
+/// Validates our own access tokens and refuses those revoked at `/oauth/revoke`.
+#[derive(Clone)]
+pub struct RevocationAwareValidator {
+    inner: RingValidator,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for RevocationAwareValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationAwareValidator")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenValidator for RevocationAwareValidator {
+    fn validate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> crate::validate::BoxFuture<'a, Result<crate::AuthContext, crate::validate::TokenError>>
+    {
+        Box::pin(async move {
+            let ctx = self.inner.validate(token).await?;
+            let jti = ctx.claim("jti").and_then(Value::as_str).unwrap_or_default();
+            match self.store.get(&format!("revoked:{jti}")).await {
+                Ok(None) => Ok(ctx),
+                Ok(Some(_)) => Err(crate::validate::TokenError::Inactive),
+                Err(e) => Err(crate::validate::TokenError::Unavailable(e.to_string())),
+            }
+        })
+    }
+
+    fn cache_ttl(&self) -> Option<Duration> {
+        // Revocation must show within a bounded time despite the bearer layer's cache.
+        Some(Duration::from_secs(30))
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// An RFC 6749 §5.2 error response.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+async fn metadata(State(server): State<AuthServer>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        server.0.metadata.clone(),
+    )
+        .into_response()
+}
+
+async fn jwks(State(server): State<AuthServer>) -> Response {
+    (
+        [
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        axum::Json(server.0.keys.jwks()),
+    )
+        .into_response()
+}
+
+/// How a request authenticated its client.
+enum ClientAuth {
+    Basic,
+    Post,
+}
+
+impl AuthServer {
+    async fn lookup_client(&self, id: &str) -> Result<Option<Client>, Response> {
+        if let Some(client) = self.0.clients.get(id) {
+            return Ok(Some(client.clone()));
+        }
+        match self.0.store.get(&format!("client:{id}")).await {
+            Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(None) => Ok(None),
+            Err(e) => Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            )),
+        }
+    }
+
+    /// Client authentication (`client_secret_basic` or `client_secret_post`, not both), with
+    /// the secret compared in constant time. Failures are 401 `invalid_client`, with a Basic
+    /// challenge where Basic was used (RFC 6749 §5.2).
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<(Client, ClientAuth), Response> {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .map(|(_, creds)| creds.trim());
+        let (id, secret, how) = match (basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(_), _, Some(_)) => {
+                return Err(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "use one client authentication method",
+                ));
+            }
+            (Some(creds), _, None) => {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(creds)
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok());
+                let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                    return Err(invalid_client(true));
+                };
+                let decode = |s: &str| {
+                    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                };
+                match (decode(id), decode(secret)) {
+                    (Some(id), Some(secret)) => (id, secret, ClientAuth::Basic),
+                    _ => return Err(invalid_client(true)),
+                }
+            }
+            (None, Some(id), Some(secret)) => (id.clone(), secret.clone(), ClientAuth::Post),
+            (None, _, _) => return Err(invalid_client(false)),
+        };
+        let basic = matches!(how, ClientAuth::Basic);
+        let client = self.lookup_client(&id).await?;
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        match client {
+            Some(client) if bool::from(presented.ct_eq(&client.secret_sha256)) => Ok((client, how)),
+            _ => {
+                tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, "client authentication failed");
+                Err(invalid_client(basic))
+            }
+        }
+    }
+}
+
+fn invalid_client(basic: bool) -> Response {
+    let mut response = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
+    if basic {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"oauth\""),
+        );
+    }
+    response
+}
+
+async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let (client, _) = match server.authenticate(&headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some("authorization_code" | "refresh_token") => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "this server issues client_credentials tokens only",
+            );
+        }
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "unknown grant_type",
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            );
+        }
+    }
+    // RFC 8707: the resource the token is for; with one resource, it may be left out.
+    let resource = match form.get("resource") {
+        Some(r) => canonical_audience(r).into_owned(),
+        None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "resource is required",
+            );
+        }
+    };
+    if !server.0.resources.contains(&resource) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "this server issues no tokens for that resource",
+        );
+    }
+    let allowed = Scopes::from_space_separated(&client.scope);
+    let scope = match form.get("scope") {
+        Some(requested) => {
+            let requested = Scopes::from_space_separated(requested);
+            if !allowed.contains_all(requested.iter()) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "the client may not request these scopes",
+                );
+            }
+            requested
+        }
+        None => allowed,
+    };
+    let issued_at = now();
+    let ttl = server.0.access_token_ttl.as_secs();
+    let Some(jti) = random_token() else {
+        return rng_failure();
+    };
+    let claims = json!({
+        "iss": server.issuer(), "sub": client.client_id, "client_id": client.client_id,
+        "aud": resource, "scope": scope.to_string(), "iat": issued_at, "exp": issued_at + ttl,
+        "jti": jti,
+    });
+    let access_token = match server.0.keys.sign(&claims, "at+jwt") {
+        Ok(token) => token,
+        Err(e) => {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            );
+        }
+    };
+    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
+    let mut response = axum::Json(json!({
+        "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope.to_string(),
+    }))
+    .into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+/// A 256-bit random value, base64url: token ids and client secrets. `None` if the system RNG
+/// fails, which callers answer with 500: never a predictable value in its place.
+fn random_token() -> Option<String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn rng_failure() -> Response {
+    oauth_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "no randomness available",
+    )
+}
+
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
+    let mut form = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        // RFC 6749 §3.2: parameters must not be repeated.
+        if form.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a parameter is repeated",
+            ));
+        }
+    }
+    Ok(form)
+}
+
+#[derive(Deserialize)]
+struct RegistrationRequest {
+    #[serde(default)]
+    client_name: Option<String>,
+    #[serde(default)]
+    grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
+}
+
+async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
+    let invalid = |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", msg);
+    let Ok(request) = serde_json::from_slice::<RegistrationRequest>(&body) else {
+        return invalid("the registration request is not a valid JSON document");
+    };
+    if request.grant_types.as_deref() != Some(&["client_credentials".to_owned()][..]) {
+        return invalid(
+            "only grant_types [\"client_credentials\"] can be registered on this server",
+        );
+    }
+    if request
+        .redirect_uris
+        .as_ref()
+        .is_some_and(|u| !u.is_empty())
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            "client_credentials clients have no redirect URIs",
+        );
+    }
+    let method = request
+        .token_endpoint_auth_method
+        .as_deref()
+        .unwrap_or("client_secret_basic");
+    if !matches!(method, "client_secret_basic" | "client_secret_post") {
+        return invalid(
+            "token_endpoint_auth_method must be client_secret_basic or client_secret_post",
+        );
+    }
+    let supported = Scopes::new(&server.0.scopes_supported);
+    let scope = match &request.scope {
+        Some(s) => {
+            let requested = Scopes::from_space_separated(s);
+            if !supported.contains_all(requested.iter()) {
+                return invalid("scope holds scopes this server does not support");
+            }
+            requested
+        }
+        None => supported,
+    };
+    if request.client_name.as_ref().is_some_and(|n| n.len() > 200) {
+        return invalid("client_name is too long");
+    }
+    let (Some(id_part), Some(secret)) = (random_token(), random_token()) else {
+        return rng_failure();
+    };
+    let client_id = format!("cc-{id_part}");
+    let client = Client {
+        client_id: client_id.clone(),
+        secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+        scope: scope.to_string(),
+        name: request.client_name.clone(),
+    };
+    let stored = match serde_json::to_vec(&client) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            );
+        }
+    };
+    match server
+        .0
+        .store
+        .put_if_absent(&format!("client:{client_id}"), stored, REGISTRATION_TTL)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "client id collision",
+            );
+        }
+        Err(e) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+    }
+    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client_id, "client registered");
+    let issued_at = now();
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "client_id": client_id, "client_secret": secret, "client_id_issued_at": issued_at,
+            "client_secret_expires_at": issued_at + REGISTRATION_TTL.as_secs(),
+            "grant_types": ["client_credentials"], "token_endpoint_auth_method": method,
+            "scope": scope.to_string(), "client_name": request.client_name,
+        })),
+    )
+        .into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+/// Reads one of our access tokens for revocation or introspection, whatever its audience.
+async fn own_token(server: &AuthServer, token: &str) -> Option<crate::AuthContext> {
+    for resource in &server.0.resources {
+        if let Ok(ctx) = server
+            .0
+            .keys
+            .validator(server.issuer(), resource.as_str())
+            .validate(token)
+            .await
+        {
+            return Some(ctx);
+        }
+    }
+    None
+}
+
+async fn revoke(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let (client, _) = match server.authenticate(&headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let Some(token) = form.get("token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    // RFC 7009 §2.2: an unknown, invalid or foreign token is answered 200 all the same.
+    if let Some(ctx) = own_token(&server, token).await
+        && ctx.client_id() == Some(client.client_id.as_str())
+        && let Some(jti) = ctx.claim("jti").and_then(Value::as_str)
+    {
+        let left = ctx
+            .expires_at()
+            .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        if let Err(e) = server
+            .0
+            .store
+            .put(
+                &format!("revoked:{jti}"),
+                Bytes::from_static(b"1"),
+                left + Duration::from_secs(60),
+            )
+            .await
+        {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+        tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, jti, "access token revoked");
+    }
+    let mut response = StatusCode::OK.into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+async fn introspect(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    if let Err(response) = server.authenticate(&headers, &form).await {
+        return response;
+    }
+    let Some(token) = form.get("token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    let mut answer = json!({"active": false});
+    if let Some(ctx) = own_token(&server, token).await {
+        let jti = ctx.claim("jti").and_then(Value::as_str).unwrap_or_default();
+        let revoked = match server.0.store.get(&format!("revoked:{jti}")).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &e.to_string(),
+                );
+            }
+        };
+        if !revoked {
+            answer = Value::Object(ctx.claims().clone());
+            answer["active"] = Value::Bool(true);
+            answer["token_type"] = Value::from("Bearer");
+        }
+    }
+    let mut response = axum::Json(answer).into_response();
+    no_store(response.headers_mut());
+    response
+}
