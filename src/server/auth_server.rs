@@ -33,13 +33,17 @@ const REGISTRATION_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// A registered client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Client {
-    client_id: String,
-    /// SHA-256 of the secret: secrets are 256-bit random, so a fast hash is enough and the
-    /// secret itself is never stored.
-    secret_sha256: [u8; 32],
-    scope: String,
-    name: Option<String>,
+pub(super) struct Client {
+    pub(super) client_id: String,
+    /// SHA-256 of the secret (none for public clients): secrets are 256-bit random, so a fast
+    /// hash is enough and the secret itself is never stored.
+    pub(super) secret_sha256: Option<[u8; 32]>,
+    pub(super) scope: String,
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub(super) grant_types: Vec<String>,
 }
 
 /// An OAuth 2.1 authorization server for MCP resources. Cheap to clone.
@@ -62,17 +66,23 @@ struct Client {
 /// # let _ = (app, validator);
 /// ```
 #[derive(Clone)]
-pub struct AuthServer(Arc<Inner>);
+pub struct AuthServer(pub(super) Arc<Inner>);
 
-struct Inner {
-    urls: PublicUrls,
-    resources: Vec<String>,
-    scopes_supported: Vec<String>,
-    keys: SigningKeys,
-    store: Arc<dyn Store>,
-    clients: HashMap<String, Client>,
-    access_token_ttl: Duration,
+pub(super) struct Inner {
+    pub(super) urls: PublicUrls,
+    pub(super) resources: Vec<String>,
+    pub(super) scopes_supported: Vec<String>,
+    pub(super) keys: SigningKeys,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) clients: HashMap<String, Client>,
+    pub(super) access_token_ttl: Duration,
+    pub(super) refresh_token_ttl: Duration,
     metadata: Bytes,
+    /// Dev login users: name and SHA-256 of the password.
+    pub(super) users: Vec<(String, [u8; 32])>,
+    pub(super) prefill: Option<(String, String)>,
+    pub(super) cookie_name: String,
+    pub(super) pages: minijinja::Environment<'static>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -93,7 +103,11 @@ pub struct AuthServerBuilder {
     keys: Option<SigningKeys>,
     store: Option<Arc<dyn Store>>,
     clients: Vec<(String, String, Vec<String>)>,
+    public_clients: Vec<(String, Vec<String>, Vec<String>)>,
+    users: Vec<(String, String)>,
+    prefill: bool,
     access_token_ttl: Duration,
+    refresh_token_ttl: Duration,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -114,7 +128,11 @@ impl AuthServer {
             keys: None,
             store: None,
             clients: Vec::new(),
+            public_clients: Vec::new(),
+            users: Vec::new(),
+            prefill: false,
             access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 
@@ -154,6 +172,18 @@ impl AuthServer {
             .route(&urls.local_path("/oauth/token"), post(token))
             .route(&urls.local_path("/oauth/revoke"), post(revoke))
             .route(&urls.local_path("/oauth/introspect"), post(introspect));
+        if !self.0.users.is_empty() {
+            router = router
+                .route(
+                    &urls.local_path("/oauth/authorize"),
+                    get(super::flow::authorize),
+                )
+                .route(&urls.local_path("/oauth/login"), post(super::flow::login))
+                .route(
+                    &urls.local_path("/oauth/consent"),
+                    post(super::flow::consent),
+                );
+        }
         for url in urls.discovery_urls() {
             let path = url::Url::parse(&url)
                 .map(|u| u.path().to_owned())
@@ -211,6 +241,46 @@ impl AuthServerBuilder {
         self
     }
 
+    /// A pre-registered public client (PKCE, no secret) with its redirect URIs, allowed
+    /// `scopes`.
+    pub fn public_client<R, I, S>(
+        mut self,
+        id: impl Into<String>,
+        redirect_uris: R,
+        scopes: I,
+    ) -> Self
+    where
+        R: IntoIterator<Item = S>,
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.public_clients.push((
+            id.into(),
+            redirect_uris.into_iter().map(Into::into).collect(),
+            scopes.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// A user of the embedded dev login (the default login: no outside service needed). Users
+    /// enable the authorization code flow.
+    pub fn dev_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+
+    /// Prefills the dev login form with the first user (for demos: one click signs in).
+    pub fn prefill_login(mut self, prefill: bool) -> Self {
+        self.prefill = prefill;
+        self
+    }
+
+    /// Lifetime of refresh tokens (default 30 days).
+    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_token_ttl = ttl;
+        self
+    }
+
     /// Lifetime of access tokens (default 15 minutes).
     pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
         self.access_token_ttl = ttl;
@@ -245,13 +315,34 @@ impl AuthServerBuilder {
             }
             let client = Client {
                 client_id: id.clone(),
-                secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+                secret_sha256: Some(Sha256::digest(secret.as_bytes()).into()),
                 scope: scopes.join(" "),
                 name: None,
+                redirect_uris: Vec::new(),
+                grant_types: vec!["client_credentials".into()],
             };
             clients.insert(id, client);
         }
-        let metadata = json!({
+        for (id, redirect_uris, scopes) in self.public_clients {
+            for uri in &redirect_uris {
+                super::flow::check_redirect_uri(uri).map_err(|e| ConfigError::InvalidUrl {
+                    what: "redirect URI",
+                    url: uri.clone(),
+                    reason: e.into(),
+                })?;
+            }
+            let client = Client {
+                client_id: id.clone(),
+                secret_sha256: None,
+                scope: scopes.join(" "),
+                name: None,
+                redirect_uris,
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            };
+            clients.insert(id, client);
+        }
+        let code_flow = !self.users.is_empty();
+        let mut metadata = json!({
             "issuer": urls.issuer(),
             "token_endpoint": urls.endpoint("/oauth/token"),
             "jwks_uri": urls.endpoint("/oauth/jwks"),
@@ -266,6 +357,30 @@ impl AuthServerBuilder {
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": self.scopes_supported,
         });
+        if code_flow {
+            // Advertised only when someone can log in to authorize.
+            metadata["authorization_endpoint"] = json!(urls.endpoint("/oauth/authorize"));
+            metadata["grant_types_supported"] =
+                json!(["authorization_code", "refresh_token", "client_credentials"]);
+            metadata["response_types_supported"] = json!(["code"]);
+            metadata["response_modes_supported"] = json!(["query"]);
+            metadata["authorization_response_iss_parameter_supported"] = json!(true);
+            metadata["token_endpoint_auth_methods_supported"] =
+                json!(["none", "client_secret_basic", "client_secret_post"]);
+        }
+        let users = self
+            .users
+            .iter()
+            .map(|(name, password)| (name.clone(), Sha256::digest(password.as_bytes()).into()))
+            .collect();
+        let prefill = self.prefill.then(|| self.users.first().cloned()).flatten();
+        // Browsers key cookies by host, not port: two servers on 127.0.0.1 must not share a
+        // cookie name, so the name carries a digest of the issuer.
+        let digest = Sha256::digest(urls.issuer().as_bytes());
+        let cookie_name = format!(
+            "tma_session_{:02x}{:02x}{:02x}{:02x}",
+            digest[0], digest[1], digest[2], digest[3]
+        );
         let keys = match self.keys {
             Some(keys) => keys,
             None => SigningKeys::generate()?,
@@ -280,7 +395,12 @@ impl AuthServerBuilder {
                 .unwrap_or_else(|| Arc::new(MemoryStore::default())),
             clients,
             access_token_ttl: self.access_token_ttl,
+            refresh_token_ttl: self.refresh_token_ttl,
             metadata: Bytes::from(metadata.to_string()),
+            users,
+            prefill,
+            cookie_name,
+            pages: super::flow::pages()?,
         })))
     }
 }
@@ -308,12 +428,13 @@ impl TokenValidator for RevocationAwareValidator {
     {
         Box::pin(async move {
             let ctx = self.inner.validate(token).await?;
-            let jti = ctx.claim("jti").and_then(Value::as_str).unwrap_or_default();
-            match self.store.get(&format!("revoked:{jti}")).await {
-                Ok(None) => Ok(ctx),
-                Ok(Some(_)) => Err(crate::validate::TokenError::Inactive),
-                Err(e) => Err(crate::validate::TokenError::Unavailable(e.to_string())),
+            if is_revoked(self.store.as_ref(), &ctx)
+                .await
+                .map_err(|e| crate::validate::TokenError::Unavailable(e.to_string()))?
+            {
+                return Err(crate::validate::TokenError::Inactive);
             }
+            Ok(ctx)
         })
     }
 
@@ -323,7 +444,22 @@ impl TokenValidator for RevocationAwareValidator {
     }
 }
 
-fn now() -> u64 {
+/// Whether the token's id or its grant family was revoked.
+pub(super) async fn is_revoked(
+    store: &dyn Store,
+    ctx: &crate::AuthContext,
+) -> Result<bool, crate::store::StoreError> {
+    for (claim, prefix) in [("jti", "revoked:"), ("fid", "revoked-family:")] {
+        if let Some(id) = ctx.claim(claim).and_then(Value::as_str)
+            && store.get(&format!("{prefix}{id}")).await?.is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -331,7 +467,7 @@ fn now() -> u64 {
 }
 
 /// An RFC 6749 §5.2 error response.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let mut response = (
         status,
         axum::Json(json!({"error": error, "error_description": description})),
@@ -341,7 +477,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     response
 }
 
-fn no_store(headers: &mut HeaderMap) {
+pub(super) fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
@@ -385,13 +521,13 @@ async fn jwks(State(server): State<AuthServer>) -> Response {
 }
 
 /// How a request authenticated its client.
-enum ClientAuth {
+pub(super) enum ClientAuth {
     Basic,
     Post,
 }
 
 impl AuthServer {
-    async fn lookup_client(&self, id: &str) -> Result<Option<Client>, Response> {
+    pub(super) async fn lookup_client(&self, id: &str) -> Result<Option<Client>, Response> {
         if let Some(client) = self.0.clients.get(id) {
             return Ok(Some(client.clone()));
         }
@@ -409,7 +545,7 @@ impl AuthServer {
     /// Client authentication (`client_secret_basic` or `client_secret_post`, not both), with
     /// the secret compared in constant time. Failures are 401 `invalid_client`, with a Basic
     /// challenge where Basic was used (RFC 6749 §5.2).
-    async fn authenticate(
+    pub(super) async fn authenticate(
         &self,
         headers: &HeaderMap,
         form: &HashMap<String, String>,
@@ -454,7 +590,13 @@ impl AuthServer {
         let client = self.lookup_client(&id).await?;
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         match client {
-            Some(client) if bool::from(presented.ct_eq(&client.secret_sha256)) => Ok((client, how)),
+            Some(client)
+                if client
+                    .secret_sha256
+                    .is_some_and(|stored| bool::from(presented.ct_eq(&stored))) =>
+            {
+                Ok((client, how))
+            }
             _ => {
                 tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, "client authentication failed");
                 Err(invalid_client(basic))
@@ -463,7 +605,7 @@ impl AuthServer {
     }
 }
 
-fn invalid_client(basic: bool) -> Response {
+pub(super) fn invalid_client(basic: bool) -> Response {
     let mut response = oauth_error(
         StatusCode::UNAUTHORIZED,
         "invalid_client",
@@ -483,11 +625,15 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
         Ok(form) => form,
         Err(response) => return response,
     };
+    let grant = form.get("grant_type").map(String::as_str);
+    if matches!(grant, Some("authorization_code" | "refresh_token")) && !server.0.users.is_empty() {
+        return super::flow::user_grant(&server, &headers, &form).await;
+    }
     let (client, _) = match server.authenticate(&headers, &form).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    match form.get("grant_type").map(String::as_str) {
+    match grant {
         Some("client_credentials") => {}
         Some("authorization_code" | "refresh_token") => {
             return oauth_error(
@@ -545,25 +691,16 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
         }
         None => allowed,
     };
-    let issued_at = now();
     let ttl = server.0.access_token_ttl.as_secs();
-    let Some(jti) = random_token() else {
-        return rng_failure();
-    };
-    let claims = json!({
-        "iss": server.issuer(), "sub": client.client_id, "client_id": client.client_id,
-        "aud": resource, "scope": scope.to_string(), "iat": issued_at, "exp": issued_at + ttl,
-        "jti": jti,
-    });
-    let access_token = match server.0.keys.sign(&claims, "at+jwt") {
+    let access_token = match server.mint_access_token(
+        &client.client_id,
+        &client.client_id,
+        &resource,
+        &scope,
+        None,
+    ) {
         Ok(token) => token,
-        Err(e) => {
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                &e.to_string(),
-            );
-        }
+        Err(response) => return response,
     };
     tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
     let mut response = axum::Json(json!({
@@ -574,16 +711,49 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
     response
 }
 
+impl AuthServer {
+    /// Signs an access token (RFC 9068): `aud` is the resource, `fid` the grant family a
+    /// replayed code or refresh token revokes.
+    pub(super) fn mint_access_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        resource: &str,
+        scope: &Scopes,
+        family: Option<&str>,
+    ) -> Result<String, Response> {
+        let issued_at = now();
+        let Some(jti) = random_token() else {
+            return Err(rng_failure());
+        };
+        let mut claims = json!({
+            "iss": self.issuer(), "sub": subject, "client_id": client_id,
+            "aud": resource, "scope": scope.to_string(), "iat": issued_at,
+            "exp": issued_at + self.0.access_token_ttl.as_secs(), "jti": jti,
+        });
+        if let Some(family) = family {
+            claims["fid"] = json!(family);
+        }
+        self.0.keys.sign(&claims, "at+jwt").map_err(|e| {
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            )
+        })
+    }
+}
+
 /// A 256-bit random value, base64url: token ids and client secrets. `None` if the system RNG
 /// fails, which callers answer with 500: never a predictable value in its place.
-fn random_token() -> Option<String> {
+pub(super) fn random_token() -> Option<String> {
     use base64::Engine;
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).ok()?;
     Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn rng_failure() -> Response {
+pub(super) fn rng_failure() -> Response {
     oauth_error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "server_error",
@@ -591,7 +761,7 @@ fn rng_failure() -> Response {
     )
 }
 
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
+pub(super) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
     let mut form = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         // RFC 6749 §3.2: parameters must not be repeated.
@@ -670,9 +840,11 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
     let client_id = format!("cc-{id_part}");
     let client = Client {
         client_id: client_id.clone(),
-        secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+        secret_sha256: Some(Sha256::digest(secret.as_bytes()).into()),
         scope: scope.to_string(),
         name: request.client_name.clone(),
+        redirect_uris: Vec::new(),
+        grant_types: vec!["client_credentials".into()],
     };
     let stored = match serde_json::to_vec(&client) {
         Ok(bytes) => Bytes::from(bytes),
@@ -803,9 +975,8 @@ async fn introspect(State(server): State<AuthServer>, headers: HeaderMap, body: 
     };
     let mut answer = json!({"active": false});
     if let Some(ctx) = own_token(&server, token).await {
-        let jti = ctx.claim("jti").and_then(Value::as_str).unwrap_or_default();
-        let revoked = match server.0.store.get(&format!("revoked:{jti}")).await {
-            Ok(found) => found.is_some(),
+        let revoked = match is_revoked(server.0.store.as_ref(), &ctx).await {
+            Ok(revoked) => revoked,
             Err(e) => {
                 return oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,

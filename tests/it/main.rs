@@ -7,6 +7,8 @@ mod support;
 mod quickstart;
 
 mod bearer;
+#[cfg(feature = "server")]
+mod code_flow;
 mod introspection;
 mod jwks;
 mod jwt;

@@ -1,0 +1,919 @@
+//! The authorization code flow with PKCE: `/oauth/authorize`, the dev login form, consent, and
+//! the `authorization_code` and `refresh_token` grants.
+
+// Handlers return a `Response` on both arms of their helpers' `Result`s.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::auth_server::{
+    AuthServer, Client, no_store, oauth_error, parse_form, random_token, rng_failure,
+};
+use crate::resource::canonical_audience;
+use crate::{ConfigError, Scopes};
+
+const AUDIT: &str = "tower_mcp_auth::audit";
+/// How long a started authorization waits for login and consent.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+/// How long an authorization code lives (single use).
+const CODE_TTL: Duration = Duration::from_secs(60);
+/// How long a login session lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long the previous refresh token stays usable after a rotation, until its successor is
+/// first used (clients retry, and refresh from two places at once).
+const REFRESH_GRACE: Duration = Duration::from_secs(30);
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}";
+
+/// The templates: minijinja escapes every value in `.html` templates.
+pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
+    let mut env = minijinja::Environment::new();
+    let base = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>{{{{ title }}}}</title><style>{PAGE_STYLE}</style></head><body>{{% block body %}}{{% endblock %}}</body></html>"
+    );
+    let templates = [
+        ("base.html", base),
+        ("error.html", r#"{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1><p>{{ message }}</p>{% endblock %}"#.to_owned()),
+        ("login.html", r#"{% extends "base.html" %}{% block body %}<h1>Sign in</h1><p><b>{{ client }}</b> asks to access {{ resource }}.</p>{% if error %}<p style="color:#b00">{{ error }}</p>{% endif %}<form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><label>User <input name="username" value="{{ username }}" autocomplete="username"></label><label>Password <input name="password" type="password" value="{{ password }}" autocomplete="current-password"></label><button type="submit">Sign in</button></form>{% endblock %}"#.to_owned()),
+        ("consent.html", r#"{% extends "base.html" %}{% block body %}<h1>Allow access?</h1><p><b>{{ client }}</b> wants to act as <b>{{ user }}</b> on {{ resource }} with these scopes:</p><ul>{% for s in scopes %}<li><code>{{ s }}</code></li>{% endfor %}</ul><p>You will be sent back to <b>{{ redirect_host }}</b>.</p><form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button name="decision" value="approve" type="submit">Allow</button><button name="decision" value="deny" type="submit">Deny</button></form>{% endblock %}"#.to_owned()),
+    ];
+    for (name, source) in templates {
+        env.add_template_owned(name, source)
+            .map_err(|e| ConfigError::InvalidPolicy(format!("template {name}: {e}")))?;
+    }
+    Ok(env)
+}
+
+/// A page with the strict headers every page of ours carries.
+fn page(
+    server: &AuthServer,
+    status: StatusCode,
+    template: &str,
+    context: minijinja::Value,
+) -> Response {
+    let html = server
+        .0
+        .pages
+        .get_template(template)
+        .and_then(|t| t.render(context))
+        .unwrap_or_else(|_| "<!doctype html><p>error</p>".to_owned());
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    no_store(headers);
+    response
+}
+
+/// An error shown to the person in the browser, never sent to a redirect URI we cannot trust.
+fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
+    page(
+        server,
+        status,
+        "error.html",
+        minijinja::context! { title => "Authorization failed", message },
+    )
+}
+
+/// Redirect URIs: https, or http on a loopback host (RFC 8252 native apps); no fragment, no
+/// credentials.
+pub(super) fn check_redirect_uri(uri: &str) -> Result<url::Url, &'static str> {
+    let url = url::Url::parse(uri).map_err(|_| "not an absolute URL")?;
+    if url.fragment().is_some() {
+        return Err("redirect URIs must not have a fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("redirect URIs must not carry credentials");
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err("plain http redirect URIs are only allowed on loopback hosts"),
+        _ => Err("redirect URIs must be https (or http on loopback)"),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Exact string match, except that a loopback http URI may use any port (RFC 8252 §7.3).
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    match (url::Url::parse(registered), url::Url::parse(requested)) {
+        (Ok(mut a), Ok(mut b)) if a.scheme() == "http" && is_loopback(&a) && is_loopback(&b) => {
+            let _ = a.set_port(None);
+            let _ = b.set_port(None);
+            a.as_str() == b.as_str() && registered.contains("://") && requested.contains("://")
+        }
+        _ => false,
+    }
+}
+
+/// An authorization request that passed validation, waiting for login and consent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    scope: String,
+    resource: String,
+    csrf: String,
+}
+
+/// What an authorization code stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    scope: String,
+    resource: String,
+    subject: String,
+    family: String,
+}
+
+/// What a refresh token stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Refresh {
+    client_id: String,
+    scope: String,
+    resource: String,
+    subject: String,
+    family: String,
+    /// When this token was first used, i.e. rotated (seconds since the epoch).
+    rotated_at: Option<u64>,
+    /// Whether a token issued in exchange for this one has been used: then this one is dead.
+    successor_used: bool,
+    /// The store key of the token this one replaced.
+    parent: Option<String>,
+}
+
+fn digest(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Sends the authorization response back to the client: code or error, `state`, and `iss`
+/// (RFC 9207) in every case.
+fn redirect_back(
+    server: &AuthServer,
+    redirect_uri: &str,
+    state: Option<&str>,
+    params: &[(&str, &str)],
+) -> Response {
+    let Ok(mut url) = url::Url::parse(redirect_uri) else {
+        return error_page(server, StatusCode::BAD_REQUEST, "invalid redirect URI");
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", server.issuer());
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(url.as_str()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    no_store(response.headers_mut());
+    response
+}
+
+async fn load<T: for<'de> Deserialize<'de>>(
+    server: &AuthServer,
+    key: &str,
+    take: bool,
+) -> Result<Option<T>, Response> {
+    let found = if take {
+        server.0.store.take(key).await
+    } else {
+        server.0.store.get(key).await
+    };
+    match found {
+        Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &e.to_string(),
+        )),
+    }
+}
+
+async fn save<T: Serialize>(
+    server: &AuthServer,
+    key: &str,
+    value: &T,
+    ttl: Duration,
+) -> Result<(), Response> {
+    let bytes = serde_json::to_vec(value).map_err(|e| {
+        oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &e.to_string(),
+        )
+    })?;
+    server
+        .0
+        .store
+        .put(key, Bytes::from(bytes), ttl)
+        .await
+        .map_err(|e| {
+            oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            )
+        })
+}
+
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+async fn logged_in_user(
+    server: &AuthServer,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
+    let Some(cookie) = session_cookie(headers, &server.0.cookie_name) else {
+        return Ok(None);
+    };
+    load::<String>(server, &format!("session:{}", digest(&cookie)), false).await
+}
+
+/// `GET /oauth/authorize`.
+pub(super) async fn authorize(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    // Until the client and its redirect URI are known good, errors stay on our page.
+    let Some(client_id) = params.get("client_id") else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "client_id is missing");
+    };
+    let client = match server.lookup_client(client_id).await {
+        Ok(Some(client)) if client.grant_types.iter().any(|g| g == "authorization_code") => client,
+        Ok(_) => return error_page(&server, StatusCode::BAD_REQUEST, "unknown client"),
+        Err(response) => return response,
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(uri)
+            if client
+                .redirect_uris
+                .iter()
+                .any(|r| redirect_matches(r, uri)) =>
+        {
+            uri.clone()
+        }
+        Some(_) => {
+            return error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "the redirect URI is not registered for this client",
+            );
+        }
+        None => return error_page(&server, StatusCode::BAD_REQUEST, "redirect_uri is missing"),
+    };
+    let state = params.get("state").map(String::as_str);
+    let fail = |error: &str, description: &str| {
+        redirect_back(
+            &server,
+            &redirect_uri,
+            state,
+            &[("error", error), ("error_description", description)],
+        )
+    };
+    if params.get("response_type").map(String::as_str) != Some("code") {
+        return fail("unsupported_response_type", "response_type must be code");
+    }
+    let challenge = match (
+        params.get("code_challenge"),
+        params.get("code_challenge_method").map(String::as_str),
+    ) {
+        (Some(c), Some("S256")) if c.len() == 43 && URL_SAFE_NO_PAD.decode(c).is_ok() => c.clone(),
+        (Some(_), Some("S256")) => {
+            return fail("invalid_request", "code_challenge is not a S256 challenge");
+        }
+        (_, Some(_)) => return fail("invalid_request", "code_challenge_method must be S256"),
+        _ => {
+            return fail(
+                "invalid_request",
+                "PKCE (code_challenge with method S256) is required",
+            );
+        }
+    };
+    let resource = match params.get("resource") {
+        Some(r) => canonical_audience(r).into_owned(),
+        None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
+        None => return fail("invalid_target", "resource is required"),
+    };
+    if !server.0.resources.contains(&resource) {
+        return fail(
+            "invalid_target",
+            "this server issues no tokens for that resource",
+        );
+    }
+    let allowed = Scopes::from_space_separated(&client.scope);
+    let scope = match params.get("scope") {
+        Some(s) => {
+            let requested = Scopes::from_space_separated(s);
+            if !allowed.contains_all(requested.iter()) {
+                return fail("invalid_scope", "the client may not request these scopes");
+            }
+            requested
+        }
+        None => allowed,
+    };
+    let (Some(id), Some(csrf)) = (random_token(), random_token()) else {
+        return rng_failure();
+    };
+    let pending = Pending {
+        client_id: client.client_id.clone(),
+        redirect_uri,
+        state: state.map(str::to_owned),
+        code_challenge: challenge,
+        scope: scope.to_string(),
+        resource,
+        csrf,
+    };
+    if let Err(response) = save(&server, &format!("authreq:{id}"), &pending, PENDING_TTL).await {
+        return response;
+    }
+    match logged_in_user(&server, &headers).await {
+        Ok(Some(user)) => consent_or_code(&server, &id, pending, &client, &user).await,
+        Ok(None) => login_page(&server, &id, &pending, &client, None),
+        Err(response) => response,
+    }
+}
+
+fn login_page(
+    server: &AuthServer,
+    id: &str,
+    pending: &Pending,
+    client: &Client,
+    error: Option<&str>,
+) -> Response {
+    let (username, password) = server.0.prefill.clone().unwrap_or_default();
+    page(
+        server,
+        if error.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        "login.html",
+        minijinja::context! {
+            title => "Sign in",
+            client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
+            resource => pending.resource,
+            action => server.0.urls.endpoint("/oauth/login"),
+            request => id, csrf => pending.csrf, username, password, error,
+        },
+    )
+}
+
+/// Checks the form's pending request and CSRF token; both are needed to act on it.
+async fn pending_from_form(
+    server: &AuthServer,
+    form: &HashMap<String, String>,
+) -> Result<(String, Pending, Client), Response> {
+    let id = form.get("request").cloned().unwrap_or_default();
+    let pending = match load::<Pending>(server, &format!("authreq:{id}"), false).await? {
+        Some(p) => p,
+        None => {
+            return Err(error_page(
+                server,
+                StatusCode::BAD_REQUEST,
+                "this sign-in request expired; start again from your application",
+            ));
+        }
+    };
+    let csrf = form.get("csrf").map(String::as_bytes).unwrap_or_default();
+    if !bool::from(csrf.ct_eq(pending.csrf.as_bytes())) {
+        tracing::warn!(target: AUDIT, "CSRF token mismatch on the authorization form");
+        return Err(error_page(
+            server,
+            StatusCode::FORBIDDEN,
+            "the form is not valid; start again",
+        ));
+    }
+    let client = match server.lookup_client(&pending.client_id).await? {
+        Some(client) => client,
+        None => {
+            return Err(error_page(
+                server,
+                StatusCode::BAD_REQUEST,
+                "unknown client",
+            ));
+        }
+    };
+    Ok((id, pending, client))
+}
+
+/// `POST /oauth/login`: the dev login.
+pub(super) async fn login(State(server): State<AuthServer>, body: Bytes) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let (id, pending, client) = match pending_from_form(&server, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let username = form.get("username").cloned().unwrap_or_default();
+    let presented: [u8; 32] = Sha256::digest(
+        form.get("password")
+            .map(String::as_bytes)
+            .unwrap_or_default(),
+    )
+    .into();
+    // Every user's hash is compared, so the time taken does not tell which names exist.
+    let mut ok = false;
+    for (name, hash) in &server.0.users {
+        ok |= bool::from(name.as_bytes().ct_eq(username.as_bytes()) & presented.ct_eq(hash));
+    }
+    if !ok {
+        tracing::info!(target: AUDIT, user = %username, "dev login failed");
+        return login_page(
+            &server,
+            &id,
+            &pending,
+            &client,
+            Some("Wrong user name or password."),
+        );
+    }
+    let Some(session) = random_token() else {
+        return rng_failure();
+    };
+    if let Err(response) = save(
+        &server,
+        &format!("session:{}", digest(&session)),
+        &username,
+        SESSION_TTL,
+    )
+    .await
+    {
+        return response;
+    }
+    tracing::info!(target: AUDIT, user = %username, "dev login");
+    let mut response = consent_or_code(&server, &id, pending, &client, &username).await;
+    let secure = if server.issuer().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        server.0.cookie_name,
+        SESSION_TTL.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Issues the code at once if the user approved these scopes for this client before; otherwise
+/// shows the consent page.
+async fn consent_or_code(
+    server: &AuthServer,
+    id: &str,
+    pending: Pending,
+    client: &Client,
+    user: &str,
+) -> Response {
+    let remembered = match load::<String>(
+        server,
+        &format!("consent:{user}:{}", client.client_id),
+        false,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if remembered.is_some_and(|s| {
+        Scopes::from_space_separated(&s)
+            .contains_all(Scopes::from_space_separated(&pending.scope).iter())
+    }) {
+        let _ = server.0.store.delete(&format!("authreq:{id}")).await;
+        return issue_code(server, pending, user).await;
+    }
+    let redirect_host = url::Url::parse(&pending.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    page(
+        server,
+        StatusCode::OK,
+        "consent.html",
+        minijinja::context! {
+            title => "Allow access?",
+            client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
+            user, resource => pending.resource, redirect_host,
+            scopes => Scopes::from_space_separated(&pending.scope).iter().map(str::to_owned).collect::<Vec<_>>(),
+            action => server.0.urls.endpoint("/oauth/consent"),
+            request => id, csrf => pending.csrf,
+        },
+    )
+}
+
+/// `POST /oauth/consent`.
+pub(super) async fn consent(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let user = match logged_in_user(&server, &headers).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return error_page(&server, StatusCode::UNAUTHORIZED, "sign in first"),
+        Err(response) => return response,
+    };
+    let (id, pending, client) = match pending_from_form(&server, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    // Single use: a second submission of the same form finds nothing.
+    match server.0.store.take(&format!("authreq:{id}")).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "this request was already answered",
+            );
+        }
+        Err(e) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+    }
+    if form.get("decision").map(String::as_str) != Some("approve") {
+        tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, "consent denied");
+        return redirect_back(
+            &server,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied access"),
+            ],
+        );
+    }
+    if let Err(response) = save(
+        &server,
+        &format!("consent:{user}:{}", client.client_id),
+        &pending.scope,
+        server.0.refresh_token_ttl,
+    )
+    .await
+    {
+        return response;
+    }
+    tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
+    issue_code(&server, pending, &user).await
+}
+
+async fn issue_code(server: &AuthServer, pending: Pending, user: &str) -> Response {
+    let (Some(code), Some(family)) = (random_token(), random_token()) else {
+        return rng_failure();
+    };
+    let grant = Grant {
+        client_id: pending.client_id,
+        redirect_uri: pending.redirect_uri.clone(),
+        code_challenge: pending.code_challenge,
+        scope: pending.scope,
+        resource: pending.resource,
+        subject: user.to_owned(),
+        family,
+    };
+    if let Err(response) = save(server, &format!("code:{}", digest(&code)), &grant, CODE_TTL).await
+    {
+        return response;
+    }
+    redirect_back(
+        server,
+        &pending.redirect_uri,
+        pending.state.as_deref(),
+        &[("code", &code)],
+    )
+}
+
+/// Authenticates the client of a user grant: confidential clients with their secret, public
+/// clients by `client_id` alone (PKCE or the refresh token binds the rest).
+async fn grant_client(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Client, Response> {
+    let has_secret =
+        headers.contains_key(header::AUTHORIZATION) || form.contains_key("client_secret");
+    if has_secret {
+        return server
+            .authenticate(headers, form)
+            .await
+            .map(|(client, _)| client);
+    }
+    let id = form
+        .get("client_id")
+        .ok_or_else(|| super::auth_server::invalid_client(false))?;
+    match server.lookup_client(id).await? {
+        Some(client) if client.secret_sha256.is_none() => Ok(client),
+        _ => Err(super::auth_server::invalid_client(false)),
+    }
+}
+
+fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+/// `grant_type=authorization_code` and `grant_type=refresh_token`.
+pub(super) async fn user_grant(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Response {
+    let client = match grant_client(server, headers, form).await {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    let result = match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => exchange_code(server, &client, form).await,
+        _ => refresh(server, &client, form).await,
+    };
+    result.unwrap_or_else(|response| response)
+}
+
+async fn exchange_code(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, Response> {
+    let code = form.get("code").ok_or_else(|| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code is required",
+        )
+    })?;
+    let key = digest(code);
+    // Atomic: of two concurrent redemptions exactly one gets the grant.
+    let Some(grant) = load::<Grant>(server, &format!("code:{key}"), true).await? else {
+        // A code seen before is a replay: revoke what it produced.
+        if let Some(family) = load::<String>(server, &format!("usedcode:{key}"), false).await? {
+            revoke_family(server, &family).await?;
+            tracing::warn!(target: AUDIT, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
+        }
+        return Err(invalid_grant(
+            "the code is invalid, expired or already used",
+        ));
+    };
+    save(
+        server,
+        &format!("usedcode:{key}"),
+        &grant.family,
+        server.0.refresh_token_ttl,
+    )
+    .await?;
+    if grant.client_id != client.client_id {
+        return Err(invalid_grant("the code was issued to another client"));
+    }
+    if form.get("redirect_uri") != Some(&grant.redirect_uri) {
+        return Err(invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    let verifier = form
+        .get("code_verifier")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if !well_formed || !bool::from(computed.as_bytes().ct_eq(grant.code_challenge.as_bytes())) {
+        return Err(invalid_grant("PKCE verification failed"));
+    }
+    if let Some(resource) = form.get("resource")
+        && canonical_audience(resource) != grant.resource.as_str()
+    {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the authorization request",
+        ));
+    }
+    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
+    tokens(
+        server,
+        client,
+        &grant.subject,
+        &grant.resource,
+        &Scopes::from_space_separated(&grant.scope),
+        &grant.family,
+        None,
+    )
+    .await
+}
+
+async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), Response> {
+    save(
+        server,
+        &format!("revoked-family:{family}"),
+        &true,
+        server.0.refresh_token_ttl,
+    )
+    .await
+}
+
+async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, Response> {
+    Ok(
+        load::<bool>(server, &format!("revoked-family:{family}"), false)
+            .await?
+            .is_some(),
+    )
+}
+
+/// The token response: an access token, and a refresh token for clients allowed to refresh.
+#[allow(clippy::too_many_arguments)]
+async fn tokens(
+    server: &AuthServer,
+    client: &Client,
+    subject: &str,
+    resource: &str,
+    scope: &Scopes,
+    family: &str,
+    parent: Option<&str>,
+) -> Result<Response, Response> {
+    let access_token =
+        server.mint_access_token(subject, &client.client_id, resource, scope, Some(family))?;
+    let mut body = json!({
+        "access_token": access_token, "token_type": "Bearer",
+        "expires_in": server.0.access_token_ttl.as_secs(), "scope": scope.to_string(),
+    });
+    if client.grant_types.iter().any(|g| g == "refresh_token") {
+        let refresh_token = random_token().ok_or_else(rng_failure)?;
+        let entry = Refresh {
+            client_id: client.client_id.clone(),
+            scope: scope.to_string(),
+            resource: resource.to_owned(),
+            subject: subject.to_owned(),
+            family: family.to_owned(),
+            rotated_at: None,
+            successor_used: false,
+            parent: parent.map(str::to_owned),
+        };
+        save(
+            server,
+            &format!("rt:{}", digest(&refresh_token)),
+            &entry,
+            server.0.refresh_token_ttl,
+        )
+        .await?;
+        body["refresh_token"] = json!(refresh_token);
+    }
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+/// Refresh with rotation: each use returns a new refresh token. The previous one stays usable
+/// for a short grace window (clients retry and refresh from two places), and for no longer
+/// than until a successor is used; a refresh token used after that is a theft signal and
+/// revokes the whole family. Scope may only narrow.
+async fn refresh(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, Response> {
+    let presented = form.get("refresh_token").ok_or_else(|| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        )
+    })?;
+    let key = format!("rt:{}", digest(presented));
+    let Some(mut entry) = load::<Refresh>(server, &key, false).await? else {
+        return Err(invalid_grant("the refresh token is invalid or expired"));
+    };
+    if entry.client_id != client.client_id {
+        return Err(invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if family_revoked(server, &entry.family).await? {
+        return Err(invalid_grant("the refresh token was revoked"));
+    }
+    let now = super::auth_server::now();
+    let expired_grace = entry
+        .rotated_at
+        .is_some_and(|at| now.saturating_sub(at) > REFRESH_GRACE.as_secs());
+    if entry.successor_used || expired_grace {
+        revoke_family(server, &entry.family).await?;
+        tracing::warn!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
+        return Err(invalid_grant("the refresh token was already used"));
+    }
+    let granted = Scopes::from_space_separated(&entry.scope);
+    let scope = match form.get("scope") {
+        Some(s) => {
+            let requested = Scopes::from_space_separated(s);
+            if !granted.contains_all(requested.iter()) {
+                return Err(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "a refresh may only narrow the scope",
+                ));
+            }
+            requested
+        }
+        None => granted,
+    };
+    if let Some(resource) = form.get("resource")
+        && canonical_audience(resource) != entry.resource.as_str()
+    {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the grant",
+        ));
+    }
+    // First use rotates this token: it stays usable for the grace window, until one of its
+    // successors is used.
+    if entry.rotated_at.is_none() {
+        entry.rotated_at = Some(now);
+        save(server, &key, &entry, server.0.refresh_token_ttl).await?;
+    }
+    // Using this token retires the one it replaced, grace or not.
+    if let Some(parent_key) = &entry.parent
+        && let Some(mut parent) = load::<Refresh>(server, parent_key, false).await?
+        && !parent.successor_used
+    {
+        parent.successor_used = true;
+        save(server, parent_key, &parent, server.0.refresh_token_ttl).await?;
+    }
+    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
+    tokens(
+        server,
+        client,
+        &entry.subject,
+        &entry.resource,
+        &scope,
+        &entry.family,
+        Some(&key),
+    )
+    .await
+}

@@ -1,0 +1,542 @@
+//! The authorization code flow (feature `server`) driven like a browser and a public client:
+//! authorize → dev login → consent → code → token → MCP call → refresh → replay defences.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceBuilder;
+use tower_mcp_auth::server::AuthServer;
+use tower_mcp_auth::{AuthContext, BearerLayer, ProtectedResource};
+
+use crate::support::*;
+
+struct Flow {
+    base: String,
+    mcp: String,
+    browser: reqwest::Client,
+}
+
+const REDIRECT: &str = "http://127.0.0.1:4567/callback";
+const VERIFIER: &str = "a-verifier-of-enough-length-0123456789-abcdefghijklmnop";
+
+fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+async fn setup() -> Flow {
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mcp = format!("{base}/mcp");
+    let auth = AuthServer::builder(&base)
+        .resource(&mcp)
+        .scopes_supported(["mcp:tools", "notes:read"])
+        .dev_user("alice", "wonderland")
+        // Registered without a port: loopback redirect URIs may use any port (RFC 8252).
+        .public_client(
+            "app",
+            ["http://127.0.0.1/callback"],
+            ["mcp:tools", "notes:read"],
+        )
+        .build()
+        .unwrap();
+    let resource = ProtectedResource::builder(&mcp)
+        .authorization_server(auth.issuer())
+        .build()
+        .unwrap();
+    let echo = tower::service_fn(|req: http::Request<axum::body::Body>| async move {
+        let ctx = req.extensions().get::<AuthContext>().cloned();
+        let body = json!({"sub": ctx.map(|c| c.subject().to_owned())});
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from(body.to_string()),
+        )))
+    });
+    let app = axum::Router::new()
+        .nest_service(
+            "/mcp",
+            ServiceBuilder::new()
+                .layer(
+                    BearerLayer::new(auth.validator(&mcp).unwrap(), resource.clone())
+                        .token_cache_capacity(0),
+                )
+                .service(echo),
+        )
+        .merge(auth.router());
+    spawn(listener, app);
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Flow { base, mcp, browser }
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn query(location: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+impl Flow {
+    fn authorize_url(&self, extra: &[(&str, &str)]) -> String {
+        let mut url = url::Url::parse(&format!("{}/oauth/authorize", self.base)).unwrap();
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in [
+                ("response_type", "code"),
+                ("client_id", "app"),
+                ("redirect_uri", REDIRECT),
+                ("code_challenge", &challenge(VERIFIER)),
+                ("code_challenge_method", "S256"),
+                ("state", "xyz"),
+                ("resource", &self.mcp),
+                ("scope", "mcp:tools"),
+            ] {
+                if !extra.iter().any(|(ek, _)| *ek == k) {
+                    q.append_pair(k, v);
+                }
+            }
+            for (k, v) in extra {
+                if !v.is_empty() {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        url.to_string()
+    }
+
+    /// Runs authorize → login → consent and returns the redirect's query.
+    async fn code(&self) -> std::collections::HashMap<String, String> {
+        let page = self
+            .browser
+            .get(self.authorize_url(&[]))
+            .send()
+            .await
+            .unwrap();
+        if page.status() == 303 {
+            // Signed in and consented before: straight back with a code.
+            return query(page.headers()["location"].to_str().unwrap());
+        }
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        let form = [
+            ("request", hidden(&html, "request")),
+            ("csrf", hidden(&html, "csrf")),
+        ];
+        let consent = self
+            .browser
+            .post(format!("{}/oauth/login", self.base))
+            .form(&[
+                form[0].clone(),
+                form[1].clone(),
+                ("username", "alice".to_owned()),
+                ("password", "wonderland".to_owned()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(consent.status(), 200);
+        let html = consent.text().await.unwrap();
+        assert!(
+            html.contains("127.0.0.1"),
+            "the consent page names the redirect host"
+        );
+        let approved = self
+            .browser
+            .post(format!("{}/oauth/consent", self.base))
+            .form(&[
+                ("request", hidden(&html, "request")),
+                ("csrf", hidden(&html, "csrf")),
+                ("decision", "approve".into()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(approved.status(), 303);
+        query(approved.headers()["location"].to_str().unwrap())
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        client()
+            .post(format!("{}/oauth/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn redeem(&self, code: &str) -> reqwest::Response {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "app"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("resource", &self.mcp),
+        ])
+        .await
+    }
+
+    async fn call(&self, access_token: &str) -> reqwest::StatusCode {
+        client()
+            .post(&self.mcp)
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+#[tokio::test]
+async fn full_flow_login_consent_code_token_call_refresh() {
+    let flow = setup().await;
+    let redirect = flow.code().await;
+    assert_eq!(redirect["state"], "xyz");
+    assert_eq!(
+        redirect["iss"], flow.base,
+        "RFC 9207 iss in the authorization response"
+    );
+    let response = flow.redeem(&redirect["code"]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    let body: Value = client()
+        .post(&flow.mcp)
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["sub"], "alice");
+
+    // Refresh rotates; scope may narrow but not widen.
+    let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let widen = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &rt1),
+            ("scope", "mcp:tools notes:read"),
+        ])
+        .await;
+    assert_eq!(
+        widen.json::<Value>().await.unwrap()["error"],
+        "invalid_scope"
+    );
+    let second: Value = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &rt1),
+        ])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt1, rt2);
+    // Within the grace window, and before its successor is used, the old token still works
+    // (a retry after a lost response).
+    let retry = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &rt1),
+        ])
+        .await;
+    assert_eq!(retry.status(), 200);
+    // Using the successor retires the old one; presenting it now is reuse: the family dies.
+    let third = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &rt2),
+        ])
+        .await;
+    assert_eq!(third.status(), 200);
+    let third: Value = third.json().await.unwrap();
+    let reuse = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &rt1),
+        ])
+        .await;
+    assert_eq!(
+        reuse.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let rt3 = third["refresh_token"].as_str().unwrap();
+    let after = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", rt3),
+        ])
+        .await;
+    assert_eq!(after.status(), 400, "the whole family is revoked");
+    assert_eq!(
+        flow.call(third["access_token"].as_str().unwrap()).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn replayed_code_is_refused_and_revokes_its_tokens() {
+    let flow = setup().await;
+    let code = flow.code().await["code"].clone();
+    let first: Value = flow.redeem(&code).await.json().await.unwrap();
+    let access = first["access_token"].as_str().unwrap();
+    assert_eq!(flow.call(access).await, 200);
+    let replay = flow.redeem(&code).await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(
+        replay.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        flow.call(access).await,
+        401,
+        "tokens from a replayed code are revoked"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_redemptions_have_one_winner() {
+    let flow = std::sync::Arc::new(setup().await);
+    let code = flow.code().await["code"].clone();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (flow, code) = (flow.clone(), code.clone());
+            tokio::spawn(async move { flow.redeem(&code).await.status() })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        ok += usize::from(task.await.unwrap() == 200);
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn wrong_pkce_verifier_and_mismatched_redirect_are_invalid_grant() {
+    let flow = setup().await;
+    let code = flow.code().await["code"].clone();
+    let wrong = flow
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "app"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", "x".repeat(50).as_str()),
+        ])
+        .await;
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    // The code is spent by the failed attempt: no second guess.
+    assert_eq!(flow.redeem(&code).await.status(), 400);
+    let code = flow.code().await["code"].clone();
+    let other = flow
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "app"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9999/callback"),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn authorize_errors_go_back_with_iss_or_stay_on_our_page() {
+    let flow = setup().await;
+    // Errors about the request itself go back to the (verified) redirect URI, with iss.
+    for (extra, error) in [
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (
+            vec![("code_challenge", ""), ("code_challenge_method", "")],
+            "invalid_request",
+        ),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        (
+            vec![("resource", "https://elsewhere.example/mcp")],
+            "invalid_target",
+        ),
+        (vec![("scope", "admin")], "invalid_scope"),
+    ] {
+        let response = flow
+            .browser
+            .get(flow.authorize_url(&extra))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "{extra:?}");
+        let q = query(response.headers()["location"].to_str().unwrap());
+        assert_eq!(q["error"], error, "{extra:?}");
+        assert_eq!(q["iss"], flow.base);
+        assert_eq!(q["state"], "xyz");
+    }
+    // An unknown client or an unregistered redirect URI: an error page, never a redirect.
+    for extra in [
+        vec![("client_id", "ghost")],
+        vec![("redirect_uri", "https://evil.example/callback")],
+        vec![("redirect_uri", "http://127.0.0.1:4567/callback/../steal")],
+    ] {
+        let response = flow
+            .browser
+            .get(flow.authorize_url(&extra))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{extra:?}");
+        assert!(response.headers().get("location").is_none());
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+        assert!(
+            response.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+    }
+}
+
+#[tokio::test]
+async fn login_and_consent_forms_resist_csrf_and_wrong_passwords() {
+    let flow = setup().await;
+    let html = flow
+        .browser
+        .get(flow.authorize_url(&[]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let request = hidden(&html, "request");
+    let login = |csrf: String, password: &'static str| {
+        let (browser, base, request) = (flow.browser.clone(), flow.base.clone(), request.clone());
+        async move {
+            browser
+                .post(format!("{base}/oauth/login"))
+                .form(&[
+                    ("request", request),
+                    ("csrf", csrf),
+                    ("username", "alice".into()),
+                    ("password", password.into()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(login("forged".into(), "wonderland").await.status(), 403);
+    let wrong = login(hidden(&html, "csrf"), "guess").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let ok = login(hidden(&html, "csrf"), "wonderland").await;
+    assert_eq!(ok.status(), 200);
+    let consent = ok.text().await.unwrap();
+    // Consent without the session cookie is refused.
+    let stranger = client()
+        .post(format!("{}/oauth/consent", flow.base))
+        .form(&[
+            ("request", hidden(&consent, "request")),
+            ("csrf", hidden(&consent, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
+    // Denying sends access_denied back.
+    let denied = flow
+        .browser
+        .post(format!("{}/oauth/consent", flow.base))
+        .form(&[
+            ("request", hidden(&consent, "request")),
+            ("csrf", hidden(&consent, "csrf")),
+            ("decision", "deny".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query(denied.headers()["location"].to_str().unwrap())["error"],
+        "access_denied"
+    );
+}
+
+#[tokio::test]
+async fn consent_is_remembered_per_user_and_client() {
+    let flow = setup().await;
+    flow.code().await;
+    // Same browser session, same scopes: straight back with a code.
+    let again = flow
+        .browser
+        .get(flow.authorize_url(&[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert!(query(again.headers()["location"].to_str().unwrap()).contains_key("code"));
+    // More scopes than consented: the consent page again.
+    let more = flow
+        .browser
+        .get(flow.authorize_url(&[("scope", "mcp:tools notes:read")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(more.status(), 200);
+}
+
+#[tokio::test]
+async fn metadata_advertises_the_code_flow_when_users_can_log_in() {
+    let flow = setup().await;
+    let doc: Value = client()
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            flow.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["authorization_endpoint"],
+        format!("{}/oauth/authorize", flow.base)
+    );
+    assert_eq!(doc["response_types_supported"], json!(["code"]));
+    assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+    assert!(
+        doc["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+}
