@@ -783,43 +783,91 @@ struct RegistrationRequest {
     #[serde(default)]
     grant_types: Option<Vec<String>>,
     #[serde(default)]
+    response_types: Option<Vec<String>>,
+    #[serde(default)]
     token_endpoint_auth_method: Option<String>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
     redirect_uris: Option<Vec<String>>,
+    #[serde(default)]
+    application_type: Option<String>,
 }
 
+/// How long a registered client that never obtained a grant is kept.
+pub(super) const UNUSED_REGISTRATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// RFC 7591 dynamic registration: confidential `client_credentials` clients, and (when users
+/// can log in) public or confidential `authorization_code` clients. Redirect URIs must be https
+/// or loopback http, without fragments; `application_type` `web` clients may not use loopback
+/// redirects. A registration never used expires after a day; one with a grant lives as long
+/// as its refresh tokens.
 async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
     let invalid = |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", msg);
+    let bad_redirect =
+        |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", msg);
     let Ok(request) = serde_json::from_slice::<RegistrationRequest>(&body) else {
         return invalid("the registration request is not a valid JSON document");
     };
-    if request.grant_types.as_deref() != Some(&["client_credentials".to_owned()][..]) {
-        return invalid(
-            "only grant_types [\"client_credentials\"] can be registered on this server",
-        );
+    let code_flow = !server.0.users.is_empty();
+    // RFC 7591 §2: grant_types defaults to authorization_code.
+    let grant_types = request
+        .grant_types
+        .clone()
+        .unwrap_or_else(|| vec!["authorization_code".into()]);
+    let machine = grant_types == ["client_credentials"];
+    let interactive = grant_types
+        .iter()
+        .all(|g| g == "authorization_code" || g == "refresh_token")
+        && grant_types.iter().any(|g| g == "authorization_code");
+    if !(machine || interactive && code_flow) {
+        return invalid("unsupported grant_types for this server");
     }
     if request
-        .redirect_uris
+        .response_types
         .as_ref()
-        .is_some_and(|u| !u.is_empty())
+        .is_some_and(|r| r.iter().any(|t| t != "code") || machine && !r.is_empty())
     {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_redirect_uri",
-            "client_credentials clients have no redirect URIs",
-        );
+        return invalid("response_types may only be [\"code\"]");
     }
+    let redirect_uris = request.redirect_uris.clone().unwrap_or_default();
+    if machine && !redirect_uris.is_empty() {
+        return bad_redirect("client_credentials clients have no redirect URIs");
+    }
+    if interactive {
+        if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+            return bad_redirect("between 1 and 10 redirect_uris are required");
+        }
+        let mut loopback = false;
+        for uri in &redirect_uris {
+            match super::flow::check_redirect_uri(uri) {
+                Ok(url) => loopback |= url.scheme() == "http",
+                Err(e) => return bad_redirect(e),
+            }
+        }
+        match request.application_type.as_deref() {
+            None | Some("native") => {}
+            Some("web") if loopback => {
+                return bad_redirect("web applications may not use loopback http redirect URIs");
+            }
+            Some("web") => {}
+            Some(_) => return invalid("application_type must be native or web"),
+        }
+    }
+    let default_method = if machine {
+        "client_secret_basic"
+    } else {
+        "none"
+    };
     let method = request
         .token_endpoint_auth_method
         .as_deref()
-        .unwrap_or("client_secret_basic");
-    if !matches!(method, "client_secret_basic" | "client_secret_post") {
-        return invalid(
-            "token_endpoint_auth_method must be client_secret_basic or client_secret_post",
-        );
-    }
+        .unwrap_or(default_method);
+    let confidential = match method {
+        "client_secret_basic" | "client_secret_post" => true,
+        "none" if interactive => false,
+        _ => return invalid("unsupported token_endpoint_auth_method"),
+    };
     let supported = Scopes::new(&server.0.scopes_supported);
     let scope = match &request.scope {
         Some(s) => {
@@ -837,14 +885,18 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
     let (Some(id_part), Some(secret)) = (random_token(), random_token()) else {
         return rng_failure();
     };
-    let client_id = format!("cc-{id_part}");
+    let client_id = format!("{}-{id_part}", if machine { "cc" } else { "app" });
+    let mut grant_types = grant_types;
+    if interactive && !grant_types.iter().any(|g| g == "refresh_token") {
+        grant_types.push("refresh_token".into());
+    }
     let client = Client {
         client_id: client_id.clone(),
-        secret_sha256: Some(Sha256::digest(secret.as_bytes()).into()),
+        secret_sha256: confidential.then(|| Sha256::digest(secret.as_bytes()).into()),
         scope: scope.to_string(),
         name: request.client_name.clone(),
-        redirect_uris: Vec::new(),
-        grant_types: vec!["client_credentials".into()],
+        redirect_uris: redirect_uris.clone(),
+        grant_types: grant_types.clone(),
     };
     let stored = match serde_json::to_vec(&client) {
         Ok(bytes) => Bytes::from(bytes),
@@ -856,10 +908,15 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
             );
         }
     };
+    let ttl = if machine {
+        REGISTRATION_TTL
+    } else {
+        UNUSED_REGISTRATION_TTL
+    };
     match server
         .0
         .store
-        .put_if_absent(&format!("client:{client_id}"), stored, REGISTRATION_TTL)
+        .put_if_absent(&format!("client:{client_id}"), stored, ttl)
         .await
     {
         Ok(true) => {}
@@ -880,18 +937,42 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
     }
     tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client_id, "client registered");
     let issued_at = now();
-    let mut response = (
-        StatusCode::CREATED,
-        axum::Json(json!({
-            "client_id": client_id, "client_secret": secret, "client_id_issued_at": issued_at,
-            "client_secret_expires_at": issued_at + REGISTRATION_TTL.as_secs(),
-            "grant_types": ["client_credentials"], "token_endpoint_auth_method": method,
-            "scope": scope.to_string(), "client_name": request.client_name,
-        })),
-    )
-        .into_response();
+    let mut document = json!({
+        "client_id": client_id, "client_id_issued_at": issued_at,
+        "grant_types": grant_types, "token_endpoint_auth_method": method,
+        "scope": scope.to_string(), "client_name": request.client_name,
+    });
+    if interactive {
+        document["redirect_uris"] = json!(redirect_uris);
+        document["response_types"] = json!(["code"]);
+        document["application_type"] =
+            json!(request.application_type.as_deref().unwrap_or("native"));
+    }
+    if confidential {
+        // Returned once; only its hash is kept.
+        document["client_secret"] = json!(secret);
+        document["client_secret_expires_at"] = json!(0);
+    }
+    let mut response = (StatusCode::CREATED, axum::Json(document)).into_response();
     no_store(response.headers_mut());
     response
+}
+
+impl AuthServer {
+    /// Keeps a dynamically registered client as long as a grant of it may live.
+    pub(super) async fn keep_client(&self, client: &Client) {
+        if self.0.clients.contains_key(&client.client_id) {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(client) {
+            let key = format!("client:{}", client.client_id);
+            let _ = self
+                .0
+                .store
+                .put(&key, Bytes::from(bytes), self.0.refresh_token_ttl)
+                .await;
+        }
+    }
 }
 
 /// Reads one of our access tokens for revocation or introspection, whatever its audience.

@@ -757,6 +757,7 @@ async fn exchange_code(
         ));
     }
     tracing::info!(target: AUDIT, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
+    server.keep_client(client).await;
     tokens(
         server,
         client,

@@ -540,3 +540,109 @@ async fn metadata_advertises_the_code_flow_when_users_can_log_in() {
             .contains(&json!("none"))
     );
 }
+
+#[tokio::test]
+async fn dynamically_registered_public_client_runs_the_flow() {
+    let flow = setup().await;
+    let response = client()
+        .post(format!("{}/oauth/register", flow.base))
+        .json(&json!({"client_name": "Inspector", "redirect_uris": ["http://localhost:6274/oauth/callback"],
+                      "token_endpoint_auth_method": "none", "application_type": "native",
+                      "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let reg: Value = response.json().await.unwrap();
+    assert!(
+        reg.get("client_secret").is_none(),
+        "public clients get no secret"
+    );
+    let client_id = reg["client_id"].as_str().unwrap();
+    let redirect = "http://localhost:6274/oauth/callback";
+    let url = flow.authorize_url(&[("client_id", client_id), ("redirect_uri", redirect)]);
+    let html = flow
+        .browser
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Inspector"),
+        "the login page names the client"
+    );
+    let consent = flow
+        .browser
+        .post(format!("{}/oauth/login", flow.base))
+        .form(&[
+            ("request", hidden(&html, "request")),
+            ("csrf", hidden(&html, "csrf")),
+            ("username", "alice".into()),
+            ("password", "wonderland".into()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let approved = flow
+        .browser
+        .post(format!("{}/oauth/consent", flow.base))
+        .form(&[
+            ("request", hidden(&consent, "request")),
+            ("csrf", hidden(&consent, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let code = query(approved.headers()["location"].to_str().unwrap())["code"].clone();
+    let tokens = flow
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    assert_eq!(tokens.status(), 200);
+}
+
+#[tokio::test]
+async fn registration_refuses_dangerous_redirect_uris() {
+    let flow = setup().await;
+    for doc in [
+        json!({"redirect_uris": ["javascript:alert(1)"]}),
+        json!({"redirect_uris": ["https://app.example/cb#frag"]}),
+        json!({"redirect_uris": ["http://app.example/cb"]}),
+        json!({"redirect_uris": ["https://user:pw@app.example/cb"]}),
+        json!({"redirect_uris": ["http://127.0.0.1:3000/cb"], "application_type": "web"}),
+        json!({"redirect_uris": []}),
+        json!({"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+        json!({"redirect_uris": ["https://app.example/cb"], "response_types": ["token"]}),
+    ] {
+        let response = client()
+            .post(format!("{}/oauth/register", flow.base))
+            .json(&doc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{doc}");
+    }
+    let web = client()
+        .post(format!("{}/oauth/register", flow.base))
+        .json(
+            &json!({"redirect_uris": ["https://app.example/cb"], "application_type": "web",
+                      "token_endpoint_auth_method": "client_secret_basic"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(web.status(), 201);
+    assert!(web.json::<Value>().await.unwrap()["client_secret"].is_string());
+}
