@@ -1,34 +1,34 @@
-//! An rmcp Streamable HTTP MCP server behind tower-mcp-auth's bearer layer.
+//! The whole stack in one process: an rmcp Streamable HTTP MCP server behind the bearer and
+//! tool policy layers, with tower-mcp-auth's own authorization server beside it (in-memory
+//! store, dev login).
 //!
 //! ```text
-//! cargo run --example quickstart                  # serve on 127.0.0.1:8080, print a dev token
-//! cargo run --example quickstart -- token bob "mcp:tools"   # mint a token (needs DEV_JWT_SECRET)
+//! cargo run --example quickstart
 //! ```
 //!
 //! Environment:
 //! - `PORT` (default 8080), `PUBLIC_URL` (default `http://127.0.0.1:$PORT`): the URL clients use;
-//!   the MCP endpoint is `$PUBLIC_URL/mcp`.
-//! - Tokens of an external identity provider: `JWKS_URL` and `ISSUER` (e.g. a Keycloak realm).
-//! - Otherwise dev tokens: HS256 JWTs signed with `DEV_JWT_SECRET` (random per run when unset),
-//!   issuer `$PUBLIC_URL`.
+//!   the MCP endpoint is `$PUBLIC_URL/mcp`, the issuer `$PUBLIC_URL`.
+//! - `DEMO_PASSWORD`: the demo user's password (random per run when unset, printed).
+//! - `JWKS_URL` and `ISSUER`: validate an external identity provider's tokens instead (e.g. a
+//!   Keycloak realm) and run no authorization server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
 use tower_mcp_auth::policy::ToolPolicy;
-use tower_mcp_auth::validate::{JwksValidator, JwtKey, JwtValidator, TokenValidator};
+use tower_mcp_auth::server::AuthServer;
+use tower_mcp_auth::validate::{JwksValidator, TokenValidator};
 use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 
 /// The scope every request needs (the baseline a client asks for first).
 pub const BASE_SCOPE: &str = "mcp:tools";
-/// The scopes of the dev token the quickstart prints.
+/// Scopes of a typical user token in the tests (read and write, no admin).
 pub const DEMO_SCOPES: &str = "mcp:tools notes:read notes:write";
 
 /// A small notes server: each user sees only their own notes.
@@ -145,36 +145,41 @@ fn allowed_hosts(public_url: &str) -> Vec<String> {
     hosts
 }
 
-/// Mints an HS256 dev token the quickstart's dev validator accepts.
-pub fn mint_dev_token(
-    secret: &[u8],
-    issuer: &str,
-    audience: &str,
-    subject: &str,
-    scope: &str,
-    ttl: Duration,
-) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        + ttl;
-    let claims = serde_json::json!({
-        "iss": issuer, "aud": audience, "sub": subject, "scope": scope,
-        "client_id": "quickstart-dev", "exp": exp.as_secs(),
-    });
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap_or_default()
-}
-
 fn env_or(name: &str, default: impl FnOnce() -> String) -> String {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(default)
+}
+
+/// The embedded authorization server: dev login with one demo user (its form prefilled, so a
+/// person signs in with one click), every client registering itself (RFC 7591), tokens for the
+/// MCP endpoint only.
+pub fn auth_server(
+    public_url: &str,
+    resource_uri: &str,
+    password: &str,
+) -> Result<AuthServer, tower_mcp_auth::ConfigError> {
+    AuthServer::builder(public_url)
+        .resource(resource_uri)
+        .scopes_supported([BASE_SCOPE, "notes:read", "notes:write", "notes:admin"])
+        .dev_user("demo", password)
+        .prefill_login(true)
+        .build()
+}
+
+/// Browser-based clients (the MCP Inspector) call the MCP endpoint, registration and token
+/// endpoints from another origin: let them, and let them read the challenge and session id.
+fn cors() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{Any, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderName::from_static("mcp-session-id"),
+        ])
 }
 
 #[tokio::main]
@@ -189,81 +194,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let public_url = env_or("PUBLIC_URL", || format!("http://127.0.0.1:{port}"));
     let public_url = public_url.trim_end_matches('/').to_owned();
     let resource_uri = format!("{public_url}/mcp");
-    let jwks = std::env::var("JWKS_URL").ok().filter(|v| !v.is_empty());
-    let issuer = env_or("ISSUER", || public_url.clone());
-    let resource = ProtectedResource::builder(&resource_uri)
-        .authorization_server(&issuer)
-        .scopes_supported([BASE_SCOPE])
-        .resource_name("tower-mcp-auth quickstart")
-        .build()?;
-
-    let secret = env_or("DEV_JWT_SECRET", || {
-        let bytes: [u8; 32] = rand::random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    });
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some("token") {
-        let subject = args.next().unwrap_or_else(|| "demo".into());
-        let scope = args.next().unwrap_or_else(|| BASE_SCOPE.into());
-        if std::env::var("DEV_JWT_SECRET").is_err() {
-            return Err("set DEV_JWT_SECRET to the secret the server runs with".into());
-        }
-        let token = mint_dev_token(
-            secret.as_bytes(),
-            &issuer,
-            resource.resource(),
-            &subject,
-            &scope,
-            Duration::from_secs(3600),
-        );
-        println!("{token}");
-        return Ok(());
-    }
-
-    let app = match &jwks {
-        Some(jwks_url) => {
-            let validator =
-                JwksValidator::builder(jwks_url, &issuer, resource.resource()).build()?;
-            app(resource.clone(), validator)
-        }
-        None => {
-            let validator = JwtValidator::builder(&issuer, resource.resource())
-                .key(JwtKey::hmac(secret.as_bytes(), Algorithm::HS256)?)
-                .build()?;
-            app(resource.clone(), validator)
-        }
-    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("MCP endpoint:      {resource_uri}");
-    println!("Resource metadata: {}", resource.metadata_url());
-    match &jwks {
-        Some(url) => println!("Validating tokens of {issuer} with keys from {url}"),
-        None => {
-            let token = mint_dev_token(
-                secret.as_bytes(),
-                &issuer,
-                resource.resource(),
-                "demo",
-                DEMO_SCOPES,
-                Duration::from_secs(3600),
-            );
-            println!("Dev secret:        DEV_JWT_SECRET={secret}");
-            println!("Dev token (user `demo`, scopes `{DEMO_SCOPES}`, 1 hour):\n\n{token}\n");
-            println!(
-                "It lists and adds notes; `purge_all_notes` is hidden from it and answers 403 asking for `notes:admin`."
-            );
-            println!(
-                "Mint others: DEV_JWT_SECRET={secret} cargo run --example quickstart -- token alice \"mcp:tools notes\"\n"
-            );
-            println!("Try it:\n  curl -i {resource_uri} -H 'Authorization: Bearer {token}' \\");
-            println!(
-                "    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\"
-            );
-            println!(
-                "    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}'"
-            );
+
+    let app = match std::env::var("JWKS_URL").ok().filter(|v| !v.is_empty()) {
+        // An external identity provider issues the tokens.
+        Some(jwks_url) => {
+            let issuer = std::env::var("ISSUER").map_err(|_| "ISSUER is required with JWKS_URL")?;
+            let resource = ProtectedResource::builder(&resource_uri)
+                .authorization_server(&issuer)
+                .scopes_supported([BASE_SCOPE])
+                .build()?;
+            println!("Resource metadata: {}", resource.metadata_url());
+            println!("Validating tokens of {issuer} with keys from {jwks_url}");
+            let validator =
+                JwksValidator::builder(jwks_url, &issuer, resource.resource()).build()?;
+            app(resource, validator)
         }
-    }
-    axum::serve(listener, app).await?;
+        // The embedded default: our own authorization server, in this process.
+        None => {
+            let password = env_or("DEMO_PASSWORD", || {
+                let bytes: [u8; 9] = rand::random();
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            });
+            let auth = auth_server(&public_url, &resource_uri, &password)?;
+            let resource = ProtectedResource::builder(&resource_uri)
+                .authorization_server(auth.issuer())
+                .scopes_supported([BASE_SCOPE])
+                .resource_name("tower-mcp-auth quickstart")
+                .build()?;
+            println!("Resource metadata: {}", resource.metadata_url());
+            println!(
+                "Authorization:     {}/.well-known/oauth-authorization-server",
+                public_url
+            );
+            println!("Sign in as:        demo / {password}  (the login form comes prefilled)");
+            println!();
+            println!(
+                "Connect any MCP client to {resource_uri}: it discovers the authorization server,"
+            );
+            println!(
+                "registers itself, and opens the login page in your browser. Then try `whoami`,"
+            );
+            println!(
+                "`add_note`, and `purge_all_notes` (which asks for the notes:admin scope: step-up)."
+            );
+            app(resource, auth.validator(&resource_uri)?).merge(auth.router())
+        }
+    };
+    axum::serve(listener, app.layer(cors())).await?;
     Ok(())
 }

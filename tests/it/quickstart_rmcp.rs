@@ -1,8 +1,6 @@
 //! The quickstart's rmcp server driven by a real rmcp client, and session binding against the
 //! real rmcp session manager.
 
-use std::time::Duration;
-
 use jsonwebtoken::Algorithm;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -42,14 +40,7 @@ async fn start() -> Quickstart {
 impl Quickstart {
     fn token(&self, sub: &str, scope: &str) -> String {
         let issuer = self.url.trim_end_matches("/mcp");
-        quickstart::mint_dev_token(
-            HMAC_SECRET,
-            issuer,
-            self.resource.resource(),
-            sub,
-            scope,
-            Duration::from_secs(300),
-        )
+        mint_hs256(issuer, self.resource.resource(), sub, scope)
     }
 }
 
@@ -313,4 +304,117 @@ async fn session_mode_sse_list_is_filtered_and_keeps_event_ids() {
         1,
         "{event}"
     );
+}
+
+/// rmcp's own OAuth client (an independent implementation) against the quickstart's embedded
+/// stack: it discovers the authorization server from the 401, registers itself, is sent to our
+/// dev login (driven here like a browser), exchanges the code with PKCE, and calls tools; a tool
+/// needing more scope answers 403 step-up.
+#[tokio::test]
+async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
+    use rmcp::transport::auth::{AuthClient, AuthorizationRequest, OAuthState};
+
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mcp_url = format!("{base}/mcp");
+    let auth = quickstart::auth_server(&base, &mcp_url, "demo-password").unwrap();
+    let resource = ProtectedResource::builder(&mcp_url)
+        .authorization_server(auth.issuer())
+        .scopes_supported([quickstart::BASE_SCOPE])
+        .build()
+        .unwrap();
+    let app = quickstart::app(resource, auth.validator(&mcp_url).unwrap()).merge(auth.router());
+    spawn(listener, app);
+
+    let mut oauth = OAuthState::new(mcp_url.as_str(), None).await.unwrap();
+    oauth
+        .start_authorization(
+            AuthorizationRequest::new("http://127.0.0.1:4567/callback")
+                .with_client_name("rmcp e2e")
+                .with_scopes(["mcp:tools", "notes:read", "notes:write"]),
+        )
+        .await
+        .expect("discovery and dynamic registration");
+    let authorize_url = oauth.get_authorization_url().await.unwrap();
+
+    // The person's part, in a cookie-keeping browser that does not follow redirects.
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .get(&authorize_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(login.contains("name=\"csrf\""), "{authorize_url}\n{login}");
+    let field = |html: &str, name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap() + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    // The quickstart prefills the form: submitting it as shown signs in.
+    assert_eq!(field(&login, "username"), "demo");
+    let consent = browser
+        .post(format!("{base}/oauth/login"))
+        .form(&[
+            ("request", field(&login, "request")),
+            ("csrf", field(&login, "csrf")),
+            ("username", field(&login, "username")),
+            ("password", field(&login, "password")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let redirect = browser
+        .post(format!("{base}/oauth/consent"))
+        .form(&[
+            ("request", field(&consent, "request")),
+            ("csrf", field(&consent, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let callback = redirect.headers()["location"].to_str().unwrap().to_owned();
+    oauth
+        .handle_callback_url(&callback)
+        .await
+        .expect("code exchange with PKCE and iss check");
+
+    let manager = oauth.into_authorization_manager().unwrap();
+    let transport = StreamableHttpClientTransport::with_client(
+        AuthClient::new(reqwest::Client::new(), manager),
+        StreamableHttpClientTransportConfig::with_uri(mcp_url.as_str()),
+    );
+    let client = ().serve(transport).await.expect("initialize with the issued token");
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["add_note", "list_notes", "whoami"]);
+    let who = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let text = serde_json::to_value(&who.content).unwrap().to_string();
+    assert!(text.contains("subject=demo"), "{text}");
+    assert!(
+        client
+            .call_tool(CallToolRequestParams::new("purge_all_notes"))
+            .await
+            .is_err()
+    );
+    client.cancel().await.unwrap();
 }

@@ -308,3 +308,17 @@ async fn introspect_handler(
         .unwrap_or_else(|| json!({ "active": false }));
     axum::Json(answer).into_response()
 }
+
+/// An HS256 token for tests that validate with `HMAC_SECRET`.
+pub fn mint_hs256(issuer: &str, audience: &str, subject: &str, scope: &str) -> String {
+    let claims = json!({
+        "iss": issuer, "aud": audience, "sub": subject, "scope": scope,
+        "client_id": "quickstart-dev", "exp": now() + 300,
+    });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(HMAC_SECRET),
+    )
+    .unwrap()
+}
