@@ -77,6 +77,7 @@ pub(super) struct Inner {
     pub(super) clients: HashMap<String, Client>,
     pub(super) access_token_ttl: Duration,
     pub(super) refresh_token_ttl: Duration,
+    pub(super) refresh_grace: Duration,
     metadata: Bytes,
     /// Dev login users: name and SHA-256 of the password.
     pub(super) users: Vec<(String, [u8; 32])>,
@@ -108,6 +109,7 @@ pub struct AuthServerBuilder {
     prefill: bool,
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
+    refresh_grace: Duration,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -133,6 +135,7 @@ impl AuthServer {
             prefill: false,
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(30),
         }
     }
 
@@ -275,6 +278,13 @@ impl AuthServerBuilder {
         self
     }
 
+    /// How long a rotated refresh token stays usable, until its successor is first used
+    /// (default 30 s): clients retry after lost responses and refresh from two places.
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace;
+        self
+    }
+
     /// Lifetime of refresh tokens (default 30 days).
     pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
         self.refresh_token_ttl = ttl;
@@ -352,7 +362,7 @@ impl AuthServerBuilder {
             "grant_types_supported": ["client_credentials"],
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": self.scopes_supported,
@@ -373,7 +383,18 @@ impl AuthServerBuilder {
             .iter()
             .map(|(name, password)| (name.clone(), Sha256::digest(password.as_bytes()).into()))
             .collect();
-        let prefill = self.prefill.then(|| self.users.first().cloned()).flatten();
+        // A prefilled form shows the password to every visitor: loopback issuers only.
+        let loopback = url::Url::parse(urls.issuer())
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+            .is_some_and(|h| match h {
+                url::Host::Domain(d) => d == "localhost",
+                url::Host::Ipv4(ip) => ip.is_loopback(),
+                url::Host::Ipv6(ip) => ip.is_loopback(),
+            });
+        let prefill = (self.prefill && loopback)
+            .then(|| self.users.first().cloned())
+            .flatten();
         // Browsers key cookies by host, not port: two servers on 127.0.0.1 must not share a
         // cookie name, so the name carries a digest of the issuer.
         let digest = Sha256::digest(urls.issuer().as_bytes());
@@ -396,6 +417,7 @@ impl AuthServerBuilder {
             clients,
             access_token_ttl: self.access_token_ttl,
             refresh_token_ttl: self.refresh_token_ttl,
+            refresh_grace: self.refresh_grace,
             metadata: Bytes::from(metadata.to_string()),
             users,
             prefill,
@@ -634,7 +656,15 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
         Err(response) => return response,
     };
     match grant {
-        Some("client_credentials") => {}
+        Some("client_credentials")
+            if client.grant_types.iter().any(|g| g == "client_credentials") => {}
+        Some("client_credentials") => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                "this client may not use client_credentials",
+            );
+        }
         Some("authorization_code" | "refresh_token") => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -820,7 +850,12 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
         .iter()
         .all(|g| g == "authorization_code" || g == "refresh_token")
         && grant_types.iter().any(|g| g == "authorization_code");
-    if !(machine || interactive && code_flow) {
+    if machine {
+        // Open registration of machine clients would hand anyone tokens with no user in the
+        // loop: machine clients are configured (`AuthServerBuilder::client`) only.
+        return invalid("client_credentials clients cannot register themselves here");
+    }
+    if !(interactive && code_flow) {
         return invalid("unsupported grant_types for this server");
     }
     if request
@@ -996,8 +1031,8 @@ async fn revoke(State(server): State<AuthServer>, headers: HeaderMap, body: Byte
         Ok(form) => form,
         Err(response) => return response,
     };
-    let (client, _) = match server.authenticate(&headers, &form).await {
-        Ok(found) => found,
+    let client = match super::flow::grant_client(&server, &headers, &form).await {
+        Ok(client) => client,
         Err(response) => return response,
     };
     let Some(token) = form.get("token") else {
@@ -1007,6 +1042,16 @@ async fn revoke(State(server): State<AuthServer>, headers: HeaderMap, body: Byte
             "token is required",
         );
     };
+    // A refresh token revokes its whole grant family (and so the access tokens issued in it).
+    match super::flow::revoke_refresh_token(&server, &client, token).await {
+        Ok(true) => {
+            let mut response = StatusCode::OK.into_response();
+            no_store(response.headers_mut());
+            return response;
+        }
+        Ok(false) => {}
+        Err(response) => return response,
+    }
     // RFC 7009 §2.2: an unknown, invalid or foreign token is answered 200 all the same.
     if let Some(ctx) = own_token(&server, token).await
         && ctx.client_id() == Some(client.client_id.as_str())
@@ -1044,8 +1089,18 @@ async fn introspect(State(server): State<AuthServer>, headers: HeaderMap, body: 
         Ok(form) => form,
         Err(response) => return response,
     };
-    if let Err(response) = server.authenticate(&headers, &form).await {
-        return response;
+    match server.authenticate(&headers, &form).await {
+        // Introspection tells who a token belongs to: only clients configured in code (the
+        // resource servers), never self-registered ones.
+        Ok((client, _)) if server.0.clients.contains_key(&client.client_id) => {}
+        Ok(_) => {
+            return oauth_error(
+                StatusCode::FORBIDDEN,
+                "unauthorized_client",
+                "this client may not introspect tokens",
+            );
+        }
+        Err(response) => return response,
     }
     let Some(token) = form.get("token") else {
         return oauth_error(

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,9 +31,6 @@ const PENDING_TTL: Duration = Duration::from_secs(600);
 const CODE_TTL: Duration = Duration::from_secs(60);
 /// How long a login session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// How long the previous refresh token stays usable after a rotation, until its successor is
-/// first used (clients retry, and refresh from two places at once).
-const REFRESH_GRACE: Duration = Duration::from_secs(30);
 
 const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}";
 
@@ -129,19 +126,33 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-/// Exact string match, except that a loopback http URI may use any port (RFC 8252 §7.3).
+/// Exact string match, except that a redirect URI registered on a loopback IP literal without a
+/// port accepts any port (RFC 8252 §7.3): the rest of the string must be identical, compared
+/// as written, never after URL normalization (which would fold `/x/../callback` into
+/// `/callback`).
 fn redirect_matches(registered: &str, requested: &str) -> bool {
     if registered == requested {
         return true;
     }
-    match (url::Url::parse(registered), url::Url::parse(requested)) {
-        (Ok(mut a), Ok(mut b)) if a.scheme() == "http" && is_loopback(&a) && is_loopback(&b) => {
-            let _ = a.set_port(None);
-            let _ = b.set_port(None);
-            a.as_str() == b.as_str() && registered.contains("://") && requested.contains("://")
+    for host in ["http://127.0.0.1", "http://[::1]"] {
+        let Some(registered_rest) = registered.strip_prefix(host) else {
+            continue;
+        };
+        if !registered_rest.starts_with('/') {
+            return false;
         }
-        _ => false,
+        let Some(port_and_rest) = requested
+            .strip_prefix(host)
+            .and_then(|r| r.strip_prefix(':'))
+        else {
+            return false;
+        };
+        let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
+        let valid_port = (1..=5).contains(&digits)
+            && port_and_rest[..digits].parse::<u16>().is_ok_and(|p| p > 0);
+        return valid_port && &port_and_rest[digits..] == registered_rest;
     }
+    false
 }
 
 /// An authorization request that passed validation, waiting for login and consent.
@@ -154,6 +165,9 @@ struct Pending {
     scope: String,
     resource: String,
     csrf: String,
+    /// Digest of the browser cookie set when the request started: the login and consent forms
+    /// are accepted only from that browser (no login CSRF with an attacker's own request).
+    browser: String,
 }
 
 /// What an authorization code stands for.
@@ -182,6 +196,8 @@ struct Refresh {
     successor_used: bool,
     /// The store key of the token this one replaced.
     parent: Option<String>,
+    /// The store key of the live token issued in exchange for this one.
+    child: Option<String>,
 }
 
 fn digest(value: &str) -> String {
@@ -290,8 +306,13 @@ async fn logged_in_user(
 pub(super) async fn authorize(
     State(server): State<AuthServer>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    // RFC 6749 §3.1: parameters must not repeat (a repeated one is refused, not picked from).
+    let params = match parse_form(query.unwrap_or_default().as_bytes()) {
+        Ok(params) => params,
+        Err(_) => return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated"),
+    };
     // Until the client and its redirect URI are known good, errors stay on our page.
     let Some(client_id) = params.get("client_id") else {
         return error_page(&server, StatusCode::BAD_REQUEST, "client_id is missing");
@@ -372,7 +393,16 @@ pub(super) async fn authorize(
     let (Some(id), Some(csrf)) = (random_token(), random_token()) else {
         return rng_failure();
     };
+    let existing = session_cookie(&headers, &browser_cookie_name(&server));
+    let (browser, new_browser) = match existing {
+        Some(nonce) => (nonce, false),
+        None => match random_token() {
+            Some(nonce) => (nonce, true),
+            None => return rng_failure(),
+        },
+    };
     let pending = Pending {
+        browser: digest(&browser),
         client_id: client.client_id.clone(),
         redirect_uri,
         state: state.map(str::to_owned),
@@ -384,10 +414,47 @@ pub(super) async fn authorize(
     if let Err(response) = save(&server, &format!("authreq:{id}"), &pending, PENDING_TTL).await {
         return response;
     }
-    match logged_in_user(&server, &headers).await {
+    let mut response = match logged_in_user(&server, &headers).await {
         Ok(Some(user)) => consent_or_code(&server, &id, pending, &client, &user).await,
         Ok(None) => login_page(&server, &id, &pending, &client, None),
         Err(response) => response,
+    };
+    if new_browser {
+        set_cookie(
+            &server,
+            &mut response,
+            &browser_cookie_name(&server),
+            &browser,
+            PENDING_TTL,
+        );
+    }
+    response
+}
+
+fn browser_cookie_name(server: &AuthServer) -> String {
+    format!("{}_b", server.0.cookie_name)
+}
+
+/// Sets an `HttpOnly`, `SameSite=Lax` cookie scoped to the issuer's path, `Secure` on https.
+fn set_cookie(
+    server: &AuthServer,
+    response: &mut Response,
+    name: &str,
+    value: &str,
+    ttl: Duration,
+) {
+    let secure = if server.issuer().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let path = server.0.urls.local_path("/oauth");
+    let cookie = format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        ttl.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
@@ -420,6 +487,7 @@ fn login_page(
 /// Checks the form's pending request and CSRF token; both are needed to act on it.
 async fn pending_from_form(
     server: &AuthServer,
+    headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<(String, Pending, Client), Response> {
     let id = form.get("request").cloned().unwrap_or_default();
@@ -434,8 +502,12 @@ async fn pending_from_form(
         }
     };
     let csrf = form.get("csrf").map(String::as_bytes).unwrap_or_default();
-    if !bool::from(csrf.ct_eq(pending.csrf.as_bytes())) {
-        tracing::warn!(target: AUDIT, "CSRF token mismatch on the authorization form");
+    let browser = session_cookie(headers, &browser_cookie_name(server))
+        .map(|b| digest(&b))
+        .unwrap_or_default();
+    let same_browser = browser.as_bytes().ct_eq(pending.browser.as_bytes());
+    if !bool::from(csrf.ct_eq(pending.csrf.as_bytes()) & same_browser) {
+        tracing::warn!(target: AUDIT, "CSRF check failed on the authorization form");
         return Err(error_page(
             server,
             StatusCode::FORBIDDEN,
@@ -456,12 +528,16 @@ async fn pending_from_form(
 }
 
 /// `POST /oauth/login`: the dev login.
-pub(super) async fn login(State(server): State<AuthServer>, body: Bytes) -> Response {
+pub(super) async fn login(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = match parse_form(&body) {
         Ok(form) => form,
         Err(response) => return response,
     };
-    let (id, pending, client) = match pending_from_form(&server, &form).await {
+    let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -527,12 +603,7 @@ async fn consent_or_code(
     client: &Client,
     user: &str,
 ) -> Response {
-    let remembered = match load::<String>(
-        server,
-        &format!("consent:{user}:{}", client.client_id),
-        false,
-    )
-    .await
+    let remembered = match load::<String>(server, &consent_key(user, client, &pending), false).await
     {
         Ok(found) => found,
         Err(response) => return response,
@@ -541,8 +612,20 @@ async fn consent_or_code(
         Scopes::from_space_separated(&s)
             .contains_all(Scopes::from_space_separated(&pending.scope).iter())
     }) {
-        let _ = server.0.store.delete(&format!("authreq:{id}")).await;
-        return issue_code(server, pending, user).await;
+        // Atomic: concurrent submissions of one request issue one code.
+        return match server.0.store.take(&format!("authreq:{id}")).await {
+            Ok(Some(_)) => issue_code(server, pending, user).await,
+            Ok(None) => error_page(
+                server,
+                StatusCode::BAD_REQUEST,
+                "this request was already answered",
+            ),
+            Err(e) => oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            ),
+        };
     }
     let redirect_host = url::Url::parse(&pending.redirect_uri)
         .ok()
@@ -563,6 +646,13 @@ async fn consent_or_code(
     )
 }
 
+/// Consent is remembered per user, client, resource and redirect URI: a public client's code
+/// is never issued silently to a redirect (a loopback port) the user did not approve.
+fn consent_key(user: &str, client: &Client, pending: &Pending) -> String {
+    let scope_of = format!("{}|{}", pending.resource, pending.redirect_uri);
+    format!("consent:{user}:{}:{}", client.client_id, digest(&scope_of))
+}
+
 /// `POST /oauth/consent`.
 pub(super) async fn consent(
     State(server): State<AuthServer>,
@@ -578,7 +668,7 @@ pub(super) async fn consent(
         Ok(None) => return error_page(&server, StatusCode::UNAUTHORIZED, "sign in first"),
         Err(response) => return response,
     };
-    let (id, pending, client) = match pending_from_form(&server, &form).await {
+    let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -614,7 +704,7 @@ pub(super) async fn consent(
     }
     if let Err(response) = save(
         &server,
-        &format!("consent:{user}:{}", client.client_id),
+        &consent_key(&user, &client, &pending),
         &pending.scope,
         server.0.refresh_token_ttl,
     )
@@ -653,7 +743,7 @@ async fn issue_code(server: &AuthServer, pending: Pending, user: &str) -> Respon
 
 /// Authenticates the client of a user grant: confidential clients with their secret, public
 /// clients by `client_id` alone (PKCE or the refresh token binds the rest).
-async fn grant_client(
+pub(super) async fn grant_client(
     server: &AuthServer,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
@@ -689,8 +779,19 @@ pub(super) async fn user_grant(
         Ok(client) => client,
         Err(response) => return response,
     };
-    let result = match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => exchange_code(server, &client, form).await,
+    let grant = form
+        .get("grant_type")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !client.grant_types.iter().any(|g| g == grant) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this client may not use this grant type",
+        );
+    }
+    let result = match grant {
+        "authorization_code" => exchange_code(server, &client, form).await,
         _ => refresh(server, &client, form).await,
     };
     result.unwrap_or_else(|response| response)
@@ -758,16 +859,18 @@ async fn exchange_code(
     }
     tracing::info!(target: AUDIT, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
     server.keep_client(client).await;
-    tokens(
+    let scope = Scopes::from_space_separated(&grant.scope);
+    let (body, _) = token_body(
         server,
         client,
         &grant.subject,
         &grant.resource,
-        &Scopes::from_space_separated(&grant.scope),
+        &scope,
         &grant.family,
         None,
     )
-    .await
+    .await?;
+    Ok(json_no_store(body))
 }
 
 async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), Response> {
@@ -788,9 +891,10 @@ async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, Respo
     )
 }
 
-/// The token response: an access token, and a refresh token for clients allowed to refresh.
+/// The token response body (an access token, and a refresh token for clients allowed to
+/// refresh), and the store key of that refresh token.
 #[allow(clippy::too_many_arguments)]
-async fn tokens(
+async fn token_body(
     server: &AuthServer,
     client: &Client,
     subject: &str,
@@ -798,7 +902,7 @@ async fn tokens(
     scope: &Scopes,
     family: &str,
     parent: Option<&str>,
-) -> Result<Response, Response> {
+) -> Result<(serde_json::Value, Option<String>), Response> {
     let access_token =
         server.mint_access_token(subject, &client.client_id, resource, scope, Some(family))?;
     let mut body = json!({
@@ -816,25 +920,28 @@ async fn tokens(
             rotated_at: None,
             successor_used: false,
             parent: parent.map(str::to_owned),
+            child: None,
         };
-        save(
-            server,
-            &format!("rt:{}", digest(&refresh_token)),
-            &entry,
-            server.0.refresh_token_ttl,
-        )
-        .await?;
+        let key = format!("rt:{}", digest(&refresh_token));
+        save(server, &key, &entry, server.0.refresh_token_ttl).await?;
         body["refresh_token"] = json!(refresh_token);
+        return Ok((body, Some(key)));
     }
-    let mut response = axum::Json(body).into_response();
-    no_store(response.headers_mut());
-    Ok(response)
+    Ok((body, None))
 }
 
-/// Refresh with rotation: each use returns a new refresh token. The previous one stays usable
-/// for a short grace window (clients retry and refresh from two places), and for no longer
-/// than until a successor is used; a refresh token used after that is a theft signal and
-/// revokes the whole family. Scope may only narrow.
+fn json_no_store(body: serde_json::Value) -> Response {
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+/// Refresh with rotation: each use returns a new refresh token, and the used one is rotated.
+/// A rotated token stays usable for the grace window (a client retrying after a lost response,
+/// or refreshing from two places) until its successor is first used; using it again in the
+/// window replaces that successor, which dies, so a token never forks into two live chains.
+/// A rotated token used after the window, or after its successor was used, is a theft signal:
+/// the whole family is revoked. Scope may only narrow.
 async fn refresh(
     server: &AuthServer,
     client: &Client,
@@ -860,10 +967,10 @@ async fn refresh(
         return Err(invalid_grant("the refresh token was revoked"));
     }
     let now = super::auth_server::now();
-    let expired_grace = entry
+    let grace_over = entry
         .rotated_at
-        .is_some_and(|at| now.saturating_sub(at) > REFRESH_GRACE.as_secs());
-    if entry.successor_used || expired_grace {
+        .is_some_and(|at| now.saturating_sub(at) > server.0.refresh_grace.as_secs());
+    if entry.successor_used || grace_over {
         revoke_family(server, &entry.family).await?;
         tracing::warn!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
         return Err(invalid_grant("the refresh token was already used"));
@@ -892,12 +999,6 @@ async fn refresh(
             "resource differs from the grant",
         ));
     }
-    // First use rotates this token: it stays usable for the grace window, until one of its
-    // successors is used.
-    if entry.rotated_at.is_none() {
-        entry.rotated_at = Some(now);
-        save(server, &key, &entry, server.0.refresh_token_ttl).await?;
-    }
     // Using this token retires the one it replaced, grace or not.
     if let Some(parent_key) = &entry.parent
         && let Some(mut parent) = load::<Refresh>(server, parent_key, false).await?
@@ -906,8 +1007,11 @@ async fn refresh(
         parent.successor_used = true;
         save(server, parent_key, &parent, server.0.refresh_token_ttl).await?;
     }
-    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
-    tokens(
+    // A retry within the grace window: the successor handed out before dies.
+    if let Some(child) = entry.child.take() {
+        let _ = server.0.store.delete(&child).await;
+    }
+    let (body, child) = token_body(
         server,
         client,
         &entry.subject,
@@ -916,5 +1020,72 @@ async fn refresh(
         &entry.family,
         Some(&key),
     )
-    .await
+    .await?;
+    entry.rotated_at.get_or_insert(now);
+    entry.child = child;
+    save(server, &key, &entry, server.0.refresh_token_ttl).await?;
+    server.keep_client(client).await;
+    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
+    Ok(json_no_store(body))
+}
+
+/// RFC 7009 for refresh tokens: revokes the token's whole family. `Ok(true)` if the token was
+/// one of ours (revoked if it belongs to `client`; a foreign client's request changes nothing).
+pub(super) async fn revoke_refresh_token(
+    server: &AuthServer,
+    client: &Client,
+    token: &str,
+) -> Result<bool, Response> {
+    let key = format!("rt:{}", digest(token));
+    let Some(entry) = load::<Refresh>(server, &key, false).await? else {
+        return Ok(false);
+    };
+    if entry.client_id == client.client_id {
+        revoke_family(server, &entry.family).await?;
+        let _ = server.0.store.delete(&key).await;
+        tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token revoked");
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_matches;
+
+    #[test]
+    fn loopback_port_rule_is_narrow() {
+        let r = "http://127.0.0.1/callback";
+        assert!(redirect_matches(r, "http://127.0.0.1:4567/callback"));
+        assert!(redirect_matches("http://[::1]/cb", "http://[::1]:80/cb"));
+        for bad in [
+            "http://127.0.0.1:4567/x/../callback",
+            "http://127.0.0.1:4567/callback/",
+            "http://127.0.0.1:4567/callback?x=1",
+            "http://127.0.0.1:0/callback",
+            "http://127.0.0.1:99999/callback",
+            "http://2130706433:4567/callback",
+            "http://localhost:4567/callback",
+            "http://127.0.0.1.evil.example:4567/callback",
+            "http://127.0.0.1:4567@evil.example/callback",
+        ] {
+            assert!(!redirect_matches(r, bad), "{bad}");
+        }
+        // A URI registered with a port, or on `localhost`, must match exactly.
+        assert!(!redirect_matches(
+            "http://127.0.0.1:3000/cb",
+            "http://127.0.0.1:3001/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost/cb",
+            "http://localhost:3001/cb"
+        ));
+        assert!(redirect_matches(
+            "https://app.example/cb",
+            "https://app.example/cb"
+        ));
+        assert!(!redirect_matches(
+            "https://app.example/cb",
+            "https://APP.example/cb"
+        ));
+    }
 }

@@ -252,48 +252,166 @@ async fn full_flow_login_consent_code_token_call_refresh() {
     assert_ne!(rt1, rt2);
     // Within the grace window, and before its successor is used, the old token still works
     // (a retry after a lost response).
-    let retry = flow
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "app"),
-            ("refresh_token", &rt1),
-        ])
-        .await;
+    let refresh = |token: String| {
+        let flow = &flow;
+        async move {
+            flow.token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "app"),
+                ("refresh_token", &token),
+            ])
+            .await
+        }
+    };
+    let retry = refresh(rt1.clone()).await;
     assert_eq!(retry.status(), 200);
-    // Using the successor retires the old one; presenting it now is reuse: the family dies.
-    let third = flow
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "app"),
-            ("refresh_token", &rt2),
-        ])
-        .await;
+    let retry: Value = retry.json().await.unwrap();
+    let rt2b = retry["refresh_token"].as_str().unwrap().to_owned();
+    // The retry replaced the successor handed out before: one live chain, never two.
+    assert_eq!(
+        refresh(rt2.clone()).await.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    // Using the live successor retires the old token; presenting it now is reuse: the family dies.
+    let third = refresh(rt2b).await;
     assert_eq!(third.status(), 200);
     let third: Value = third.json().await.unwrap();
-    let reuse = flow
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "app"),
-            ("refresh_token", &rt1),
-        ])
-        .await;
+    let reuse = refresh(rt1.clone()).await;
     assert_eq!(
         reuse.json::<Value>().await.unwrap()["error"],
         "invalid_grant"
     );
-    let rt3 = third["refresh_token"].as_str().unwrap();
-    let after = flow
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "app"),
-            ("refresh_token", rt3),
-        ])
-        .await;
-    assert_eq!(after.status(), 400, "the whole family is revoked");
+    let rt3 = third["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        refresh(rt3).await.status(),
+        400,
+        "the whole family is revoked"
+    );
     assert_eq!(
         flow.call(third["access_token"].as_str().unwrap()).await,
         401
     );
+}
+
+#[tokio::test]
+async fn public_client_revokes_its_refresh_token_and_the_family_dies() {
+    let flow = setup().await;
+    let code = flow.code().await["code"].clone();
+    let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let revoked = client()
+        .post(format!("{}/oauth/revoke", flow.base))
+        .form(&[
+            ("client_id", "app"),
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let again = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", refresh_token),
+        ])
+        .await;
+    assert_eq!(again.status(), 400);
+    assert_eq!(
+        flow.call(tokens["access_token"].as_str().unwrap()).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn login_csrf_with_an_attackers_own_request_is_refused() {
+    // The attacker starts a request in their browser and makes the victim's browser submit
+    // the login form with it: the request is bound to the attacker's browser cookie.
+    let flow = setup().await;
+    let attacker = flow
+        .browser
+        .get(flow.authorize_url(&[]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let victim = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = victim
+        .post(format!("{}/oauth/login", flow.base))
+        .form(&[
+            ("request", hidden(&attacker, "request")),
+            ("csrf", hidden(&attacker, "csrf")),
+            ("username", "alice".into()),
+            ("password", "wonderland".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn repeated_authorize_parameters_are_refused() {
+    let flow = setup().await;
+    let url = format!("{}&client_id=other", flow.authorize_url(&[]));
+    let response = flow.browser.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn session_cookies_are_http_only_and_path_scoped() {
+    let flow = setup().await;
+    let page = flow
+        .browser
+        .get(flow.authorize_url(&[]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Path=/oauth"),
+        "{cookie}"
+    );
+}
+
+#[tokio::test]
+async fn client_names_are_escaped_on_pages() {
+    let flow = setup().await;
+    let reg: Value = client()
+        .post(format!("{}/oauth/register", flow.base))
+        .json(&json!({"client_name": "<script>alert(1)</script>", "redirect_uris": ["http://127.0.0.1/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = flow.authorize_url(&[
+        ("client_id", reg["client_id"].as_str().unwrap()),
+        ("redirect_uri", "http://127.0.0.1:9/cb"),
+    ]);
+    let html = flow
+        .browser
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
 }
 
 #[tokio::test]
