@@ -169,12 +169,28 @@ impl AuthServer {
     /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`. Bodies over 64 KiB get 413.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
         let urls = &self.0.urls;
-        let mut router = axum::Router::new()
+        // Endpoints browser-based clients (the MCP Inspector) call with fetch: CORS open to
+        // any origin, without credentials (no cookies are involved in them).
+        let mut api = axum::Router::new()
             .route(&urls.local_path("/oauth/jwks"), get(jwks))
             .route(&urls.local_path("/oauth/register"), post(register))
             .route(&urls.local_path("/oauth/token"), post(token))
             .route(&urls.local_path("/oauth/revoke"), post(revoke))
             .route(&urls.local_path("/oauth/introspect"), post(introspect));
+        for url in urls.discovery_urls() {
+            let path = url::Url::parse(&url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default();
+            api = api.route(&path, get(metadata));
+        }
+        let api = api.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([http::Method::GET, http::Method::POST])
+                .allow_headers(tower_http::cors::Any),
+        );
+        // Pages the browser navigates to: no CORS, cookies, strict headers.
+        let mut router = api;
         if !self.0.users.is_empty() {
             router = router
                 .route(
@@ -186,12 +202,6 @@ impl AuthServer {
                     &urls.local_path("/oauth/consent"),
                     post(super::flow::consent),
                 );
-        }
-        for url in urls.discovery_urls() {
-            let path = url::Url::parse(&url)
-                .map(|u| u.path().to_owned())
-                .unwrap_or_default();
-            router = router.route(&path, get(metadata));
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

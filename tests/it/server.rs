@@ -347,3 +347,30 @@ async fn key_rotation_keeps_issued_tokens_valid() {
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn browser_clients_get_cors_on_api_endpoints_only() {
+    let s = setup("").await;
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, format!("{}/oauth/token", s.base))
+        .header("Origin", "http://localhost:6274")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let token = s
+        .token(
+            &[("grant_type", "client_credentials")],
+            Some(("job", SECRET)),
+        )
+        .await;
+    assert!(
+        token
+            .headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+}
