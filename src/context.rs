@@ -69,6 +69,28 @@ impl Scopes {
         required.iter().filter(move |s| !self.contains(s))
     }
 
+    /// What a request for `requested` (space-separated) may get out of this set: the request
+    /// itself if it asks for nothing beyond the set, this whole set if it names no scope, and
+    /// `None` if it asks for more (OAuth's `invalid_scope`; refresh may only narrow).
+    ///
+    /// ```
+    /// use tower_mcp_auth::Scopes;
+    ///
+    /// let granted = Scopes::new(["a", "b"]);
+    /// assert_eq!(granted.narrow(Some("a")), Some(Scopes::new(["a"])));
+    /// assert_eq!(granted.narrow(None), Some(granted.clone()));
+    /// assert_eq!(granted.narrow(Some("a c")), None);
+    /// ```
+    pub fn narrow(&self, requested: Option<&str>) -> Option<Scopes> {
+        match requested {
+            None => Some(self.clone()),
+            Some(requested) => {
+                let requested = Scopes::from_space_separated(requested);
+                self.contains_all(requested.iter()).then_some(requested)
+            }
+        }
+    }
+
     /// Iterates the scopes in sorted order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|s| &**s)

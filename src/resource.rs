@@ -323,7 +323,8 @@ pub(crate) fn parse_http_url(
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the URL's host is a loopback name or address.
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

@@ -396,12 +396,7 @@ impl AuthServerBuilder {
         // A prefilled form shows the password to every visitor: loopback issuers only.
         let loopback = url::Url::parse(urls.issuer())
             .ok()
-            .and_then(|u| u.host().map(|h| h.to_owned()))
-            .is_some_and(|h| match h {
-                url::Host::Domain(d) => d == "localhost",
-                url::Host::Ipv4(ip) => ip.is_loopback(),
-                url::Host::Ipv6(ip) => ip.is_loopback(),
-            });
+            .is_some_and(|u| crate::resource::is_loopback(&u));
         let prefill = (self.prefill && loopback)
             .then(|| self.users.first().cloned())
             .flatten();
@@ -716,20 +711,14 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
             "this server issues no tokens for that resource",
         );
     }
-    let allowed = Scopes::from_space_separated(&client.scope);
-    let scope = match form.get("scope") {
-        Some(requested) => {
-            let requested = Scopes::from_space_separated(requested);
-            if !allowed.contains_all(requested.iter()) {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
-                    "the client may not request these scopes",
-                );
-            }
-            requested
-        }
-        None => allowed,
+    let Some(scope) =
+        Scopes::from_space_separated(&client.scope).narrow(form.get("scope").map(String::as_str))
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "the client may not request these scopes",
+        );
     };
     let ttl = server.0.access_token_ttl.as_secs();
     let access_token = match server.mint_access_token(
@@ -913,16 +902,9 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
         "none" if interactive => false,
         _ => return invalid("unsupported token_endpoint_auth_method"),
     };
-    let supported = Scopes::new(&server.0.scopes_supported);
-    let scope = match &request.scope {
-        Some(s) => {
-            let requested = Scopes::from_space_separated(s);
-            if !supported.contains_all(requested.iter()) {
-                return invalid("scope holds scopes this server does not support");
-            }
-            requested
-        }
-        None => supported,
+    let Some(scope) = Scopes::new(&server.0.scopes_supported).narrow(request.scope.as_deref())
+    else {
+        return invalid("scope holds scopes this server does not support");
     };
     if request.client_name.as_ref().is_some_and(|n| n.len() > 200) {
         return invalid("client_name is too long");

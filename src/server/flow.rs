@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use super::auth_server::{
     AuthServer, Client, no_store, oauth_error, parse_form, random_token, rng_failure,
 };
-use crate::resource::canonical_audience;
+use crate::resource::{canonical_audience, is_loopback};
 use crate::{ConfigError, Scopes};
 
 const AUDIT: &str = "tower_mcp_auth::audit";
@@ -114,15 +114,6 @@ pub(super) fn check_redirect_uri(uri: &str) -> Result<url::Url, &'static str> {
         "http" if is_loopback(&url) => Ok(url),
         "http" => Err("plain http redirect URIs are only allowed on loopback hosts"),
         _ => Err("redirect URIs must be https (or http on loopback)"),
-    }
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 
@@ -379,16 +370,10 @@ pub(super) async fn authorize(
             "this server issues no tokens for that resource",
         );
     }
-    let allowed = Scopes::from_space_separated(&client.scope);
-    let scope = match params.get("scope") {
-        Some(s) => {
-            let requested = Scopes::from_space_separated(s);
-            if !allowed.contains_all(requested.iter()) {
-                return fail("invalid_scope", "the client may not request these scopes");
-            }
-            requested
-        }
-        None => allowed,
+    let Some(scope) =
+        Scopes::from_space_separated(&client.scope).narrow(params.get("scope").map(String::as_str))
+    else {
+        return fail("invalid_scope", "the client may not request these scopes");
     };
     let (Some(id), Some(csrf)) = (random_token(), random_token()) else {
         return rng_failure();
@@ -975,20 +960,14 @@ async fn refresh(
         tracing::warn!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
         return Err(invalid_grant("the refresh token was already used"));
     }
-    let granted = Scopes::from_space_separated(&entry.scope);
-    let scope = match form.get("scope") {
-        Some(s) => {
-            let requested = Scopes::from_space_separated(s);
-            if !granted.contains_all(requested.iter()) {
-                return Err(oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
-                    "a refresh may only narrow the scope",
-                ));
-            }
-            requested
-        }
-        None => granted,
+    let Some(scope) =
+        Scopes::from_space_separated(&entry.scope).narrow(form.get("scope").map(String::as_str))
+    else {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "a refresh may only narrow the scope",
+        ));
     };
     if let Some(resource) = form.get("resource")
         && canonical_audience(resource) != entry.resource.as_str()
