@@ -411,6 +411,8 @@ impl AuthServerBuilder {
             Some(keys) => keys,
             None => SigningKeys::generate()?,
         };
+        // A retired key must outlive every token it signed (plus validators' leeway).
+        keys.ensure_retention(self.access_token_ttl + Duration::from_secs(300));
         Ok(AuthServer(Arc::new(Inner {
             urls,
             resources,

@@ -27,6 +27,8 @@ use crate::{ConfigError, Scopes};
 const AUDIT: &str = "tower_mcp_auth::audit";
 /// How long a started authorization waits for login and consent.
 const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Failed passwords allowed per authorization request.
+const MAX_LOGIN_ATTEMPTS: u32 = 5;
 /// How long an authorization code lives (single use).
 const CODE_TTL: Duration = Duration::from_secs(60);
 /// How long a login session lasts.
@@ -540,6 +542,25 @@ pub(super) async fn login(
     }
     if !ok {
         tracing::info!(target: AUDIT, user = %username, "dev login failed");
+        // A sign-in request allows a few guesses, then it is spent: guessing needs a new
+        // authorization request each time (and each of those a browser round trip).
+        let attempts_key = format!("attempts:{id}");
+        let attempts = match load::<u32>(&server, &attempts_key, false).await {
+            Ok(n) => n.unwrap_or(0) + 1,
+            Err(response) => return response,
+        };
+        if attempts >= MAX_LOGIN_ATTEMPTS {
+            let _ = server.0.store.delete(&format!("authreq:{id}")).await;
+            tracing::warn!(target: AUDIT, user = %username, "too many failed sign-in attempts; request spent");
+            return error_page(
+                &server,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-in attempts. Start again from your application.",
+            );
+        }
+        if let Err(response) = save(&server, &attempts_key, &attempts, PENDING_TTL).await {
+            return response;
+        }
         return login_page(
             &server,
             &id,

@@ -1,14 +1,16 @@
 //! Key rings, one per purpose, each key with an id, so either kind rotates alone:
 //!
 //! - [`SigningKeys`]: ES256 keys that sign the access tokens we issue (RFC 9068, `typ: at+jwt`)
-//!   and are published in the JWKS; after a rotation the previous keys stay published, so
-//!   tokens they signed stay valid until they expire.
+//!   and are published in the JWKS; after a rotation the previous keys stay published for a
+//!   retention period (default 24 h, at least the token lifetime), so tokens they signed stay
+//!   valid until they expire.
 //! - [`EncryptionKeys`]: AES-256-GCM keys for secrets at rest (third-party tokens and other
 //!   vault entries); each ciphertext names its key id, and a caller-chosen associated data
 //!   (user and service, say) binds it to its place.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
@@ -22,8 +24,11 @@ use serde_json::Value;
 use crate::validate::{BoxFuture, JwtKey, JwtValidator, TokenError, TokenValidator};
 use crate::{AuthContext, ConfigError};
 
-/// How many retired signing keys stay published beside the current one.
-const PUBLISHED_PREVIOUS: usize = 2;
+/// How long a retired signing key stays published by default: longer than any access token
+/// it signed lives, so rotation never invalidates a live token.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// A bound on retired keys kept, whatever the retention (rotations in a tight loop).
+const MAX_RETIRED: usize = 16;
 
 struct SigningKey {
     kid: String,
@@ -66,7 +71,22 @@ impl SigningKey {
 
 struct SigningRing {
     current: Arc<SigningKey>,
-    previous: Vec<Arc<SigningKey>>,
+    /// Retired keys, newest first, with the time they were retired.
+    previous: Vec<(Arc<SigningKey>, Instant)>,
+    retention: Duration,
+}
+
+impl SigningRing {
+    /// The keys that verify: the current one and those retired within the retention.
+    fn published(&self) -> impl Iterator<Item = &Arc<SigningKey>> {
+        let retention = self.retention;
+        std::iter::once(&self.current).chain(
+            self.previous
+                .iter()
+                .filter(move |(_, retired)| retired.elapsed() < retention)
+                .map(|(key, _)| key),
+        )
+    }
 }
 
 /// The ES256 keys that sign our access tokens. Cheap to clone; clones share the ring.
@@ -110,6 +130,7 @@ impl SigningKeys {
         SigningKeys(Arc::new(RwLock::new(SigningRing {
             current: Arc::new(key),
             previous: Vec::new(),
+            retention: DEFAULT_RETENTION,
         })))
     }
 
@@ -122,8 +143,20 @@ impl SigningKeys {
         self.read().current.kid.clone()
     }
 
+    /// How long retired keys stay published (default 24 hours). Keep it above the longest
+    /// access token lifetime: a token outliving its key's retention no longer verifies.
+    pub fn set_retention(&self, retention: Duration) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).retention = retention;
+    }
+
+    /// Raises the retention to at least `minimum` (the authorization server's token lifetime).
+    pub(crate) fn ensure_retention(&self, minimum: Duration) {
+        let mut ring = self.0.write().unwrap_or_else(|e| e.into_inner());
+        ring.retention = ring.retention.max(minimum);
+    }
+
     /// Starts signing with a newly generated key; the old one stays published for
-    /// verification (with at most two retired keys). Returns the new key id.
+    /// verification for the retention period. Returns the new key id.
     pub fn rotate(&self) -> Result<String, ConfigError> {
         self.install(SigningKey::generate()?)
     }
@@ -137,8 +170,11 @@ impl SigningKeys {
         let kid = key.kid.clone();
         let mut ring = self.0.write().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::replace(&mut ring.current, Arc::new(key));
-        ring.previous.insert(0, old);
-        ring.previous.truncate(PUBLISHED_PREVIOUS);
+        ring.previous.insert(0, (old, Instant::now()));
+        let retention = ring.retention;
+        ring.previous
+            .retain(|(_, retired)| retired.elapsed() < retention);
+        ring.previous.truncate(MAX_RETIRED);
         Ok(kid)
     }
 
@@ -159,10 +195,7 @@ impl SigningKeys {
     /// The JWKS document: the current key and the retired ones still published.
     pub fn jwks(&self) -> Value {
         let ring = self.read();
-        let keys: Vec<&Value> = std::iter::once(&ring.current)
-            .chain(&ring.previous)
-            .map(|k| &k.jwk)
-            .collect();
+        let keys: Vec<&Value> = ring.published().map(|k| &k.jwk).collect();
         serde_json::json!({ "keys": keys })
     }
 
@@ -195,7 +228,7 @@ impl RingValidator {
         let ring = self.keys.read();
         let mut builder =
             JwtValidator::builder(&self.issuer, &self.audience).expected_type("at+jwt");
-        for key in std::iter::once(&ring.current).chain(&ring.previous) {
+        for key in ring.published() {
             builder = builder.key(key.verify.clone());
         }
         builder
@@ -368,18 +401,20 @@ mod tests {
             .unwrap();
         assert_eq!(validator.validate(&old).await.unwrap().subject(), "alice");
         assert_eq!(validator.validate(&new).await.unwrap().subject(), "alice");
-        // After enough rotations the first key is retired and its tokens refused.
-        for _ in 0..PUBLISHED_PREVIOUS {
+        // Rotations in quick succession keep every retired key within the retention: a
+        // live token never loses its key to a burst of rotations.
+        for _ in 0..3 {
             keys.rotate().unwrap();
         }
+        assert_eq!(validator.validate(&old).await.unwrap().subject(), "alice");
+        assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 5);
+        // Past the retention, retired keys are withdrawn and their tokens refused.
+        keys.set_retention(Duration::ZERO);
         assert_eq!(
             validator.validate(&old).await.unwrap_err(),
             TokenError::UnknownKey
         );
-        assert_eq!(
-            keys.jwks()["keys"].as_array().unwrap().len(),
-            PUBLISHED_PREVIOUS + 1
-        );
+        assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 1);
     }
 
     #[tokio::test]

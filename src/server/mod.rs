@@ -13,5 +13,5 @@ mod keys;
 mod urls;
 
 pub use self::auth_server::{AuthServer, AuthServerBuilder, RevocationAwareValidator};
-pub use self::keys::{EncryptionKeys, RingValidator, SealError, SigningKeys};
+pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
 pub use self::urls::PublicUrls;

@@ -764,3 +764,37 @@ async fn registration_refuses_dangerous_redirect_uris() {
     assert_eq!(web.status(), 201);
     assert!(web.json::<Value>().await.unwrap()["client_secret"].is_string());
 }
+
+#[tokio::test]
+async fn password_guessing_spends_the_sign_in_request() {
+    let flow = setup().await;
+    let html = flow
+        .browser
+        .get(flow.authorize_url(&[]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let mut statuses = Vec::new();
+    for guess in ["a", "b", "c", "d", "e", "wonderland"] {
+        let response = flow
+            .browser
+            .post(format!("{}/oauth/login", flow.base))
+            .form(&[
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", "alice"),
+                ("password", guess),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    // Four wrong guesses get the form again, the fifth spends the request, and even the right
+    // password is then refused on it.
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 400]);
+}
