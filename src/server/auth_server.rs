@@ -164,6 +164,36 @@ impl AuthServer {
         })
     }
 
+    /// The bearer layer for `resource` (a [`ProtectedResource`](crate::ProtectedResource) whose
+    /// URI this server issues tokens for), validating this server's tokens. Shorthand for
+    /// `BearerLayer::new(self.validator(resource.resource())?, resource.clone())`.
+    ///
+    /// ```
+    /// use tower_mcp_auth::ProtectedResource;
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// let auth = AuthServer::builder("https://mcp.example.com")
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .dev_user("demo", "demo")
+    ///     .build()
+    ///     .unwrap();
+    /// let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
+    ///     .authorization_server(auth.issuer())
+    ///     .build()
+    ///     .unwrap();
+    /// let layer = auth.bearer_layer(&resource).unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn bearer_layer(
+        &self,
+        resource: &crate::ProtectedResource,
+    ) -> Result<crate::BearerLayer<RevocationAwareValidator>, ConfigError> {
+        Ok(crate::BearerLayer::new(
+            self.validator(resource.resource())?,
+            resource.clone(),
+        ))
+    }
+
     /// The routes: `/.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
     /// (with the path variants of an issuer with a path), `/oauth/jwks`, `/oauth/register`,
     /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`. Bodies over 64 KiB get 413.

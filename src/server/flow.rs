@@ -34,7 +34,7 @@ const CODE_TTL: Duration = Duration::from_secs(60);
 /// How long a login session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}";
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{box-sizing:border-box;font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}";
 
 /// The templates: minijinja escapes every value in `.html` templates.
 pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
