@@ -84,6 +84,7 @@ pub(super) struct Inner {
     pub(super) prefill: Option<(String, String)>,
     pub(super) cookie_name: String,
     pub(super) pages: minijinja::Environment<'static>,
+    pub(super) cimd_development: bool,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -110,6 +111,7 @@ pub struct AuthServerBuilder {
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
     refresh_grace: Duration,
+    cimd_development: bool,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -136,6 +138,7 @@ impl AuthServer {
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::from_secs(30),
+            cimd_development: false,
         }
     }
 
@@ -325,6 +328,13 @@ impl AuthServerBuilder {
         self
     }
 
+    /// Development mode for client ID metadata documents: plain http and loopback or private
+    /// hosts are fetched too. Never in production: it opens the server to SSRF.
+    pub fn allow_development_client_metadata(mut self) -> Self {
+        self.cimd_development = true;
+        self
+    }
+
     /// Lifetime of refresh tokens (default 30 days).
     pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
         self.refresh_token_ttl = ttl;
@@ -415,6 +425,7 @@ impl AuthServerBuilder {
             metadata["response_types_supported"] = json!(["code"]);
             metadata["response_modes_supported"] = json!(["query"]);
             metadata["authorization_response_iss_parameter_supported"] = json!(true);
+            metadata["client_id_metadata_document_supported"] = json!(true);
             metadata["token_endpoint_auth_methods_supported"] =
                 json!(["none", "client_secret_basic", "client_secret_post"]);
         }
@@ -460,6 +471,7 @@ impl AuthServerBuilder {
             prefill,
             cookie_name,
             pages: super::flow::pages()?,
+            cimd_development: self.cimd_development,
         })))
     }
 }
@@ -589,6 +601,15 @@ impl AuthServer {
     pub(super) async fn lookup_client(&self, id: &str) -> Result<Option<Client>, Response> {
         if let Some(client) = self.0.clients.get(id) {
             return Ok(Some(client.clone()));
+        }
+        if !self.0.users.is_empty() && super::cimd::is_document_id(id) {
+            return match self.document_client(id).await {
+                Ok(client) => Ok(client),
+                Err(reason) => {
+                    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, %reason, "client metadata document refused");
+                    Ok(None)
+                }
+            };
         }
         match self.0.store.get(&format!("client:{id}")).await {
             Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),

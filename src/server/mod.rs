@@ -8,6 +8,7 @@
 //! through [`crate::store::Store`]. The authorization code flow with user login is next.
 
 mod auth_server;
+mod cimd;
 mod flow;
 mod keys;
 mod urls;

@@ -38,6 +38,8 @@ async fn setup() -> Flow {
             ["http://127.0.0.1/callback"],
             ["mcp:tools", "notes:read"],
         )
+        // The tests serve client metadata documents on 127.0.0.1 over http.
+        .allow_development_client_metadata()
         .build()
         .unwrap();
     let resource = ProtectedResource::builder(&mcp)
@@ -797,4 +799,173 @@ async fn password_guessing_spends_the_sign_in_request() {
     // Four wrong guesses get the form again, the fifth spends the request, and even the right
     // password is then refused on it.
     assert_eq!(statuses, [401, 401, 401, 401, 429, 400]);
+}
+
+/// Serves client metadata documents on 127.0.0.1: `/client.json` (its own URL as client_id),
+/// `/liar.json` (someone else's), `/moved.json` (a redirect). Counts fetches.
+async fn metadata_host() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let doc = |client_id: String| {
+        json!({"client_id": client_id, "client_name": "Metadata Client",
+               "redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none"})
+    };
+    let (own, liar) = (
+        doc(format!("{base}/client.json")),
+        doc("https://other.example/client.json".into()),
+    );
+    let counter = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/client.json",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let own = own.clone();
+                async move {
+                    (
+                        [(http::header::CACHE_CONTROL, "max-age=600")],
+                        axum::Json(own),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/liar.json",
+            axum::routing::get(move || {
+                let liar = liar.clone();
+                async move { axum::Json(liar) }
+            }),
+        )
+        .route(
+            "/moved.json",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/client.json") }),
+        );
+    spawn(listener, app);
+    (base, hits)
+}
+
+#[tokio::test]
+async fn client_id_metadata_document_client_runs_the_flow() {
+    let flow = setup().await;
+    let (host, hits) = metadata_host().await;
+    let client_id = format!("{host}/client.json");
+    let url = flow.authorize_url(&[("client_id", &client_id)]);
+    let html = flow
+        .browser
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Metadata Client"), "{html}");
+    let consent = flow
+        .browser
+        .post(format!("{}/oauth/login", flow.base))
+        .form(&[
+            ("request", hidden(&html, "request")),
+            ("csrf", hidden(&html, "csrf")),
+            ("username", "alice".into()),
+            ("password", "wonderland".into()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let approved = flow
+        .browser
+        .post(format!("{}/oauth/consent", flow.base))
+        .form(&[
+            ("request", hidden(&consent, "request")),
+            ("csrf", hidden(&consent, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let code = query(approved.headers()["location"].to_str().unwrap())["code"].clone();
+    let tokens = flow
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    assert_eq!(tokens.status(), 200);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the document is cached"
+    );
+}
+
+#[tokio::test]
+async fn bad_client_metadata_documents_are_refused_without_redirecting() {
+    let flow = setup().await;
+    let (host, _) = metadata_host().await;
+    for client_id in [
+        format!("{host}/liar.json"),  // client_id differs from the URL
+        format!("{host}/moved.json"), // redirects are not followed
+        format!("{host}/missing.json"),
+        format!("{host}/"), // no path
+    ] {
+        let url = flow.authorize_url(&[("client_id", &client_id)]);
+        let response = flow.browser.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{client_id}");
+        assert!(response.headers().get("location").is_none());
+    }
+    // A redirect URI the document does not list.
+    let url = flow.authorize_url(&[
+        ("client_id", &format!("{host}/client.json")),
+        ("redirect_uri", "https://evil.example/cb"),
+    ]);
+    assert_eq!(flow.browser.get(url).send().await.unwrap().status(), 400);
+}
+
+#[tokio::test]
+async fn client_metadata_on_private_addresses_is_not_fetched_in_production_mode() {
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let auth = AuthServer::builder(&base)
+        .resource(format!("{base}/mcp"))
+        .dev_user("alice", "wonderland")
+        .build()
+        .unwrap();
+    spawn(listener, auth.router());
+    let (host, hits) = metadata_host().await;
+    let https_loopback = host.replace("http://", "https://");
+    for client_id in [
+        format!("{host}/client.json"),
+        format!("{https_loopback}/client.json"),
+        "https://10.0.0.1/c.json".to_owned(),
+    ] {
+        let mut url = url::Url::parse(&format!("{base}/oauth/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("response_type", "code");
+        let response = client().get(url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{client_id}");
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was fetched"
+    );
+    let doc: Value = client()
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["client_id_metadata_document_supported"], true);
 }

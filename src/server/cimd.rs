@@ -1,0 +1,245 @@
+//! Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document; MCP 2025-11-25+):
+//! a `client_id` that is an https URL names a JSON document, served by the client, that
+//! describes it. Fetching a URL a stranger chose is an SSRF risk, so the fetch is fenced:
+//!
+//! - https only, a URL with a path, no fragment, no credentials;
+//! - the host is resolved first and every address must be public (no loopback, private,
+//!   link-local, unique-local, unspecified, multicast or documentation ranges; IPv4-mapped
+//!   IPv6 addresses are judged as IPv4), and the connection is pinned to the checked address
+//!   so a second DNS answer cannot swap it (rebinding);
+//! - no redirects, a 5 s timeout, 64 KiB at most;
+//! - the document's `client_id` must equal the URL exactly; `client_name` and `redirect_uris`
+//!   are required, each redirect URI checked like a registered one; only public clients
+//!   (`token_endpoint_auth_method: none`) are accepted.
+//!
+//! Good documents are cached per their `Cache-Control: max-age` (1 hour when absent, 24 hours
+//! at most). A development mode admits plain http and loopback hosts, for tests and local
+//! clients only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::auth_server::{AuthServer, Client};
+
+const MAX_DOCUMENT: usize = 64 * 1024;
+const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Deserialize)]
+struct Document {
+    client_id: String,
+    client_name: String,
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Whether a `client_id` is URL-shaped (and so names a metadata document).
+pub(super) fn is_document_id(client_id: &str) -> bool {
+    client_id.starts_with("https://") || client_id.starts_with("http://")
+}
+
+/// Whether an address may be fetched from the public internet.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())
+        })
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TTL)
+        .min(MAX_TTL)
+}
+
+impl AuthServer {
+    /// The client a metadata document describes, fetched (fenced) or from the cache. `Ok(None)`
+    /// when the document cannot be used: the caller shows its error page.
+    pub(super) async fn document_client(&self, client_id: &str) -> Result<Option<Client>, String> {
+        let cache_key = format!("cimd:{client_id}");
+        if let Ok(Some(bytes)) = self.0.store.get(&cache_key).await {
+            return Ok(serde_json::from_slice(&bytes).ok());
+        }
+        let (client, ttl) = self.fetch_document(client_id).await?;
+        if let Ok(bytes) = serde_json::to_vec(&client) {
+            let _ = self.0.store.put(&cache_key, Bytes::from(bytes), ttl).await;
+        }
+        Ok(Some(client))
+    }
+
+    async fn fetch_document(&self, client_id: &str) -> Result<(Client, Duration), String> {
+        let dev = self.0.cimd_development;
+        let url =
+            url::Url::parse(client_id).map_err(|_| "the client_id is not a URL".to_owned())?;
+        match url.scheme() {
+            "https" => {}
+            "http" if dev => {}
+            _ => return Err("client_id metadata documents must be served over https".into()),
+        }
+        if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            return Err("the client_id URL has a fragment or credentials".into());
+        }
+        if url.path() == "/" || url.path().is_empty() {
+            return Err("the client_id URL needs a path".into());
+        }
+        let host = url
+            .host_str()
+            .ok_or("the client_id URL has no host")?
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .ok_or("the client_id URL has no port")?;
+        let lookup_host = host.trim_matches(['[', ']']).to_owned();
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((lookup_host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot resolve the client_id host: {e}"))?
+            .collect();
+        let Some(addr) = addrs.first().copied() else {
+            return Err("the client_id host has no address".into());
+        };
+        if !dev && addrs.iter().any(|a| !is_public(a.ip())) {
+            return Err("the client_id host resolves to a non-public address".into());
+        }
+        // Pinned: the connection goes to the address just checked, whatever DNS says next.
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(3))
+            .resolve(&lookup_host, addr)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client
+            .get(url.as_str())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("fetching the client metadata failed: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "the client metadata answered {}",
+                response.status()
+            ));
+        }
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_DOCUMENT as u64)
+        {
+            return Err("the client metadata document is too large".into());
+        }
+        let ttl = max_age(response.headers());
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err("the client metadata document is too large".into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let document: Document = serde_json::from_slice(&body)
+            .map_err(|e| format!("the client metadata is invalid: {e}"))?;
+        if document.client_id != client_id {
+            return Err("the document's client_id differs from its URL".into());
+        }
+        if document.redirect_uris.is_empty() {
+            return Err("the document lists no redirect_uris".into());
+        }
+        for uri in &document.redirect_uris {
+            super::flow::check_redirect_uri(uri)
+                .map_err(|e| format!("redirect URI `{uri}`: {e}"))?;
+        }
+        if !matches!(
+            document.token_endpoint_auth_method.as_deref(),
+            None | Some("none")
+        ) {
+            return Err(
+                "only public clients (token_endpoint_auth_method none) are supported".into(),
+            );
+        }
+        let supported = crate::Scopes::new(&self.0.scopes_supported);
+        let scope = supported
+            .narrow(document.scope.as_deref())
+            .ok_or("the document asks for scopes this server does not support")?;
+        tracing::info!(target: "tower_mcp_auth::audit", client_id, "client metadata document fetched");
+        Ok((
+            Client {
+                client_id: client_id.to_owned(),
+                secret_sha256: None,
+                scope: scope.to_string(),
+                name: Some(document.client_name.chars().take(200).collect()),
+                redirect_uris: document.redirect_uris,
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            },
+            ttl,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_fence() {
+        for blocked in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            assert!(!is_public(blocked.parse().unwrap()), "{blocked}");
+        }
+        for public in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "1.1.1.1",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}
