@@ -611,15 +611,7 @@ impl AuthServer {
                 }
             };
         }
-        match self.0.store.get(&format!("client:{id}")).await {
-            Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
-            Ok(None) => Ok(None),
-            Err(e) => Err(oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            )),
-        }
+        super::flow::load(self, &format!("client:{id}"), false).await
     }
 
     /// Client authentication (`client_secret_basic` or `client_secret_post`, not both), with

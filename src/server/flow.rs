@@ -226,7 +226,7 @@ fn redirect_back(
     response
 }
 
-async fn load<T: for<'de> Deserialize<'de>>(
+pub(super) async fn load<T: for<'de> Deserialize<'de>>(
     server: &AuthServer,
     key: &str,
     take: bool,
