@@ -120,12 +120,17 @@ impl Flow {
 
     /// Runs authorize → login → consent and returns the redirect's query.
     async fn code(&self) -> std::collections::HashMap<String, String> {
-        let page = self
-            .browser
-            .get(self.authorize_url(&[]))
-            .send()
-            .await
-            .unwrap();
+        self.code_via(self.authorize_url(&[]), "127.0.0.1").await
+    }
+
+    /// Runs authorize → login → consent for `url` and returns the redirect's query; the consent
+    /// page must name `redirect_host`.
+    async fn code_via(
+        &self,
+        url: String,
+        redirect_host: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let page = self.browser.get(url).send().await.unwrap();
         if page.status() == 303 {
             // Signed in and consented before: straight back with a code.
             return query(page.headers()["location"].to_str().unwrap());
@@ -151,7 +156,7 @@ impl Flow {
         assert_eq!(consent.status(), 200);
         let html = consent.text().await.unwrap();
         assert!(
-            html.contains("127.0.0.1"),
+            html.contains(redirect_host),
             "the consent page names the redirect host"
         );
         let approved = self
@@ -681,9 +686,9 @@ async fn dynamically_registered_public_client_runs_the_flow() {
     let client_id = reg["client_id"].as_str().unwrap();
     let redirect = "http://localhost:6274/oauth/callback";
     let url = flow.authorize_url(&[("client_id", client_id), ("redirect_uri", redirect)]);
-    let html = flow
+    let login = flow
         .browser
-        .get(url)
+        .get(url.clone())
         .send()
         .await
         .unwrap()
@@ -691,36 +696,10 @@ async fn dynamically_registered_public_client_runs_the_flow() {
         .await
         .unwrap();
     assert!(
-        html.contains("Inspector"),
-        "the login page names the client"
+        login.contains("Inspector"),
+        "the login page names the client: {login}"
     );
-    let consent = flow
-        .browser
-        .post(format!("{}/oauth/login", flow.base))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("username", "alice".into()),
-            ("password", "wonderland".into()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let approved = flow
-        .browser
-        .post(format!("{}/oauth/consent", flow.base))
-        .form(&[
-            ("request", hidden(&consent, "request")),
-            ("csrf", hidden(&consent, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let code = query(approved.headers()["location"].to_str().unwrap())["code"].clone();
+    let code = flow.code_via(url, "localhost").await["code"].clone();
     let tokens = flow
         .token(&[
             ("grant_type", "authorization_code"),
@@ -852,43 +831,20 @@ async fn client_id_metadata_document_client_runs_the_flow() {
     let (host, hits) = metadata_host().await;
     let client_id = format!("{host}/client.json");
     let url = flow.authorize_url(&[("client_id", &client_id)]);
-    let html = flow
+    let login = flow
         .browser
-        .get(url)
+        .get(url.clone())
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(html.contains("Metadata Client"), "{html}");
-    let consent = flow
-        .browser
-        .post(format!("{}/oauth/login", flow.base))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("username", "alice".into()),
-            ("password", "wonderland".into()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let approved = flow
-        .browser
-        .post(format!("{}/oauth/consent", flow.base))
-        .form(&[
-            ("request", hidden(&consent, "request")),
-            ("csrf", hidden(&consent, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let code = query(approved.headers()["location"].to_str().unwrap())["code"].clone();
+    assert!(
+        login.contains("Metadata Client"),
+        "the login page names the client: {login}"
+    );
+    let code = flow.code_via(url, "127.0.0.1").await["code"].clone();
     let tokens = flow
         .token(&[
             ("grant_type", "authorization_code"),
