@@ -835,6 +835,20 @@ pub(super) fn rng_failure() -> Response {
     )
 }
 
+/// A form parameter the request must carry, or RFC 6749 `invalid_request`.
+pub(super) fn required<'a>(
+    form: &'a HashMap<String, String>,
+    name: &str,
+) -> Result<&'a String, Response> {
+    form.get(name).ok_or_else(|| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("{name} is required"),
+        )
+    })
+}
+
 pub(super) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
     let mut form = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
@@ -1072,12 +1086,9 @@ async fn revoke(State(server): State<AuthServer>, headers: HeaderMap, body: Byte
         Ok(client) => client,
         Err(response) => return response,
     };
-    let Some(token) = form.get("token") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
+    let token = match required(&form, "token") {
+        Ok(token) => token,
+        Err(response) => return response,
     };
     // A refresh token revokes its whole grant family (and so the access tokens issued in it).
     match super::flow::revoke_refresh_token(&server, &client, token).await {
@@ -1139,12 +1150,9 @@ async fn introspect(State(server): State<AuthServer>, headers: HeaderMap, body: 
         }
         Err(response) => return response,
     }
-    let Some(token) = form.get("token") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
+    let token = match required(&form, "token") {
+        Ok(token) => token,
+        Err(response) => return response,
     };
     let mut answer = json!({"active": false});
     if let Some(ctx) = own_token(&server, token).await {

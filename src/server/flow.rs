@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::auth_server::{
-    AuthServer, Client, no_store, oauth_error, parse_form, random_token, rng_failure,
+    AuthServer, Client, no_store, oauth_error, parse_form, random_token, required, rng_failure,
 };
 use crate::resource::{canonical_audience, is_loopback};
 use crate::{ConfigError, Scopes};
@@ -808,13 +808,7 @@ async fn exchange_code(
     client: &Client,
     form: &HashMap<String, String>,
 ) -> Result<Response, Response> {
-    let code = form.get("code").ok_or_else(|| {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "code is required",
-        )
-    })?;
+    let code = required(form, "code")?;
     let key = digest(code);
     // Atomic: of two concurrent redemptions exactly one gets the grant.
     let Some(grant) = load::<Grant>(server, &format!("code:{key}"), true).await? else {
@@ -953,13 +947,7 @@ async fn refresh(
     client: &Client,
     form: &HashMap<String, String>,
 ) -> Result<Response, Response> {
-    let presented = form.get("refresh_token").ok_or_else(|| {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "refresh_token is required",
-        )
-    })?;
+    let presented = required(form, "refresh_token")?;
     let key = format!("rt:{}", digest(presented));
     let Some(mut entry) = load::<Refresh>(server, &key, false).await? else {
         return Err(invalid_grant("the refresh token is invalid or expired"));

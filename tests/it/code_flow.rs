@@ -120,14 +120,16 @@ impl Flow {
 
     /// Runs authorize → login → consent and returns the redirect's query.
     async fn code(&self) -> std::collections::HashMap<String, String> {
-        self.code_via(self.authorize_url(&[]), "127.0.0.1").await
+        self.code_via(self.authorize_url(&[]), "app", "127.0.0.1")
+            .await
     }
 
-    /// Runs authorize → login → consent for `url` and returns the redirect's query; the consent
-    /// page must name `redirect_host`.
+    /// Runs authorize → login → consent for `url` and returns the redirect's query; the login
+    /// page must name `client` and the consent page `redirect_host`.
     async fn code_via(
         &self,
         url: String,
+        client: &str,
         redirect_host: &str,
     ) -> std::collections::HashMap<String, String> {
         let page = self.browser.get(url).send().await.unwrap();
@@ -137,6 +139,10 @@ impl Flow {
         }
         assert_eq!(page.status(), 200);
         let html = page.text().await.unwrap();
+        assert!(
+            html.contains(client),
+            "the login page names the client: {html}"
+        );
         let form = [
             ("request", hidden(&html, "request")),
             ("csrf", hidden(&html, "csrf")),
@@ -686,20 +692,7 @@ async fn dynamically_registered_public_client_runs_the_flow() {
     let client_id = reg["client_id"].as_str().unwrap();
     let redirect = "http://localhost:6274/oauth/callback";
     let url = flow.authorize_url(&[("client_id", client_id), ("redirect_uri", redirect)]);
-    let login = flow
-        .browser
-        .get(url.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        login.contains("Inspector"),
-        "the login page names the client: {login}"
-    );
-    let code = flow.code_via(url, "localhost").await["code"].clone();
+    let code = flow.code_via(url, "Inspector", "localhost").await["code"].clone();
     let tokens = flow
         .token(&[
             ("grant_type", "authorization_code"),
@@ -831,20 +824,7 @@ async fn client_id_metadata_document_client_runs_the_flow() {
     let (host, hits) = metadata_host().await;
     let client_id = format!("{host}/client.json");
     let url = flow.authorize_url(&[("client_id", &client_id)]);
-    let login = flow
-        .browser
-        .get(url.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        login.contains("Metadata Client"),
-        "the login page names the client: {login}"
-    );
-    let code = flow.code_via(url, "127.0.0.1").await["code"].clone();
+    let code = flow.code_via(url, "Metadata Client", "127.0.0.1").await["code"].clone();
     let tokens = flow
         .token(&[
             ("grant_type", "authorization_code"),
