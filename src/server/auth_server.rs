@@ -20,7 +20,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::login::{DevUser, Session};
+use super::source::{ClientAddress, ClientRegistration, PeerAddress, RegistrationPolicy};
+use super::upstream::IdentityProvider;
 use super::{PublicUrls, RingValidator, SigningKeys};
+use crate::policy::GroupMapping;
 use crate::resource::{canonical_audience, check_scope_token, parse_http_url};
 use crate::store::{MemoryStore, Store};
 use crate::validate::TokenValidator;
@@ -28,8 +32,8 @@ use crate::{ConfigError, Scopes};
 
 /// Largest body any endpoint reads (form posts and registration documents are small).
 const MAX_BODY: usize = 64 * 1024;
-/// How long a dynamically registered client lives.
-const REGISTRATION_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Dynamic registrations allowed per client address and hour, by default.
+const DEFAULT_REGISTRATIONS_PER_HOUR: u64 = 20;
 
 /// A registered client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,12 +83,20 @@ pub(super) struct Inner {
     pub(super) refresh_token_ttl: Duration,
     pub(super) refresh_grace: Duration,
     metadata: Bytes,
-    /// Dev login users: name and SHA-256 of the password.
-    pub(super) users: Vec<(String, [u8; 32])>,
+    /// Dev login users.
+    pub(super) users: Vec<DevUser>,
+    /// Upstream identity providers users sign in with.
+    pub(super) providers: Vec<Arc<dyn IdentityProvider>>,
+    /// Groups → scopes; with it, users get only `user_scopes` and what their groups grant.
+    groups: Option<GroupMapping>,
+    user_scopes: Vec<String>,
     pub(super) prefill: Option<(String, String)>,
     pub(super) cookie_name: String,
     pub(super) pages: minijinja::Environment<'static>,
     pub(super) cimd_development: bool,
+    client_address: Arc<dyn ClientAddress>,
+    registration_limit: Option<(u64, Duration)>,
+    pub(super) registration_policy: Option<RegistrationPolicy>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -106,12 +118,18 @@ pub struct AuthServerBuilder {
     store: Option<Arc<dyn Store>>,
     clients: Vec<(String, String, Vec<String>)>,
     public_clients: Vec<(String, Vec<String>, Vec<String>)>,
-    users: Vec<(String, String)>,
+    users: Vec<(String, String, Vec<String>)>,
+    providers: Vec<Arc<dyn IdentityProvider>>,
+    groups: Option<GroupMapping>,
+    user_scopes: Vec<String>,
     prefill: bool,
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
     refresh_grace: Duration,
     cimd_development: bool,
+    client_address: Arc<dyn ClientAddress>,
+    registration_limit: Option<(u64, Duration)>,
+    registration_policy: Option<RegistrationPolicy>,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -134,10 +152,16 @@ impl AuthServer {
             clients: Vec::new(),
             public_clients: Vec::new(),
             users: Vec::new(),
+            providers: Vec::new(),
+            groups: None,
+            user_scopes: Vec::new(),
             prefill: false,
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::from_secs(30),
+            client_address: Arc::new(PeerAddress),
+            registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
+            registration_policy: None,
             cimd_development: false,
         }
     }
@@ -224,13 +248,21 @@ impl AuthServer {
         );
         // Pages the browser navigates to: no CORS, cookies, strict headers.
         let mut router = api;
-        if !self.0.users.is_empty() {
+        if self.code_flow() {
             router = router
                 .route(
                     &urls.local_path("/oauth/authorize"),
                     get(super::flow::authorize),
                 )
-                .route(&urls.local_path("/oauth/login"), post(super::flow::login))
+                .route(&urls.local_path("/oauth/login"), post(super::login::login))
+                .route(
+                    &urls.local_path("/oauth/upstream/{provider}"),
+                    post(super::login::upstream_start),
+                )
+                .route(
+                    &urls.local_path("/oauth/callback/{provider}"),
+                    get(super::login::upstream_callback),
+                )
                 .route(
                     &urls.local_path("/oauth/consent"),
                     post(super::flow::consent),
@@ -289,16 +321,12 @@ impl AuthServerBuilder {
 
     /// A pre-registered public client (PKCE, no secret) with its redirect URIs, allowed
     /// `scopes`.
-    pub fn public_client<R, I, S>(
-        mut self,
-        id: impl Into<String>,
-        redirect_uris: R,
-        scopes: I,
-    ) -> Self
+    pub fn public_client<R, I>(mut self, id: impl Into<String>, redirect_uris: R, scopes: I) -> Self
     where
-        R: IntoIterator<Item = S>,
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        R: IntoIterator,
+        R::Item: Into<String>,
+        I: IntoIterator,
+        I::Item: Into<String>,
     {
         self.public_clients.push((
             id.into(),
@@ -308,10 +336,71 @@ impl AuthServerBuilder {
         self
     }
 
-    /// A user of the embedded dev login (the default login: no outside service needed). Users
-    /// enable the authorization code flow.
+    /// A user of the embedded dev login (the default login: no outside service needed). Dev
+    /// users or an identity provider enable the authorization code flow.
     pub fn dev_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
-        self.users.push((name.into(), password.into()));
+        self.users.push((name.into(), password.into(), Vec::new()));
+        self
+    }
+
+    /// A dev login user who belongs to `groups` (see [`AuthServerBuilder::groups`]).
+    pub fn dev_user_in_groups<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        password: impl Into<String>,
+        groups: I,
+    ) -> Self {
+        self.users.push((
+            name.into(),
+            password.into(),
+            groups.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// An upstream identity provider users sign in with ([`super::OidcProvider`],
+    /// [`super::GitHubProvider`], or your own). With one provider and no dev users, the
+    /// authorization endpoint sends the browser straight to it; otherwise the sign-in page
+    /// offers each. Subjects of its users are `{provider id}|{subject}`.
+    pub fn identity_provider(mut self, provider: impl IdentityProvider) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// Maps users' groups (from the identity provider, or of dev users) to the scopes they may
+    /// be granted, with the policy model's [`GroupMapping`] (its `scopes` table). With a
+    /// mapping, a user gets at most the [`AuthServerBuilder::user_scopes`] plus what their
+    /// groups grant, whatever the client asks; without one, users may get any scope the client
+    /// may.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use tower_mcp_auth::policy::GroupMapping;
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// let mapping = GroupMapping {
+    ///     scopes: BTreeMap::from([("admins".to_owned(), vec!["notes:admin".to_owned()])]),
+    ///     ..GroupMapping::default()
+    /// };
+    /// let auth = AuthServer::builder("http://127.0.0.1:8080")
+    ///     .resource("http://127.0.0.1:8080/mcp")
+    ///     .scopes_supported(["mcp:tools", "notes:admin"])
+    ///     .dev_user_in_groups("alice", "pw", ["admins"])
+    ///     .dev_user("bob", "pw")
+    ///     .groups(mapping)
+    ///     .user_scopes(["mcp:tools"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = auth;
+    /// ```
+    pub fn groups(mut self, mapping: GroupMapping) -> Self {
+        self.groups = Some(mapping);
+        self
+    }
+
+    /// The scopes every user may be granted when a group mapping is set (default none).
+    pub fn user_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.user_scopes.extend(scopes.into_iter().map(Into::into));
         self
     }
 
@@ -332,6 +421,52 @@ impl AuthServerBuilder {
     /// hosts are fetched too. Never in production: it opens the server to SSRF.
     pub fn allow_development_client_metadata(mut self) -> Self {
         self.cimd_development = true;
+        self
+    }
+
+    /// How the address of a client is found, for per-source limits (default [`PeerAddress`]:
+    /// the TCP peer, which needs `into_make_service_with_connect_info::<SocketAddr>()`). Behind
+    /// a reverse proxy use [`super::TrustedProxies`]. Requests whose address cannot be told
+    /// share one bucket.
+    pub fn client_address(mut self, extractor: impl ClientAddress) -> Self {
+        self.client_address = Arc::new(extractor);
+        self
+    }
+
+    /// At most `max` dynamic registrations per client address in each window of `per`
+    /// (default 20 per hour); beyond it, 429 with `Retry-After`. `None` lifts the limit.
+    pub fn registration_limit(mut self, limit: Option<(u64, Duration)>) -> Self {
+        self.registration_limit = limit;
+        self
+    }
+
+    /// A policy every new client must pass (dynamic registrations and client ID metadata
+    /// documents alike), after the built-in checks: `Err(reason)` refuses it with
+    /// `invalid_client_metadata`.
+    ///
+    /// ```
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// // Only client metadata documents from our own domain; registrations need a name.
+    /// let auth = AuthServer::builder("https://mcp.example.com")
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .dev_user("demo", "demo")
+    ///     .registration_policy(|client| match client.metadata_document {
+    ///         Some(url) if !url.starts_with("https://apps.example.com/") => {
+    ///             Err("unknown client publisher".into())
+    ///         }
+    ///         None if client.client_name.is_none() => Err("client_name is required".into()),
+    ///         _ => Ok(()),
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = auth;
+    /// ```
+    pub fn registration_policy<F>(mut self, policy: F) -> Self
+    where
+        F: Fn(&ClientRegistration<'_>) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.registration_policy = Some(Arc::new(policy));
         self
     }
 
@@ -401,7 +536,25 @@ impl AuthServerBuilder {
             };
             clients.insert(id, client);
         }
-        let code_flow = !self.users.is_empty();
+        let code_flow = !self.users.is_empty() || !self.providers.is_empty();
+        for (name, _, _) in &self.users {
+            // `|` separates provider and subject in upstream users' subjects.
+            if name.is_empty() || name.contains('|') {
+                return Err(ConfigError::InvalidPolicy(format!(
+                    "dev user name `{name}` must be non-empty and free of `|`"
+                )));
+            }
+        }
+        let mut provider_ids = std::collections::HashSet::new();
+        for p in &self.providers {
+            super::upstream::check_provider_id(p.id())?;
+            if !provider_ids.insert(p.id().to_owned()) {
+                return Err(ConfigError::InvalidPolicy(format!(
+                    "two identity providers have the id `{}`",
+                    p.id()
+                )));
+            }
+        }
         let mut metadata = json!({
             "issuer": urls.issuer(),
             "token_endpoint": urls.endpoint("/oauth/token"),
@@ -428,18 +581,31 @@ impl AuthServerBuilder {
             metadata["client_id_metadata_document_supported"] = json!(true);
             metadata["token_endpoint_auth_methods_supported"] =
                 json!(["none", "client_secret_basic", "client_secret_post"]);
+            // OpenID Connect: an `openid` scope adds an id_token to the code exchange.
+            metadata["subject_types_supported"] = json!(["public"]);
+            metadata["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+            metadata["claims_supported"] =
+                json!(["iss", "sub", "aud", "exp", "iat", "nonce", "groups"]);
         }
         let users = self
             .users
             .iter()
-            .map(|(name, password)| (name.clone(), Sha256::digest(password.as_bytes()).into()))
+            .map(|(name, password, groups)| DevUser {
+                name: name.clone(),
+                password_sha256: Sha256::digest(password.as_bytes()).into(),
+                groups: groups.clone(),
+            })
             .collect();
         // A prefilled form shows the password to every visitor: loopback issuers only.
         let loopback = url::Url::parse(urls.issuer())
             .ok()
             .is_some_and(|u| crate::resource::is_loopback(&u));
         let prefill = (self.prefill && loopback)
-            .then(|| self.users.first().cloned())
+            .then(|| {
+                self.users
+                    .first()
+                    .map(|(name, password, _)| (name.clone(), password.clone()))
+            })
             .flatten();
         // Browsers key cookies by host, not port: two servers on 127.0.0.1 must not share a
         // cookie name, so the name carries a digest of the issuer.
@@ -468,10 +634,16 @@ impl AuthServerBuilder {
             refresh_grace: self.refresh_grace,
             metadata: Bytes::from(metadata.to_string()),
             users,
+            providers: self.providers,
+            groups: self.groups,
+            user_scopes: self.user_scopes,
             prefill,
             cookie_name,
             pages: super::flow::pages()?,
             cimd_development: self.cimd_development,
+            client_address: self.client_address,
+            registration_limit: self.registration_limit,
+            registration_policy: self.registration_policy,
         })))
     }
 }
@@ -602,7 +774,7 @@ impl AuthServer {
         if let Some(client) = self.0.clients.get(id) {
             return Ok(Some(client.clone()));
         }
-        if !self.0.users.is_empty() && super::cimd::is_document_id(id) {
+        if self.code_flow() && super::cimd::is_document_id(id) {
             return match self.document_client(id).await {
                 Ok(client) => Ok(client),
                 Err(reason) => {
@@ -698,7 +870,7 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
         Err(response) => return response,
     };
     let grant = form.get("grant_type").map(String::as_str);
-    if matches!(grant, Some("authorization_code" | "refresh_token")) && !server.0.users.is_empty() {
+    if matches!(grant, Some("authorization_code" | "refresh_token")) && server.code_flow() {
         return super::flow::user_grant(&server, &headers, &form).await;
     }
     let (client, _) = match server.authenticate(&headers, &form).await {
@@ -786,6 +958,67 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
 }
 
 impl AuthServer {
+    /// Whether users can sign in (dev users or an identity provider): the authorization code
+    /// flow is served.
+    pub(super) fn code_flow(&self) -> bool {
+        !self.0.users.is_empty() || !self.0.providers.is_empty()
+    }
+
+    /// `requested` narrowed to what this user may be granted (see
+    /// [`AuthServerBuilder::groups`]). `openid` is an identity request, not a permission: it
+    /// is never removed.
+    pub(super) fn user_scope(&self, session: &Session, requested: &str) -> String {
+        let Some(mapping) = &self.0.groups else {
+            return requested.to_owned();
+        };
+        let granted_by_groups = session
+            .groups
+            .iter()
+            .filter_map(|g| mapping.scopes.get(g))
+            .flatten();
+        let allowed: std::collections::HashSet<&str> = self
+            .0
+            .user_scopes
+            .iter()
+            .chain(granted_by_groups)
+            .map(String::as_str)
+            .chain(["openid"])
+            .collect();
+        Scopes::from_space_separated(requested)
+            .iter()
+            .filter(|s| allowed.contains(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Signs an OpenID Connect id_token for `client_id`.
+    pub(super) fn mint_id_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+        groups: &[String],
+    ) -> Result<String, Response> {
+        let issued_at = now();
+        let mut claims = json!({
+            "iss": self.issuer(), "sub": subject, "aud": client_id,
+            "iat": issued_at, "exp": issued_at + self.0.access_token_ttl.as_secs(),
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        if !groups.is_empty() {
+            claims["groups"] = json!(groups);
+        }
+        self.0.keys.sign(&claims, "JWT").map_err(|e| {
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            )
+        })
+    }
+
     /// Signs an access token (RFC 9068): `aud` is the resource, `fid` the grant family a
     /// replayed code or refresh token revokes.
     pub(super) fn mint_access_token(
@@ -865,7 +1098,7 @@ pub(super) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Respons
 }
 
 #[derive(Deserialize)]
-struct RegistrationRequest {
+struct RegistrationBody {
     #[serde(default)]
     client_name: Option<String>,
     #[serde(default)]
@@ -885,80 +1118,73 @@ struct RegistrationRequest {
 /// How long a registered client that never obtained a grant is kept.
 pub(super) const UNUSED_REGISTRATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// RFC 7591 dynamic registration: confidential `client_credentials` clients, and (when users
-/// can log in) public or confidential `authorization_code` clients. Redirect URIs must be https
-/// or loopback http, without fragments; `application_type` `web` clients may not use loopback
-/// redirects. A registration never used expires after a day; one with a grant lives as long
-/// as its refresh tokens.
-async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
+/// RFC 7591 dynamic registration of public or confidential `authorization_code` clients (machine
+/// clients are configured, never self-registered). Redirect URIs must be https or loopback http,
+/// without fragments; `application_type` `web` clients may not use loopback redirects. The
+/// registration policy sees every valid request; each client address gets a limited number of
+/// registrations per window. A registration never used expires after a day; one with a grant
+/// lives as long as its refresh tokens.
+async fn register(
+    State(server): State<AuthServer>,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Response {
     let invalid = |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", msg);
     let bad_redirect =
         |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", msg);
-    let Ok(request) = serde_json::from_slice::<RegistrationRequest>(&body) else {
+    let Ok(request) = serde_json::from_slice::<RegistrationBody>(&body) else {
         return invalid("the registration request is not a valid JSON document");
     };
-    let code_flow = !server.0.users.is_empty();
     // RFC 7591 §2: grant_types defaults to authorization_code.
-    let grant_types = request
+    let mut grant_types = request
         .grant_types
-        .clone()
         .unwrap_or_else(|| vec!["authorization_code".into()]);
-    let machine = grant_types == ["client_credentials"];
-    let interactive = grant_types
-        .iter()
-        .all(|g| g == "authorization_code" || g == "refresh_token")
-        && grant_types.iter().any(|g| g == "authorization_code");
-    if machine {
+    if grant_types.iter().any(|g| g == "client_credentials") {
         // Open registration of machine clients would hand anyone tokens with no user in the
         // loop: machine clients are configured (`AuthServerBuilder::client`) only.
         return invalid("client_credentials clients cannot register themselves here");
     }
-    if !(interactive && code_flow) {
+    let interactive = grant_types
+        .iter()
+        .all(|g| g == "authorization_code" || g == "refresh_token")
+        && grant_types.iter().any(|g| g == "authorization_code");
+    if !(interactive && server.code_flow()) {
         return invalid("unsupported grant_types for this server");
     }
     if request
         .response_types
         .as_ref()
-        .is_some_and(|r| r.iter().any(|t| t != "code") || machine && !r.is_empty())
+        .is_some_and(|r| r.iter().any(|t| t != "code"))
     {
         return invalid("response_types may only be [\"code\"]");
     }
-    let redirect_uris = request.redirect_uris.clone().unwrap_or_default();
-    if machine && !redirect_uris.is_empty() {
-        return bad_redirect("client_credentials clients have no redirect URIs");
+    let redirect_uris = request.redirect_uris.unwrap_or_default();
+    if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+        return bad_redirect("between 1 and 10 redirect_uris are required");
     }
-    if interactive {
-        if redirect_uris.is_empty() || redirect_uris.len() > 10 {
-            return bad_redirect("between 1 and 10 redirect_uris are required");
-        }
-        let mut loopback = false;
-        for uri in &redirect_uris {
-            match super::flow::check_redirect_uri(uri) {
-                Ok(url) => loopback |= url.scheme() == "http",
-                Err(e) => return bad_redirect(e),
-            }
-        }
-        match request.application_type.as_deref() {
-            None | Some("native") => {}
-            Some("web") if loopback => {
-                return bad_redirect("web applications may not use loopback http redirect URIs");
-            }
-            Some("web") => {}
-            Some(_) => return invalid("application_type must be native or web"),
+    let mut loopback = false;
+    for uri in &redirect_uris {
+        match super::flow::check_redirect_uri(uri) {
+            Ok(url) => loopback |= url.scheme() == "http",
+            Err(e) => return bad_redirect(e),
         }
     }
-    let default_method = if machine {
-        "client_secret_basic"
-    } else {
-        "none"
-    };
+    let application_type = request.application_type.as_deref().unwrap_or("native");
+    match application_type {
+        "native" => {}
+        "web" if loopback => {
+            return bad_redirect("web applications may not use loopback http redirect URIs");
+        }
+        "web" => {}
+        _ => return invalid("application_type must be native or web"),
+    }
     let method = request
         .token_endpoint_auth_method
         .as_deref()
-        .unwrap_or(default_method);
+        .unwrap_or("none");
     let confidential = match method {
         "client_secret_basic" | "client_secret_post" => true,
-        "none" if interactive => false,
+        "none" => false,
         _ => return invalid("unsupported token_endpoint_auth_method"),
     };
     let Some(scope) = Scopes::new(&server.0.scopes_supported).narrow(request.scope.as_deref())
@@ -968,18 +1194,63 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
     if request.client_name.as_ref().is_some_and(|n| n.len() > 200) {
         return invalid("client_name is too long");
     }
+    if !grant_types.iter().any(|g| g == "refresh_token") {
+        grant_types.push("refresh_token".into());
+    }
+    let scope = scope.to_string();
+    let source = server.0.client_address.client_address(&parts);
+    if let Some(policy) = &server.0.registration_policy {
+        let registration = ClientRegistration {
+            client_name: request.client_name.as_deref(),
+            redirect_uris: &redirect_uris,
+            grant_types: &grant_types,
+            scope: &scope,
+            confidential,
+            source,
+            metadata_document: None,
+        };
+        if let Err(reason) = policy(&registration) {
+            tracing::info!(target: crate::bearer::policy::AUDIT, ?source, %reason, "registration refused by policy");
+            return invalid(&reason);
+        }
+    }
+    // Counted only for requests that would register: invalid ones store nothing.
+    if let Some((max, per)) = server.0.registration_limit {
+        let window = now() / per.as_secs().max(1);
+        let bucket = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let key = format!("regcount:{bucket}:{window}");
+        match server.0.store.increment(&key, per).await {
+            Ok(count) if count > max => {
+                tracing::warn!(target: crate::bearer::policy::AUDIT, source = %bucket, "registration limit reached");
+                let retry_after = (window + 1) * per.as_secs().max(1) - now();
+                let mut response = oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "temporarily_unavailable",
+                    "too many registrations from this address; try again later",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                return response;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &e.to_string(),
+                );
+            }
+        }
+    }
     let (Some(id_part), Some(secret)) = (random_token(), random_token()) else {
         return rng_failure();
     };
-    let client_id = format!("{}-{id_part}", if machine { "cc" } else { "app" });
-    let mut grant_types = grant_types;
-    if interactive && !grant_types.iter().any(|g| g == "refresh_token") {
-        grant_types.push("refresh_token".into());
-    }
+    let client_id = format!("app-{id_part}");
     let client = Client {
         client_id: client_id.clone(),
         secret_sha256: confidential.then(|| Sha256::digest(secret.as_bytes()).into()),
-        scope: scope.to_string(),
+        scope: scope.clone(),
         name: request.client_name.clone(),
         redirect_uris: redirect_uris.clone(),
         grant_types: grant_types.clone(),
@@ -994,15 +1265,14 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
             );
         }
     };
-    let ttl = if machine {
-        REGISTRATION_TTL
-    } else {
-        UNUSED_REGISTRATION_TTL
-    };
     match server
         .0
         .store
-        .put_if_absent(&format!("client:{client_id}"), stored, ttl)
+        .put_if_absent(
+            &format!("client:{client_id}"),
+            stored,
+            UNUSED_REGISTRATION_TTL,
+        )
         .await
     {
         Ok(true) => {}
@@ -1021,19 +1291,14 @@ async fn register(State(server): State<AuthServer>, body: Bytes) -> Response {
             );
         }
     }
-    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client_id, "client registered");
-    let issued_at = now();
+    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client_id, ?source, "client registered");
     let mut document = json!({
-        "client_id": client_id, "client_id_issued_at": issued_at,
+        "client_id": client_id, "client_id_issued_at": now(),
         "grant_types": grant_types, "token_endpoint_auth_method": method,
-        "scope": scope.to_string(), "client_name": request.client_name,
+        "scope": scope, "client_name": request.client_name,
+        "redirect_uris": redirect_uris, "response_types": ["code"],
+        "application_type": application_type,
     });
-    if interactive {
-        document["redirect_uris"] = json!(redirect_uris);
-        document["response_types"] = json!(["code"]);
-        document["application_type"] =
-            json!(request.application_type.as_deref().unwrap_or("native"));
-    }
     if confidential {
         // Returned once; only its hash is kept.
         document["client_secret"] = json!(secret);

@@ -196,15 +196,29 @@ impl AuthServer {
         let scope = supported
             .narrow(document.scope.as_deref())
             .ok_or("the document asks for scopes this server does not support")?;
+        let scope = scope.to_string();
+        let grant_types = vec!["authorization_code".to_owned(), "refresh_token".to_owned()];
+        if let Some(policy) = &self.0.registration_policy {
+            let registration = super::ClientRegistration {
+                client_name: Some(&document.client_name),
+                redirect_uris: &document.redirect_uris,
+                grant_types: &grant_types,
+                scope: &scope,
+                confidential: false,
+                source: None,
+                metadata_document: Some(client_id),
+            };
+            policy(&registration).map_err(|reason| format!("refused by policy: {reason}"))?;
+        }
         tracing::info!(target: "tower_mcp_auth::audit", client_id, "client metadata document fetched");
         Ok((
             Client {
                 client_id: client_id.to_owned(),
                 secret_sha256: None,
-                scope: scope.to_string(),
+                scope,
                 name: Some(document.client_name.chars().take(200).collect()),
                 redirect_uris: document.redirect_uris,
-                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                grant_types,
             },
             ttl,
         ))

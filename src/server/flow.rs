@@ -21,18 +21,15 @@ use subtle::ConstantTimeEq;
 use super::auth_server::{
     AuthServer, Client, no_store, oauth_error, parse_form, random_token, required, rng_failure,
 };
+use super::login::{Session, logged_in_user};
 use crate::resource::{canonical_audience, is_loopback};
 use crate::{ConfigError, Scopes};
 
 const AUDIT: &str = "tower_mcp_auth::audit";
 /// How long a started authorization waits for login and consent.
-const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Failed passwords allowed per authorization request.
-const MAX_LOGIN_ATTEMPTS: u32 = 5;
+pub(super) const PENDING_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code lives (single use).
 const CODE_TTL: Duration = Duration::from_secs(60);
-/// How long a login session lasts.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{box-sizing:border-box;font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}";
 
@@ -45,7 +42,7 @@ pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
     let templates = [
         ("base.html", base),
         ("error.html", r#"{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1><p>{{ message }}</p>{% endblock %}"#.to_owned()),
-        ("login.html", r#"{% extends "base.html" %}{% block body %}<h1>Sign in</h1><p><b>{{ client }}</b> asks to access {{ resource }}.</p>{% if error %}<p style="color:#b00">{{ error }}</p>{% endif %}<form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><label>User <input name="username" value="{{ username }}" autocomplete="username"></label><label>Password <input name="password" value="{{ password }}" type="password" autocomplete="current-password"></label><button type="submit">Sign in</button></form>{% endblock %}"#.to_owned()),
+        ("login.html", r#"{% extends "base.html" %}{% block body %}<h1>Sign in</h1><p><b>{{ client }}</b> asks to access {{ resource }}.</p>{% if error %}<p style="color:#b00">{{ error }}</p>{% endif %}{% for p in providers %}<form method="post" action="{{ p.action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit">Sign in with {{ p.name }}</button></form>{% endfor %}{% if dev %}<form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><label>User <input name="username" value="{{ username }}" autocomplete="username"></label><label>Password <input name="password" value="{{ password }}" type="password" autocomplete="current-password"></label><button type="submit">Sign in</button></form>{% endif %}{% endblock %}"#.to_owned()),
         ("consent.html", r#"{% extends "base.html" %}{% block body %}<h1>Allow access?</h1><p><b>{{ client }}</b> wants to act as <b>{{ user }}</b> on {{ resource }} with these scopes:</p><ul>{% for s in scopes %}<li><code>{{ s }}</code></li>{% endfor %}</ul><p>You will be sent back to <b>{{ redirect_host }}</b>.</p><form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button name="decision" value="approve" type="submit">Allow</button><button name="decision" value="deny" type="submit">Deny</button></form>{% endblock %}"#.to_owned()),
     ];
     for (name, source) in templates {
@@ -92,7 +89,7 @@ fn page(
 }
 
 /// An error shown to the person in the browser, never sent to a redirect URI we cannot trust.
-fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
+pub(super) fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
     page(
         server,
         status,
@@ -150,17 +147,20 @@ fn redirect_matches(registered: &str, requested: &str) -> bool {
 
 /// An authorization request that passed validation, waiting for login and consent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
-    client_id: String,
-    redirect_uri: String,
-    state: Option<String>,
-    code_challenge: String,
-    scope: String,
-    resource: String,
-    csrf: String,
+pub(super) struct Pending {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) state: Option<String>,
+    pub(super) code_challenge: String,
+    pub(super) scope: String,
+    pub(super) resource: String,
+    pub(super) csrf: String,
+    /// The OpenID Connect `nonce`, echoed in the id_token.
+    #[serde(default)]
+    pub(super) nonce: Option<String>,
     /// Digest of the browser cookie set when the request started: the login and consent forms
     /// are accepted only from that browser (no login CSRF with an attacker's own request).
-    browser: String,
+    pub(super) browser: String,
 }
 
 /// What an authorization code stands for.
@@ -173,6 +173,10 @@ struct Grant {
     resource: String,
     subject: String,
     family: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// What a refresh token stands for.
@@ -193,13 +197,13 @@ struct Refresh {
     child: Option<String>,
 }
 
-fn digest(value: &str) -> String {
+pub(super) fn digest(value: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
 }
 
 /// Sends the authorization response back to the client: code or error, `state`, and `iss`
 /// (RFC 9207) in every case.
-fn redirect_back(
+pub(super) fn redirect_back(
     server: &AuthServer,
     redirect_uri: &str,
     state: Option<&str>,
@@ -247,7 +251,7 @@ pub(super) async fn load<T: for<'de> Deserialize<'de>>(
     }
 }
 
-async fn save<T: Serialize>(
+pub(super) async fn save<T: Serialize>(
     server: &AuthServer,
     key: &str,
     value: &T,
@@ -274,7 +278,7 @@ async fn save<T: Serialize>(
         })
 }
 
-fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -283,16 +287,6 @@ fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
-}
-
-async fn logged_in_user(
-    server: &AuthServer,
-    headers: &HeaderMap,
-) -> Result<Option<String>, Response> {
-    let Some(cookie) = session_cookie(headers, &server.0.cookie_name) else {
-        return Ok(None);
-    };
-    load::<String>(server, &format!("session:{}", digest(&cookie)), false).await
 }
 
 /// `GET /oauth/authorize`.
@@ -388,7 +382,12 @@ pub(super) async fn authorize(
             None => return rng_failure(),
         },
     };
+    let nonce = params.get("nonce").cloned();
+    if nonce.as_ref().is_some_and(|n| n.len() > 256) {
+        return fail("invalid_request", "nonce is too long");
+    }
     let pending = Pending {
+        nonce,
         browser: digest(&browser),
         client_id: client.client_id.clone(),
         redirect_uri,
@@ -402,7 +401,11 @@ pub(super) async fn authorize(
         return response;
     }
     let mut response = match logged_in_user(&server, &headers).await {
-        Ok(Some(user)) => consent_or_code(&server, &id, pending, &client, &user).await,
+        Ok(Some(session)) => consent_or_code(&server, &id, pending, &client, &session).await,
+        // One upstream provider and no other way in: straight to it.
+        Ok(None) if server.0.users.is_empty() && server.0.providers.len() == 1 => {
+            super::login::begin_upstream(&server, &server.0.providers[0], &id, &pending).await
+        }
         Ok(None) => login_page(&server, &id, &pending, &client, None),
         Err(response) => response,
     };
@@ -418,12 +421,12 @@ pub(super) async fn authorize(
     response
 }
 
-fn browser_cookie_name(server: &AuthServer) -> String {
+pub(super) fn browser_cookie_name(server: &AuthServer) -> String {
     format!("{}_b", server.0.cookie_name)
 }
 
 /// Sets an `HttpOnly`, `SameSite=Lax` cookie scoped to the issuer's path, `Secure` on https.
-fn set_cookie(
+pub(super) fn set_cookie(
     server: &AuthServer,
     response: &mut Response,
     name: &str,
@@ -445,7 +448,7 @@ fn set_cookie(
     }
 }
 
-fn login_page(
+pub(super) fn login_page(
     server: &AuthServer,
     id: &str,
     pending: &Pending,
@@ -466,18 +469,36 @@ fn login_page(
             client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
             resource => pending.resource,
             action => server.0.urls.endpoint("/oauth/login"),
+            dev => !server.0.users.is_empty(),
+            providers => server.0.providers.iter().map(|p| minijinja::context! {
+                name => p.display_name(),
+                action => server.0.urls.endpoint(&format!("/oauth/upstream/{}", p.id())),
+            }).collect::<Vec<_>>(),
             request => id, csrf => pending.csrf, username, password, error,
         },
     )
 }
 
 /// Checks the form's pending request and CSRF token; both are needed to act on it.
-async fn pending_from_form(
+pub(super) async fn pending_from_form(
     server: &AuthServer,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<(String, Pending, Client), Response> {
     let id = form.get("request").cloned().unwrap_or_default();
+    let csrf = form.get("csrf").map(String::as_bytes).unwrap_or_default();
+    let (pending, client) = pending_request(server, headers, &id, Some(csrf)).await?;
+    Ok((id, pending, client))
+}
+
+/// The pending authorization request `id`, if this browser started it (and, for forms, the
+/// CSRF token matches).
+pub(super) async fn pending_request(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    id: &str,
+    csrf: Option<&[u8]>,
+) -> Result<(Pending, Client), Response> {
     let pending = match load::<Pending>(server, &format!("authreq:{id}"), false).await? {
         Some(p) => p,
         None => {
@@ -488,13 +509,15 @@ async fn pending_from_form(
             ));
         }
     };
-    let csrf = form.get("csrf").map(String::as_bytes).unwrap_or_default();
     let browser = session_cookie(headers, &browser_cookie_name(server))
         .map(|b| digest(&b))
         .unwrap_or_default();
-    let same_browser = browser.as_bytes().ct_eq(pending.browser.as_bytes());
-    if !bool::from(csrf.ct_eq(pending.csrf.as_bytes()) & same_browser) {
-        tracing::warn!(target: AUDIT, "CSRF check failed on the authorization form");
+    let mut ok = browser.as_bytes().ct_eq(pending.browser.as_bytes());
+    if let Some(csrf) = csrf {
+        ok &= csrf.ct_eq(pending.csrf.as_bytes());
+    }
+    if !bool::from(ok) {
+        tracing::warn!(target: AUDIT, "CSRF check failed on the authorization request");
         return Err(error_page(
             server,
             StatusCode::FORBIDDEN,
@@ -511,104 +534,20 @@ async fn pending_from_form(
             ));
         }
     };
-    Ok((id, pending, client))
-}
-
-/// `POST /oauth/login`: the dev login.
-pub(super) async fn login(
-    State(server): State<AuthServer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
-    let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let username = form.get("username").cloned().unwrap_or_default();
-    let presented: [u8; 32] = Sha256::digest(
-        form.get("password")
-            .map(String::as_bytes)
-            .unwrap_or_default(),
-    )
-    .into();
-    // Every user's hash is compared, so the time taken does not tell which names exist.
-    let mut ok = false;
-    for (name, hash) in &server.0.users {
-        ok |= bool::from(name.as_bytes().ct_eq(username.as_bytes()) & presented.ct_eq(hash));
-    }
-    if !ok {
-        tracing::info!(target: AUDIT, user = %username, "dev login failed");
-        // A sign-in request allows a few guesses, then it is spent: guessing needs a new
-        // authorization request each time (and each of those a browser round trip).
-        let attempts_key = format!("attempts:{id}");
-        let attempts = match load::<u32>(&server, &attempts_key, false).await {
-            Ok(n) => n.unwrap_or(0) + 1,
-            Err(response) => return response,
-        };
-        if attempts >= MAX_LOGIN_ATTEMPTS {
-            let _ = server.0.store.delete(&format!("authreq:{id}")).await;
-            tracing::warn!(target: AUDIT, user = %username, "too many failed sign-in attempts; request spent");
-            return error_page(
-                &server,
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed sign-in attempts. Start again from your application.",
-            );
-        }
-        if let Err(response) = save(&server, &attempts_key, &attempts, PENDING_TTL).await {
-            return response;
-        }
-        return login_page(
-            &server,
-            &id,
-            &pending,
-            &client,
-            Some("Wrong user name or password."),
-        );
-    }
-    let Some(session) = random_token() else {
-        return rng_failure();
-    };
-    if let Err(response) = save(
-        &server,
-        &format!("session:{}", digest(&session)),
-        &username,
-        SESSION_TTL,
-    )
-    .await
-    {
-        return response;
-    }
-    tracing::info!(target: AUDIT, user = %username, "dev login");
-    let mut response = consent_or_code(&server, &id, pending, &client, &username).await;
-    let secure = if server.issuer().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        server.0.cookie_name,
-        SESSION_TTL.as_secs()
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    Ok((pending, client))
 }
 
 /// Issues the code at once if the user approved these scopes for this client before; otherwise
 /// shows the consent page.
-async fn consent_or_code(
+pub(super) async fn consent_or_code(
     server: &AuthServer,
     id: &str,
-    pending: Pending,
+    mut pending: Pending,
     client: &Client,
-    user: &str,
+    session: &Session,
 ) -> Response {
+    pending.scope = server.user_scope(session, &pending.scope);
+    let user = session.subject.as_str();
     let remembered = match load::<String>(server, &consent_key(user, client, &pending), false).await
     {
         Ok(found) => found,
@@ -620,7 +559,7 @@ async fn consent_or_code(
     }) {
         // Atomic: concurrent submissions of one request issue one code.
         return match server.0.store.take(&format!("authreq:{id}")).await {
-            Ok(Some(_)) => issue_code(server, pending, user).await,
+            Ok(Some(_)) => issue_code(server, pending, session).await,
             Ok(None) => error_page(
                 server,
                 StatusCode::BAD_REQUEST,
@@ -669,12 +608,13 @@ pub(super) async fn consent(
         Ok(form) => form,
         Err(response) => return response,
     };
-    let user = match logged_in_user(&server, &headers).await {
-        Ok(Some(user)) => user,
+    let session = match logged_in_user(&server, &headers).await {
+        Ok(Some(session)) => session,
         Ok(None) => return error_page(&server, StatusCode::UNAUTHORIZED, "sign in first"),
         Err(response) => return response,
     };
-    let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
+    let user = session.subject.as_str();
+    let (id, mut pending, client) = match pending_from_form(&server, &headers, &form).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -708,9 +648,10 @@ pub(super) async fn consent(
             ],
         );
     }
+    pending.scope = server.user_scope(&session, &pending.scope);
     if let Err(response) = save(
         &server,
-        &consent_key(&user, &client, &pending),
+        &consent_key(user, &client, &pending),
         &pending.scope,
         server.0.refresh_token_ttl,
     )
@@ -719,10 +660,10 @@ pub(super) async fn consent(
         return response;
     }
     tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
-    issue_code(&server, pending, &user).await
+    issue_code(&server, pending, &session).await
 }
 
-async fn issue_code(server: &AuthServer, pending: Pending, user: &str) -> Response {
+async fn issue_code(server: &AuthServer, pending: Pending, session: &Session) -> Response {
     let (Some(code), Some(family)) = (random_token(), random_token()) else {
         return rng_failure();
     };
@@ -732,8 +673,10 @@ async fn issue_code(server: &AuthServer, pending: Pending, user: &str) -> Respon
         code_challenge: pending.code_challenge,
         scope: pending.scope,
         resource: pending.resource,
-        subject: user.to_owned(),
+        subject: session.subject.clone(),
         family,
+        groups: session.groups.clone(),
+        nonce: pending.nonce,
     };
     if let Err(response) = save(server, &format!("code:{}", digest(&code)), &grant, CODE_TTL).await
     {
@@ -860,7 +803,7 @@ async fn exchange_code(
     tracing::info!(target: AUDIT, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
     server.keep_client(client).await;
     let scope = Scopes::from_space_separated(&grant.scope);
-    let (body, _) = token_body(
+    let (mut body, _) = token_body(
         server,
         client,
         &grant.subject,
@@ -870,6 +813,14 @@ async fn exchange_code(
         None,
     )
     .await?;
+    if scope.iter().any(|s| s == "openid") {
+        body["id_token"] = json!(server.mint_id_token(
+            &grant.subject,
+            &client.client_id,
+            grant.nonce.as_deref(),
+            &grant.groups,
+        )?);
+    }
     Ok(json_no_store(body))
 }
 

@@ -11,8 +11,16 @@ mod auth_server;
 mod cimd;
 mod flow;
 mod keys;
+mod login;
+mod source;
+mod upstream;
 mod urls;
 
 pub use self::auth_server::{AuthServer, AuthServerBuilder, RevocationAwareValidator};
 pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
+pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
+pub use self::upstream::{
+    GitHubProvider, IdentityProvider, OidcProvider, OidcProviderBuilder, UpstreamError,
+    UpstreamStart, UpstreamUser,
+};
 pub use self::urls::PublicUrls;

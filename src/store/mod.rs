@@ -51,6 +51,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the entry under `key`, if any.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Adds one to the counter under `key` and returns the new count. A counter that does not
+    /// exist starts at 1 and lives `ttl`; later increments keep its expiry (a fixed window,
+    /// as Redis `INCR` after `SET … EX`). Atomic: concurrent increments are all counted.
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
 #[derive(Clone)]
@@ -189,6 +198,39 @@ impl Store for MemoryStore {
         self.entries.invalidate(key);
         ready(Ok(()))
     }
+
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        use moka::ops::compute::{CompResult, Op};
+        let now = Instant::now();
+        // Counters are stored as decimal text, as Redis keeps them.
+        let count_of = |value: &Bytes| {
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        let result = self.entries.entry_by_ref(key).and_compute_with(|current| {
+            let (count, expires_at) = match current {
+                Some(e) if e.value().expires_at > now => match count_of(&e.value().value) {
+                    Some(n) => (n.saturating_add(1), e.value().expires_at),
+                    None => return Op::Nop,
+                },
+                _ => (1, now + ttl),
+            };
+            Op::Put(Entry {
+                value: Bytes::from(count.to_string()),
+                expires_at,
+            })
+        });
+        ready(match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => count_of(&e.value().value)
+                .ok_or_else(|| StoreError(format!("`{key}` is not a counter"))),
+            _ => Err(StoreError(format!("`{key}` is not a counter"))),
+        })
+    }
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
@@ -216,6 +258,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).delete(key)
+    }
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        (**self).increment(key, ttl)
     }
 }
 
@@ -265,6 +314,44 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"3"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_increments_are_all_counted_in_a_fixed_window() {
+        let store = Arc::new(MemoryStore::new(100));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .increment("n", Duration::from_millis(300))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=64).collect::<Vec<u64>>());
+        // The window does not slide with later increments.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            store.increment("n", Duration::from_secs(60)).await.unwrap(),
+            1
+        );
+        store
+            .put("text", "abc".into(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .increment("text", Duration::from_secs(60))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

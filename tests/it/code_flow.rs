@@ -18,9 +18,9 @@ struct Flow {
 }
 
 const REDIRECT: &str = "http://127.0.0.1:4567/callback";
-const VERIFIER: &str = "a-verifier-of-enough-length-0123456789-abcdefghijklmnop";
+pub(crate) const VERIFIER: &str = "a-verifier-of-enough-length-0123456789-abcdefghijklmnop";
 
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
@@ -73,7 +73,7 @@ async fn setup() -> Flow {
     Flow { base, mcp, browser }
 }
 
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html
         .find(&marker)
@@ -82,7 +82,7 @@ fn hidden(html: &str, name: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-fn query(location: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn query(location: &str) -> std::collections::HashMap<String, String> {
     url::Url::parse(location)
         .unwrap()
         .query_pairs()
@@ -775,7 +775,7 @@ async fn password_guessing_spends_the_sign_in_request() {
 
 /// Serves client metadata documents on 127.0.0.1: `/client.json` (its own URL as client_id),
 /// `/liar.json` (someone else's), `/moved.json` (a redirect). Counts fetches.
-async fn metadata_host() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+pub(crate) async fn metadata_host() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (listener, addr) = listener().await;
     let base = format!("http://{addr}");

@@ -16,4 +16,8 @@ mod metadata;
 mod policy;
 mod quickstart_rmcp;
 #[cfg(feature = "server")]
+mod registration;
+#[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod upstream;

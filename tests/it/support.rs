@@ -121,6 +121,27 @@ pub fn spawn(listener: TcpListener, app: axum::Router) {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 }
 
+/// Like [`spawn`], with the TCP peer address in each request (`ConnectInfo`).
+pub fn spawn_with_peer(listener: TcpListener, app: axum::Router) {
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+}
+
+/// A browser: keeps cookies, follows no redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// A protected echo endpoint at `/mcp`: it answers with the `AuthContext` it received and
 /// counts its calls (a refused request must never reach it).
 pub struct Protected {

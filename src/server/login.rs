@@ -1,0 +1,381 @@
+//! Who the user is: the login session, the dev login form, and sign-in at upstream identity
+//! providers (`/oauth/upstream/{provider}` starts it, `/oauth/callback/{provider}` ends it).
+
+// Handlers return a `Response` on both arms of their helpers' `Result`s.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::auth_server::{AuthServer, no_store, parse_form, random_token, rng_failure};
+use super::flow::{
+    PENDING_TTL, Pending, browser_cookie_name, consent_or_code, digest, error_page, load,
+    login_page, pending_from_form, pending_request, redirect_back, save, session_cookie,
+};
+use super::upstream::{IdentityProvider, UpstreamError};
+
+const AUDIT: &str = "tower_mcp_auth::audit";
+/// Failed passwords allowed per authorization request.
+const MAX_LOGIN_ATTEMPTS: u32 = 5;
+/// How long a login session lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// A signed-in user, as the login session remembers them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Session {
+    /// The subject of the tokens we issue: a dev user's name, or `{provider}|{subject}`.
+    pub(super) subject: String,
+    /// Groups, from the dev user's configuration or the upstream provider.
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+}
+
+/// A user of the embedded dev login.
+#[derive(Debug, Clone)]
+pub(super) struct DevUser {
+    pub(super) name: String,
+    pub(super) password_sha256: [u8; 32],
+    pub(super) groups: Vec<String>,
+}
+
+/// An upstream sign-in in progress, stored under the digest of its `state`.
+#[derive(Serialize, Deserialize)]
+struct UpstreamPending {
+    request: String,
+    provider: String,
+    kept: String,
+    browser: String,
+}
+
+pub(super) async fn logged_in_user(
+    server: &AuthServer,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, Response> {
+    let Some(cookie) = session_cookie(headers, &server.0.cookie_name) else {
+        return Ok(None);
+    };
+    load::<Session>(server, &format!("session:{}", digest(&cookie)), false).await
+}
+
+/// Starts a login session and sets its cookie on `response`.
+async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderValue, Response> {
+    let Some(secret) = random_token() else {
+        return Err(rng_failure());
+    };
+    save(
+        server,
+        &format!("session:{}", digest(&secret)),
+        session,
+        SESSION_TTL,
+    )
+    .await?;
+    let secure = if server.issuer().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        server.0.cookie_name,
+        SESSION_TTL.as_secs()
+    );
+    HeaderValue::from_str(&cookie).map_err(|_| rng_failure())
+}
+
+/// Signs the user in and continues the authorization request: consent, or the code.
+async fn signed_in(
+    server: &AuthServer,
+    id: &str,
+    pending: Pending,
+    client: &super::auth_server::Client,
+    session: Session,
+) -> Response {
+    let cookie = match start_session(server, &session).await {
+        Ok(cookie) => cookie,
+        Err(response) => return response,
+    };
+    let mut response = consent_or_code(server, id, pending, client, &session).await;
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+/// `POST /oauth/login`: the dev login.
+pub(super) async fn login(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let username = form.get("username").cloned().unwrap_or_default();
+    let presented: [u8; 32] = Sha256::digest(
+        form.get("password")
+            .map(String::as_bytes)
+            .unwrap_or_default(),
+    )
+    .into();
+    // Every user's hash is compared, so the time taken does not tell which names exist.
+    let mut found = None;
+    for user in &server.0.users {
+        let matches = user.name.as_bytes().ct_eq(username.as_bytes())
+            & presented.ct_eq(&user.password_sha256);
+        if bool::from(matches) {
+            found = Some(user);
+        }
+    }
+    let Some(user) = found else {
+        tracing::info!(target: AUDIT, user = %username, "dev login failed");
+        // A sign-in request allows a few guesses, then it is spent: guessing needs a new
+        // authorization request each time (and each of those a browser round trip).
+        let attempts_key = format!("attempts:{id}");
+        let attempts = match load::<u32>(&server, &attempts_key, false).await {
+            Ok(n) => n.unwrap_or(0) + 1,
+            Err(response) => return response,
+        };
+        if attempts >= MAX_LOGIN_ATTEMPTS {
+            let _ = server.0.store.delete(&format!("authreq:{id}")).await;
+            tracing::warn!(target: AUDIT, user = %username, "too many failed sign-in attempts; request spent");
+            return error_page(
+                &server,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-in attempts. Start again from your application.",
+            );
+        }
+        if let Err(response) = save(&server, &attempts_key, &attempts, PENDING_TTL).await {
+            return response;
+        }
+        return login_page(
+            &server,
+            &id,
+            &pending,
+            &client,
+            Some("Wrong user name or password."),
+        );
+    };
+    tracing::info!(target: AUDIT, user = %user.name, "dev login");
+    let session = Session {
+        subject: user.name.clone(),
+        groups: user.groups.clone(),
+    };
+    signed_in(&server, &id, pending, &client, session).await
+}
+
+fn upstream_failure(server: &AuthServer, error: &UpstreamError) -> Response {
+    match error {
+        UpstreamError::Unavailable(_) => error_page(
+            server,
+            StatusCode::BAD_GATEWAY,
+            "The identity provider could not be reached. Try again in a moment.",
+        ),
+        UpstreamError::Refused(_) => error_page(
+            server,
+            StatusCode::FORBIDDEN,
+            "The identity provider did not confirm who you are.",
+        ),
+    }
+}
+
+fn callback_uri(server: &AuthServer, provider: &str) -> String {
+    server
+        .0
+        .urls
+        .endpoint(&format!("/oauth/callback/{provider}"))
+}
+
+/// Sends the browser to `provider` for the authorization request `id`.
+pub(super) async fn begin_upstream(
+    server: &AuthServer,
+    provider: &Arc<dyn IdentityProvider>,
+    id: &str,
+    pending: &Pending,
+) -> Response {
+    let Some(state) = random_token() else {
+        return rng_failure();
+    };
+    let start = match provider
+        .start(&callback_uri(server, provider.id()), &state)
+        .await
+    {
+        Ok(start) => start,
+        Err(e) => {
+            tracing::warn!(target: AUDIT, provider = provider.id(), error = %e, "upstream sign-in could not start");
+            return upstream_failure(server, &e);
+        }
+    };
+    let record = UpstreamPending {
+        request: id.to_owned(),
+        provider: provider.id().to_owned(),
+        kept: start.kept,
+        browser: pending.browser.clone(),
+    };
+    if let Err(response) = save(
+        server,
+        &format!("upstream:{}", digest(&state)),
+        &record,
+        PENDING_TTL,
+    )
+    .await
+    {
+        return response;
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    match HeaderValue::from_str(&start.url) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        Err(_) => {
+            return upstream_failure(
+                server,
+                &UpstreamError::Unavailable("bad authorization URL".into()),
+            );
+        }
+    }
+    no_store(response.headers_mut());
+    response
+}
+
+fn provider(server: &AuthServer, id: &str) -> Option<Arc<dyn IdentityProvider>> {
+    server.0.providers.iter().find(|p| p.id() == id).cloned()
+}
+
+/// `POST /oauth/upstream/{provider}`: the sign-in button of an upstream provider.
+pub(super) async fn upstream_start(
+    State(server): State<AuthServer>,
+    Path(provider_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let Some(provider) = provider(&server, &provider_id) else {
+        return error_page(&server, StatusCode::NOT_FOUND, "unknown identity provider");
+    };
+    match pending_from_form(&server, &headers, &form).await {
+        Ok((id, pending, _)) => begin_upstream(&server, &provider, &id, &pending).await,
+        Err(response) => response,
+    }
+}
+
+/// `GET /oauth/callback/{provider}`: the provider sends the browser back with a code.
+pub(super) async fn upstream_callback(
+    State(server): State<AuthServer>,
+    Path(provider_id): Path<String>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let Ok(params) = parse_form(query.unwrap_or_default().as_bytes()) else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated");
+    };
+    let Some(state) = params.get("state") else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
+    };
+    // Checked before the state is spent, so a forged callback does not cancel the real one.
+    let key = format!("upstream:{}", digest(state));
+    let record = match load::<UpstreamPending>(&server, &key, false).await {
+        Ok(Some(record)) if record.provider == provider_id => record,
+        Ok(_) => {
+            tracing::warn!(target: AUDIT, provider = %provider_id, "unknown, replayed or expired upstream callback state");
+            return error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "this sign-in is no longer valid; start again from your application",
+            );
+        }
+        Err(response) => return response,
+    };
+    let Some(provider) = provider(&server, &provider_id) else {
+        return error_page(&server, StatusCode::NOT_FOUND, "unknown identity provider");
+    };
+    // The browser that started the sign-in must be the one finishing it: a callback URL
+    // carried to another browser (login CSRF) signs no one in there.
+    let browser = session_cookie(&headers, &browser_cookie_name(&server))
+        .map(|b| digest(&b))
+        .unwrap_or_default();
+    if !bool::from(browser.as_bytes().ct_eq(record.browser.as_bytes())) {
+        tracing::warn!(target: AUDIT, provider = %provider_id, "upstream callback from another browser");
+        return error_page(
+            &server,
+            StatusCode::FORBIDDEN,
+            "this sign-in was started in another browser; start again",
+        );
+    }
+    // Single use, atomically: of a callback replayed or raced, one goes through.
+    match server.0.store.take(&key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "this sign-in is no longer valid; start again from your application",
+            );
+        }
+        Err(e) => {
+            return super::auth_server::oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+    }
+    // RFC 9207: a response naming another issuer is a mix-up attack.
+    if let (Some(iss), Some(expected)) = (params.get("iss"), provider.issuer())
+        && iss != expected
+    {
+        tracing::warn!(target: AUDIT, provider = %provider_id, %iss, "upstream response from another issuer");
+        return upstream_failure(&server, &UpstreamError::Refused("issuer mismatch".into()));
+    }
+    let (pending, client) = match pending_request(&server, &headers, &record.request, None).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if let Some(error) = params.get("error") {
+        tracing::info!(target: AUDIT, provider = %provider_id, %error, "upstream sign-in declined");
+        return redirect_back(
+            &server,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            &[
+                ("error", "access_denied"),
+                (
+                    "error_description",
+                    "the sign-in at the identity provider did not complete",
+                ),
+            ],
+        );
+    }
+    let Some(code) = params.get("code") else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "code is missing");
+    };
+    let user = match provider
+        .finish(&callback_uri(&server, &provider_id), code, &record.kept)
+        .await
+    {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::warn!(target: AUDIT, provider = %provider_id, error = %e, "upstream sign-in failed");
+            return upstream_failure(&server, &e);
+        }
+    };
+    let session = Session {
+        subject: format!("{provider_id}|{}", user.subject),
+        groups: user.groups,
+    };
+    tracing::info!(target: AUDIT, provider = %provider_id, user = %session.subject, name = ?user.name, "upstream sign-in");
+    signed_in(&server, &record.request, pending, &client, session).await
+}
