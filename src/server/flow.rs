@@ -27,6 +27,10 @@ use crate::{ConfigError, Scopes};
 
 const AUDIT: &str = "tower_mcp_auth::audit";
 /// How long a started authorization waits for login and consent.
+/// How long a refresh may hold its token's lock (a crashed holder frees it after this).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(10);
+/// Attempts, 20 ms apart, to take a refresh token's lock.
+const REFRESH_LOCK_TRIES: u32 = 100;
 pub(super) const PENDING_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code lives (single use).
 const CODE_TTL: Duration = Duration::from_secs(60);
@@ -900,6 +904,51 @@ async fn refresh(
 ) -> Result<Response, Response> {
     let presented = required(form, "refresh_token")?;
     let key = format!("rt:{}", digest(presented));
+    // One refresh of a token at a time, across instances (the lock is in the store): two
+    // concurrent uses would each mint a successor and leave two live chains.
+    let lock = format!("lock:{key}");
+    let mut acquired = false;
+    for _ in 0..REFRESH_LOCK_TRIES {
+        match server
+            .0
+            .store
+            .put_if_absent(&lock, Bytes::from_static(b"1"), REFRESH_LOCK_TTL)
+            .await
+        {
+            Ok(true) => {
+                acquired = true;
+                break;
+            }
+            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                return Err(oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &e.to_string(),
+                ));
+            }
+        }
+    }
+    if !acquired {
+        // Busy is transient: never `invalid_grant`, which makes clients drop the grant.
+        return Err(oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the refresh token is being used by another request; retry",
+        ));
+    }
+    let result = refresh_locked(server, client, form, &key).await;
+    let _ = server.0.store.delete(&lock).await;
+    result
+}
+
+async fn refresh_locked(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+    key: &str,
+) -> Result<Response, Response> {
+    let key = key.to_owned();
     let Some(mut entry) = load::<Refresh>(server, &key, false).await? else {
         return Err(invalid_grant("the refresh token is invalid or expired"));
     };

@@ -10,6 +10,49 @@ use tower_mcp_auth::server::AuthServer;
 use tower_mcp_auth::{AuthContext, BearerLayer, ProtectedResource};
 
 use crate::support::*;
+use tower_mcp_auth::store::{MemoryStore, Store, StoreError};
+use tower_mcp_auth::validate::BoxFuture;
+
+/// The memory store with 5 ms of latency on every read, like a store across a network.
+struct SlowStore(MemoryStore);
+
+impl Store for SlowStore {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: bytes::Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.0.put(key, value, ttl)
+    }
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: bytes::Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.0.put_if_absent(key, value, ttl)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<bytes::Bytes>, StoreError>> {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.0.get(key).await
+        })
+    }
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<bytes::Bytes>, StoreError>> {
+        self.0.take(key)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.0.delete(key)
+    }
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.0.increment(key, ttl)
+    }
+}
 
 struct Flow {
     base: String,
@@ -25,6 +68,14 @@ pub(crate) fn challenge(verifier: &str) -> String {
 }
 
 async fn setup() -> Flow {
+    setup_with(|b| b).await
+}
+
+async fn setup_with(
+    configure: impl FnOnce(
+        tower_mcp_auth::server::AuthServerBuilder,
+    ) -> tower_mcp_auth::server::AuthServerBuilder,
+) -> Flow {
     let (listener, addr) = listener().await;
     let base = format!("http://{addr}");
     let mcp = format!("{base}/mcp");
@@ -39,9 +90,8 @@ async fn setup() -> Flow {
             ["mcp:tools", "notes:read"],
         )
         // The tests serve client metadata documents on 127.0.0.1 over http.
-        .allow_development_client_metadata()
-        .build()
-        .unwrap();
+        .allow_development_client_metadata();
+    let auth = configure(auth).build().unwrap();
     let resource = ProtectedResource::builder(&mcp)
         .authorization_server(auth.issuer())
         .build()
@@ -462,6 +512,54 @@ async fn concurrent_redemptions_have_one_winner() {
         ok += usize::from(task.await.unwrap() == 200);
     }
     assert_eq!(ok, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_never_fork_the_family() {
+    // A store with network-like latency, so that concurrent refreshes overlap.
+    let flow = setup_with(|b| b.store(SlowStore(MemoryStore::default()))).await;
+    let redirect = flow.code().await;
+    let tokens: Value = flow.redeem(&redirect["code"]).await.json().await.unwrap();
+    let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // A client refreshing from eight places at once, within the grace window.
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let rt = rt.clone();
+            let base = flow.base.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(format!("{base}/oauth/token"))
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("client_id", "app"),
+                        ("refresh_token", &rt),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut successors = Vec::new();
+    for attempt in attempts {
+        let response = attempt.await.unwrap();
+        assert_eq!(response.status(), 200, "all are within the grace window");
+        let body: Value = response.json().await.unwrap();
+        successors.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    // Each retry replaced the successor before it: exactly one chain lives on.
+    let mut live = 0;
+    for successor in successors {
+        let response = flow
+            .token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "app"),
+                ("refresh_token", &successor),
+            ])
+            .await;
+        live += usize::from(response.status() == 200);
+    }
+    assert_eq!(live, 1);
 }
 
 #[tokio::test]
