@@ -12,6 +12,10 @@
 //! - `DEMO_PASSWORD`: the demo user's password (random per run when unset, printed).
 //! - `JWKS_URL` and `ISSUER`: validate an external identity provider's tokens instead (e.g. a
 //!   Keycloak realm) and run no authorization server.
+//! - `OIDC_ISSUER`, `OIDC_CLIENT_ID`, `OIDC_CLIENT_SECRET`: also let users sign in at this
+//!   OpenID Connect provider (register `$PUBLIC_URL/oauth/callback/oidc` there).
+//! - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: also let users sign in with GitHub (an OAuth
+//!   App whose callback URL is `$PUBLIC_URL/oauth/callback/github`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
 use tower_mcp_auth::policy::ToolPolicy;
-use tower_mcp_auth::server::AuthServer;
+use tower_mcp_auth::server::{AuthServer, AuthServerBuilder, GitHubProvider, OidcProvider};
 use tower_mcp_auth::validate::{JwksValidator, TokenValidator};
 use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 
@@ -160,12 +164,35 @@ pub fn auth_server(
     resource_uri: &str,
     password: &str,
 ) -> Result<AuthServer, tower_mcp_auth::ConfigError> {
+    auth_server_builder(public_url, resource_uri, password).build()
+}
+
+fn auth_server_builder(public_url: &str, resource_uri: &str, password: &str) -> AuthServerBuilder {
     AuthServer::builder(public_url)
         .resource(resource_uri)
         .scopes_supported([BASE_SCOPE, "notes:read", "notes:write", "notes:admin"])
         .dev_user("demo", password)
         .prefill_login(true)
-        .build()
+}
+
+/// Upstream identity providers configured through the environment, beside the dev login.
+fn with_upstream_providers(
+    mut builder: AuthServerBuilder,
+) -> Result<AuthServerBuilder, Box<dyn std::error::Error>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let (Some(issuer), Some(id)) = (var("OIDC_ISSUER"), var("OIDC_CLIENT_ID")) {
+        let mut oidc = OidcProvider::builder("oidc", &issuer, id).display_name(&issuer);
+        if let Some(secret) = var("OIDC_CLIENT_SECRET") {
+            oidc = oidc.client_secret(secret);
+        }
+        println!("Sign-in also at:   {issuer}");
+        builder = builder.identity_provider(oidc.build()?);
+    }
+    if let (Some(id), Some(secret)) = (var("GITHUB_CLIENT_ID"), var("GITHUB_CLIENT_SECRET")) {
+        println!("Sign-in also at:   GitHub");
+        builder = builder.identity_provider(GitHubProvider::new(id, secret)?);
+    }
+    Ok(builder)
 }
 
 /// Browser-based clients (the MCP Inspector) call the MCP endpoint, registration and token
@@ -217,7 +244,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let bytes: [u8; 9] = rand::random();
                 bytes.iter().map(|b| format!("{b:02x}")).collect()
             });
-            let auth = auth_server(&public_url, &resource_uri, &password)?;
+            let auth = with_upstream_providers(auth_server_builder(
+                &public_url,
+                &resource_uri,
+                &password,
+            ))?
+            .build()?;
             let resource = ProtectedResource::builder(&resource_uri)
                 .authorization_server(auth.issuer())
                 .scopes_supported([BASE_SCOPE])
@@ -242,6 +274,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             app(resource, auth.validator(&resource_uri)?).merge(auth.router())
         }
     };
-    axum::serve(listener, app.layer(cors())).await?;
+    // The peer address keys the per-address registration limit.
+    axum::serve(
+        listener,
+        app.layer(cors())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }

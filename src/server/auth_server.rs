@@ -52,9 +52,11 @@ pub(super) struct Client {
 
 /// An OAuth 2.1 authorization server for MCP resources. Cheap to clone.
 ///
-/// This release serves machine-to-machine clients: `client_credentials` tokens for confidential
-/// clients registered in code or through RFC 7591. The authorization code flow with user login
-/// follows; the metadata advertises only what is served.
+/// Machine clients (configured with [`AuthServerBuilder::client`]) get `client_credentials`
+/// tokens; once users can sign in ([`AuthServerBuilder::dev_user`],
+/// [`AuthServerBuilder::identity_provider`]) the authorization code flow is served too, to
+/// registered, pre-configured and metadata-document clients. The metadata advertises only
+/// what is served.
 ///
 /// ```
 /// use tower_mcp_auth::server::AuthServer;
@@ -223,7 +225,11 @@ impl AuthServer {
 
     /// The routes: `/.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
     /// (with the path variants of an issuer with a path), `/oauth/jwks`, `/oauth/register`,
-    /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`. Bodies over 64 KiB get 413.
+    /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`; when users can sign in, also
+    /// `/oauth/authorize`, `/oauth/login`, `/oauth/consent`, `/oauth/upstream/{provider}` and
+    /// `/oauth/callback/{provider}`. Bodies over 64 KiB get 413. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so per-address limits know the
+    /// client.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
         let urls = &self.0.urls;
         // Endpoints browser-based clients (the MCP Inspector) call with fetch: CORS open to

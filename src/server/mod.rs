@@ -1,11 +1,14 @@
-//! Building blocks of the OAuth 2.1 authorization server (feature `server`).
+//! The OAuth 2.1 authorization server (feature `server`).
 //!
-//! [`AuthServer`] serves, so far, machine-to-machine clients: RFC 8414 / OpenID discovery
-//! metadata, JWKS, RFC 7591 registration of confidential clients, the token endpoint with the
-//! `client_credentials` grant (audience bound to the RFC 8707 `resource`), RFC 7009 revocation
-//! and RFC 7662 introspection. Under it: the [`SigningKeys`] and [`EncryptionKeys`] rings
-//! (separate purposes, each key with an id) and the canonical [`PublicUrls`] builder. State goes
-//! through [`crate::store::Store`]. The authorization code flow with user login is next.
+//! [`AuthServer`] is an axum router to mount beside the MCP route: RFC 8414 / OpenID discovery,
+//! JWKS, RFC 7591 registration and client ID metadata documents, the authorization code flow
+//! with PKCE (users sign in at an upstream [`IdentityProvider`] such as [`OidcProvider`] or
+//! [`GitHubProvider`], or at the embedded dev login), consent, the token endpoint
+//! (`authorization_code`, `refresh_token` with rotation, `client_credentials`), RFC 7009
+//! revocation and RFC 7662 introspection. Under it: the [`SigningKeys`] and [`EncryptionKeys`]
+//! rings (separate purposes, each key with an id), the canonical [`PublicUrls`] builder, and the
+//! [`ClientAddress`] extractors that per-source limits key on. State goes through
+//! [`crate::store::Store`].
 
 mod auth_server;
 mod cimd;
