@@ -33,6 +33,13 @@ pub struct McpMessage {
     pub protocol_version: Option<String>,
     /// `params.ref.name` and `params.ref.uri` (`completion/complete`).
     pub reference: Option<(Option<String>, Option<String>)>,
+    /// Whether the message declares the URL mode of elicitation: `params.capabilities` of
+    /// `initialize` (2025-11-25), or
+    /// `params._meta["io.modelcontextprotocol/clientCapabilities"]` (2026-07-28).
+    pub url_elicitation: bool,
+    /// `params.requestState`: the opaque state a 2026-07-28 client echoes when it retries a
+    /// request after an `input_required` result.
+    pub request_state: Option<String>,
 }
 
 impl McpMessage {
@@ -127,6 +134,30 @@ struct Params<'a> {
     meta: Option<ObjectOnly<Meta<'a>>>,
     #[serde(rename = "ref", borrow, default)]
     reference: Option<ObjectOnly<Reference<'a>>>,
+    #[serde(default)]
+    capabilities: Option<ObjectOnly<Capabilities>>,
+    #[serde(rename = "requestState", borrow, default)]
+    request_state: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Capabilities {
+    #[serde(default)]
+    elicitation: Option<ObjectOnly<Elicitation>>,
+}
+
+#[derive(Deserialize)]
+struct Elicitation {
+    #[serde(default)]
+    url: Option<IgnoredAny>,
+}
+
+impl Capabilities {
+    fn url_elicitation(&self) -> bool {
+        self.elicitation
+            .as_ref()
+            .is_some_and(|ObjectOnly(e)| e.url.is_some())
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,6 +172,8 @@ struct Reference<'a> {
 struct Meta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
     protocol_version: Option<Cow<'a, str>>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", default)]
+    client_capabilities: Option<ObjectOnly<Capabilities>>,
 }
 
 /// Parses a request body. Duplicate keys (`{"name":"a","name":"b"}`), non-object `params`, a
@@ -199,25 +232,40 @@ fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
         _ => {}
     }
     let id = envelope.id.map(normalize_id).transpose()?;
-    let (name, uri, protocol_version, reference) = match envelope.params {
-        Some(ObjectOnly(p)) => (
-            p.name.map(Cow::into_owned),
-            p.uri.map(Cow::into_owned),
-            p.meta
-                .and_then(|ObjectOnly(m)| m.protocol_version)
-                .map(Cow::into_owned),
-            p.reference
-                .map(|ObjectOnly(r)| (r.name.map(Cow::into_owned), r.uri.map(Cow::into_owned))),
-        ),
-        None => (None, None, None, None),
+    let Some(ObjectOnly(p)) = envelope.params else {
+        return Ok(McpMessage {
+            id,
+            method: envelope.method.map(Cow::into_owned),
+            name: None,
+            uri: None,
+            protocol_version: None,
+            reference: None,
+            url_elicitation: false,
+            request_state: None,
+        });
     };
+    let (protocol_version, meta_url_elicitation) = match p.meta {
+        Some(ObjectOnly(m)) => (
+            m.protocol_version.map(Cow::into_owned),
+            m.client_capabilities
+                .is_some_and(|ObjectOnly(c)| c.url_elicitation()),
+        ),
+        None => (None, false),
+    };
+    let url_elicitation = meta_url_elicitation
+        || p.capabilities
+            .is_some_and(|ObjectOnly(c)| c.url_elicitation());
     Ok(McpMessage {
         id,
         method: envelope.method.map(Cow::into_owned),
-        name,
-        uri,
+        name: p.name.map(Cow::into_owned),
+        uri: p.uri.map(Cow::into_owned),
         protocol_version,
-        reference,
+        reference: p
+            .reference
+            .map(|ObjectOnly(r)| (r.name.map(Cow::into_owned), r.uri.map(Cow::into_owned))),
+        url_elicitation,
+        request_state: p.request_state.map(Cow::into_owned),
     })
 }
 
@@ -281,6 +329,17 @@ mod tests {
         assert_eq!(r.messages[0].id, Some(Value::from(0)));
         assert!(parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#).is_err());
         assert!(parse(br#"{"jsonrpc":"2.0","id":1e300,"method":"tools/list"}"#).is_err());
+    }
+
+    #[test]
+    fn reads_url_elicitation_capability_and_request_state() {
+        let init = parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{},"url":{}}},"clientInfo":{"name":"c","version":"1"}}}"#).unwrap();
+        assert!(init.messages[0].url_elicitation);
+        let form_only = parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"capabilities":{"elicitation":{}}}}"#).unwrap();
+        assert!(!form_only.messages[0].url_elicitation);
+        let call = parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"gh","requestState":"abc","inputResponses":{"x":{"action":"accept"}},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{"url":{}}}}}}"#).unwrap();
+        assert!(call.messages[0].url_elicitation);
+        assert_eq!(call.messages[0].request_state.as_deref(), Some("abc"));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "atag")]
+#[cfg_attr(docsrs, doc(cfg(feature = "atag")))]
+pub mod atag;
 pub mod bearer;
 pub mod challenge;
 mod context;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use regex::{RegexSet, RegexSetBuilder};
 use serde_json::Value;
 
-use super::rules::{ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule};
+use super::rules::{ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, ServiceNeed};
 use crate::resource::check_scope_token;
 use crate::{AuthContext, ConfigError, Scopes};
 
@@ -96,6 +96,7 @@ struct CompiledRule {
     specificity: (u8, usize, std::cmp::Reverse<usize>),
     requirement: Requirement,
     deny: bool,
+    service: Option<ServiceNeed>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +196,7 @@ impl Index {
                     conditions: rule.conditions,
                 },
                 deny: rule.deny,
+                service: rule.service,
             });
         }
         if !patterns.is_empty() {
@@ -335,6 +337,28 @@ impl ToolPolicy {
                 .collect();
             Decision::InsufficientScope { scopes }
         }
+    }
+
+    /// The third-party service the tool `name` needs, from the most specific rule matching it
+    /// (see [`Rule::needs_service`]).
+    pub fn service_need(&self, name: &str) -> Option<&ServiceNeed> {
+        self.0.indexes[kind_index(Kind::Tool)]
+            .lookup(name)
+            .ok()
+            .flatten()
+            .and_then(|rule| rule.service.as_ref())
+    }
+
+    /// The third-party services the rules name.
+    pub fn service_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.0.indexes[kind_index(Kind::Tool)]
+            .rules
+            .iter()
+            .filter_map(|r| r.service.as_ref().map(|s| s.service.as_str()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Shorthand for `decide(..).is_allowed()`.
@@ -501,6 +525,32 @@ impl ToolPolicyBuilder {
         self.rule(Rule::method(method).all_of(scopes))
     }
 
+    /// The tools of the rule added last act at a third-party `service` with the user's own
+    /// token (see [`Rule::needs_service`] and [`crate::atag`]).
+    ///
+    /// ```
+    /// use tower_mcp_auth::policy::ToolPolicy;
+    ///
+    /// let policy = ToolPolicy::builder()
+    ///     .default_scopes(["mcp:tools"])
+    ///     .tool("github_*", ["mcp:tools"])
+    ///     .needs_service("github", ["repo"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.service_need("github_list_repos").unwrap().service, "github");
+    /// assert!(policy.service_need("whoami").is_none());
+    /// ```
+    pub fn needs_service<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        service: impl Into<String>,
+        scopes: I,
+    ) -> Self {
+        if let Some(last) = self.rules.pop() {
+            self.rules.push(last.needs_service(service, scopes));
+        }
+        self
+    }
+
     /// Adds any rule.
     pub fn rule(mut self, rule: Rule) -> Self {
         self.rules.push(rule);
@@ -531,6 +581,13 @@ impl ToolPolicyBuilder {
 
     /// Compiles the policy; fails on invalid patterns or scope strings.
     pub fn build(self) -> Result<ToolPolicy, ConfigError> {
+        if self
+            .rules
+            .iter()
+            .any(|r| r.service.is_some() && (r.kind != Kind::Tool || r.deny))
+        {
+            return Err(invalid("only tool rules that allow can need a service"));
+        }
         let mut by_kind: [Vec<(usize, Rule)>; 4] = Default::default();
         for (order, rule) in self.rules.into_iter().enumerate() {
             by_kind[kind_index(rule.kind)].push((order, rule));

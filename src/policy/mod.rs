@@ -72,5 +72,5 @@ pub use self::layer::{
     ToolPolicyService,
 };
 pub use self::rules::{
-    ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, RuleConfig,
+    ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, RuleConfig, ServiceNeed,
 };

@@ -133,6 +133,19 @@ pub struct Rule {
     pub(crate) any_of: Vec<String>,
     pub(crate) conditions: Vec<ClaimCondition>,
     pub(crate) deny: bool,
+    pub(crate) service: Option<ServiceNeed>,
+}
+
+/// A third-party service a tool acts at on the user's behalf (the ATAG pattern): the user's
+/// token for `service`, with at least `scopes`, is injected into each call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNeed {
+    /// The service's id in the registry (`github`, `google`, …).
+    pub service: String,
+    /// The service's scopes the tool needs.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl Rule {
@@ -145,6 +158,7 @@ impl Rule {
             any_of: Vec::new(),
             conditions: Vec::new(),
             deny: false,
+            service: None,
         }
     }
 
@@ -200,6 +214,21 @@ impl Rule {
         self.deny = true;
         self
     }
+
+    /// The tools this rule covers act at a third-party `service` with the user's own token
+    /// (needing at least `scopes` there); see [`crate::atag`].
+    #[must_use]
+    pub fn needs_service<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        service: impl Into<String>,
+        scopes: I,
+    ) -> Self {
+        self.service = Some(ServiceNeed {
+            service: service.into(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
 }
 
 /// A rule as written in a configuration file. Exactly one of `name`, `glob`, `regex`.
@@ -238,6 +267,9 @@ pub struct RuleConfig {
     /// An explicit deny.
     #[serde(default)]
     pub deny: bool,
+    /// The third-party service the tools need (ATAG).
+    #[serde(default)]
+    pub needs_service: Option<ServiceNeed>,
 }
 
 fn default_kind() -> Kind {
@@ -319,6 +351,7 @@ impl RuleConfig {
             any_of: self.any_of,
             conditions: self.claims,
             deny: self.deny,
+            service: self.needs_service,
         })
     }
 }

@@ -99,6 +99,8 @@ pub(super) struct Inner {
     client_address: Arc<dyn ClientAddress>,
     registration_limit: Option<(u64, Duration)>,
     pub(super) registration_policy: Option<RegistrationPolicy>,
+    #[cfg(feature = "atag")]
+    pub(super) atag: Option<Arc<crate::atag::AtagState>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -132,6 +134,10 @@ pub struct AuthServerBuilder {
     client_address: Arc<dyn ClientAddress>,
     registration_limit: Option<(u64, Duration)>,
     registration_policy: Option<RegistrationPolicy>,
+    #[cfg(feature = "atag")]
+    services: Vec<crate::atag::ExternalService>,
+    #[cfg(feature = "atag")]
+    vault_keys: Option<super::EncryptionKeys>,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -164,6 +170,10 @@ impl AuthServer {
             client_address: Arc::new(PeerAddress),
             registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
             registration_policy: None,
+            #[cfg(feature = "atag")]
+            services: Vec::new(),
+            #[cfg(feature = "atag")]
+            vault_keys: None,
             cimd_development: false,
         }
     }
@@ -274,9 +284,83 @@ impl AuthServer {
                     post(super::flow::consent),
                 );
         }
+        #[cfg(feature = "atag")]
+        if self.0.atag.is_some() {
+            router = router
+                .route(
+                    &urls.local_path("/atag/connect/{service}"),
+                    get(super::connect::connect),
+                )
+                .route(
+                    &urls.local_path("/atag/callback/{service}"),
+                    get(super::connect::callback),
+                )
+                .route(
+                    &urls.local_path("/atag/connections"),
+                    get(super::connect::connections),
+                )
+                .route(
+                    &urls.local_path("/atag/connections/{service}"),
+                    axum::routing::delete(super::connect::disconnect),
+                );
+        }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.clone())
+    }
+}
+
+#[cfg(feature = "atag")]
+impl AuthServer {
+    /// The layer giving tools that need third-party services (per `policy`'s
+    /// [`needs_service`](crate::policy::ToolPolicyBuilder::needs_service) rules) the user's
+    /// token there, or challenging the client to connect. Fails if the policy names a service
+    /// not registered with [`AuthServerBuilder::external_service`].
+    ///
+    /// ```
+    /// use tower_mcp_auth::atag::ExternalService;
+    /// use tower_mcp_auth::policy::ToolPolicy;
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// let auth = AuthServer::builder("https://mcp.example.com")
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .dev_user("demo", "demo")
+    ///     .external_service(ExternalService::github("Iv1.0123", "secret"))
+    ///     .build()
+    ///     .unwrap();
+    /// let policy = ToolPolicy::builder()
+    ///     .default_scopes(["mcp:tools"])
+    ///     .tool("github_*", ["mcp:tools"])
+    ///     .needs_service("github", ["repo"])
+    ///     .build()
+    ///     .unwrap();
+    /// let layer = auth.atag_layer(&policy).unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn atag_layer(
+        &self,
+        policy: &crate::policy::ToolPolicy,
+    ) -> Result<crate::atag::AtagLayer, ConfigError> {
+        let Some(state) = &self.0.atag else {
+            return Err(ConfigError::InvalidPolicy(
+                "no external service is registered".into(),
+            ));
+        };
+        if let Some(unknown) = policy
+            .service_ids()
+            .into_iter()
+            .find(|id| !state.services.contains_key(*id))
+        {
+            return Err(ConfigError::InvalidPolicy(format!(
+                "the policy names service `{unknown}`, which is not registered"
+            )));
+        }
+        Ok(crate::atag::AtagLayer::new(state.clone(), policy.clone()))
+    }
+
+    /// The third-party token vault, if services are registered.
+    pub fn vault(&self) -> Option<&crate::atag::TokenVault> {
+        self.0.atag.as_ref().map(|state| &state.vault)
     }
 }
 
@@ -476,6 +560,23 @@ impl AuthServerBuilder {
         self
     }
 
+    /// A third-party service tools may act at for the user (feature `atag`): enables the
+    /// `/atag/*` routes and [`AuthServer::atag_layer`].
+    #[cfg(feature = "atag")]
+    pub fn external_service(mut self, service: crate::atag::ExternalService) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// The keys sealing the third-party token vault (default: one generated at start-up, so
+    /// stored tokens die with the process; production deployments keep theirs). Separate from
+    /// the signing keys: either rotates alone.
+    #[cfg(feature = "atag")]
+    pub fn vault_keys(mut self, keys: super::EncryptionKeys) -> Self {
+        self.vault_keys = Some(keys);
+        self
+    }
+
     /// Lifetime of refresh tokens (default 30 days).
     pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
         self.refresh_token_ttl = ttl;
@@ -626,14 +727,41 @@ impl AuthServerBuilder {
         };
         // A retired key must outlive every token it signed (plus validators' leeway).
         keys.ensure_retention(self.access_token_ttl + Duration::from_secs(300));
+        let store: Arc<dyn Store> = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        #[cfg(feature = "atag")]
+        let atag = if self.services.is_empty() {
+            None
+        } else {
+            let mut services = HashMap::new();
+            for service in self.services {
+                service.check()?;
+                let id = service.id.clone();
+                if services.insert(id.clone(), service).is_some() {
+                    return Err(ConfigError::InvalidPolicy(format!(
+                        "two external services have the id `{id}`"
+                    )));
+                }
+            }
+            let keys = match self.vault_keys {
+                Some(keys) => keys,
+                None => super::EncryptionKeys::generate("vault-1")?,
+            };
+            Some(Arc::new(crate::atag::AtagState::new(
+                services,
+                store.clone(),
+                keys,
+                urls.clone(),
+                super::http_client(Duration::from_secs(10))?,
+            )))
+        };
         Ok(AuthServer(Arc::new(Inner {
             urls,
             resources,
             scopes_supported: self.scopes_supported,
             keys,
-            store: self
-                .store
-                .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            store,
             clients,
             access_token_ttl: self.access_token_ttl,
             refresh_token_ttl: self.refresh_token_ttl,
@@ -650,6 +778,8 @@ impl AuthServerBuilder {
             client_address: self.client_address,
             registration_limit: self.registration_limit,
             registration_policy: self.registration_policy,
+            #[cfg(feature = "atag")]
+            atag,
         })))
     }
 }
@@ -708,7 +838,7 @@ pub(super) async fn is_revoked(
     Ok(false)
 }
 
-pub(super) fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -1333,7 +1463,7 @@ impl AuthServer {
 }
 
 /// Reads one of our access tokens for revocation or introspection, whatever its audience.
-async fn own_token(server: &AuthServer, token: &str) -> Option<crate::AuthContext> {
+pub(super) async fn own_token(server: &AuthServer, token: &str) -> Option<crate::AuthContext> {
     for resource in &server.0.resources {
         if let Ok(ctx) = server
             .0

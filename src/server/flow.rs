@@ -92,6 +92,21 @@ fn page(
     response
 }
 
+/// A page with a title and a message.
+pub(super) fn message_page(
+    server: &AuthServer,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+) -> Response {
+    page(
+        server,
+        status,
+        "error.html",
+        minijinja::context! { title, message },
+    )
+}
+
 /// An error shown to the person in the browser, never sent to a redirect URI we cannot trust.
 pub(super) fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
     page(

@@ -292,6 +292,16 @@ pub enum SealError {
 }
 
 impl EncryptionKeys {
+    /// A ring with one freshly generated 256-bit key named `id` (what it seals is lost with
+    /// the process unless the key is kept: production deployments load theirs with
+    /// [`EncryptionKeys::new`]).
+    pub fn generate(id: impl Into<String>) -> Result<Self, ConfigError> {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| ConfigError::InvalidKey("no randomness available".into()))?;
+        Self::new(id, &key)
+    }
+
     /// A ring with one 256-bit key.
     pub fn new(id: impl Into<String>, key: &[u8]) -> Result<Self, ConfigError> {
         Self::from_keys([(id.into(), key)])

@@ -12,6 +12,8 @@
 
 mod auth_server;
 mod cimd;
+#[cfg(feature = "atag")]
+mod connect;
 mod flow;
 mod keys;
 mod login;
@@ -19,6 +21,7 @@ mod source;
 mod upstream;
 mod urls;
 
+pub(crate) use self::auth_server::now as unix_now;
 pub use self::auth_server::{AuthServer, AuthServerBuilder, RevocationAwareValidator};
 pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
@@ -26,4 +29,5 @@ pub use self::upstream::{
     GitHubProvider, IdentityProvider, OidcProvider, OidcProviderBuilder, UpstreamError,
     UpstreamStart, UpstreamUser,
 };
+pub(crate) use self::upstream::{check_provider_id, http_client, send, token_error};
 pub use self::urls::PublicUrls;

@@ -118,7 +118,7 @@ pub trait IdentityProvider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<UpstreamUser, UpstreamError>>;
 }
 
-pub(super) fn check_provider_id(id: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_provider_id(id: &str) -> Result<(), ConfigError> {
     if id.is_empty()
         || id.len() > 32
         || !id
@@ -272,7 +272,7 @@ impl CodeFlow {
     }
 }
 
-fn token_error<E: std::error::Error>(
+pub(crate) fn token_error<E: std::error::Error>(
     error: RequestTokenError<E, BasicErrorResponse>,
 ) -> UpstreamError {
     match error {

@@ -1,0 +1,218 @@
+//! Our OAuth client at third-party services, on the `oauth2` crate: authorization URLs with
+//! PKCE and `state`, code exchange, refresh.
+
+use std::time::Duration;
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AccessToken, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    Scope, StandardRevocableToken, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use super::services::{ClientAuthMethod, ExternalService};
+use super::vault::TokenSet;
+use crate::server::{UpstreamError, send, token_error};
+
+/// A token response as services send it. Slack puts user tokens under `authed_user`; GitHub
+/// separates scopes with commas: both are read here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawTokens")]
+pub(crate) struct ServiceTokens {
+    access_token: AccessToken,
+    #[serde(skip)]
+    token_type: BasicTokenType,
+    expires_in: Option<u64>,
+    refresh_token: Option<RefreshToken>,
+    scopes: Option<Vec<Scope>>,
+}
+
+#[derive(Deserialize)]
+struct RawTokens {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    authed_user: Option<Box<RawTokens>>,
+}
+
+impl TryFrom<RawTokens> for ServiceTokens {
+    type Error = &'static str;
+
+    fn try_from(raw: RawTokens) -> Result<Self, Self::Error> {
+        let raw = match (&raw.access_token, raw.authed_user) {
+            (None, Some(user)) => *user,
+            (_, _) if raw.access_token.is_some() => RawTokens {
+                authed_user: None,
+                ..raw
+            },
+            _ => return Err("the token response has no access_token"),
+        };
+        let access_token = raw
+            .access_token
+            .ok_or("the token response has no access_token")?;
+        Ok(ServiceTokens {
+            access_token: AccessToken::new(access_token),
+            token_type: BasicTokenType::Bearer,
+            expires_in: raw.expires_in,
+            refresh_token: raw.refresh_token.map(RefreshToken::new),
+            scopes: raw.scope.map(|s| {
+                s.split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Scope::new(s.to_owned()))
+                    .collect()
+            }),
+        })
+    }
+}
+
+impl TokenResponse for ServiceTokens {
+    type TokenType = BasicTokenType;
+
+    fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+    fn token_type(&self) -> &BasicTokenType {
+        &self.token_type
+    }
+    fn expires_in(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+    fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+    fn scopes(&self) -> Option<&Vec<Scope>> {
+        self.scopes.as_ref()
+    }
+}
+
+type ServiceClient = oauth2::Client<
+    BasicErrorResponse,
+    ServiceTokens,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+fn client(service: &ExternalService, redirect_uri: &str) -> Result<ServiceClient, UpstreamError> {
+    let bad = |e: oauth2::url::ParseError| UpstreamError::Unavailable(e.to_string());
+    let mut client = oauth2::Client::new(ClientId::new(service.client_id.clone()))
+        .set_auth_uri(AuthUrl::new(service.authorize_url.clone()).map_err(bad)?)
+        .set_token_uri(TokenUrl::new(service.token_url.clone()).map_err(bad)?)
+        .set_redirect_uri(RedirectUrl::new(redirect_uri.to_owned()).map_err(bad)?)
+        .set_auth_type(match service.auth_method {
+            ClientAuthMethod::Basic => AuthType::BasicAuth,
+            ClientAuthMethod::Post => AuthType::RequestBody,
+        });
+    if let Some(secret) = &service.client_secret {
+        client = client.set_client_secret(ClientSecret::new(secret.clone()));
+    }
+    Ok(client)
+}
+
+/// The authorization URL for `scopes`, carrying `state`; and the PKCE verifier to keep.
+pub(crate) fn authorization_url(
+    service: &ExternalService,
+    redirect_uri: &str,
+    state: &str,
+    scopes: &[String],
+) -> Result<(String, String), UpstreamError> {
+    let client = client(service, redirect_uri)?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(|| CsrfToken::new(state.to_owned()))
+        .set_pkce_challenge(challenge);
+    match service.scope_param.as_deref() {
+        None | Some("scope") => {
+            request = request.add_scopes(scopes.iter().cloned().map(Scope::new));
+        }
+        Some(param) => request = request.add_extra_param(param.to_owned(), scopes.join(",")),
+    }
+    for (name, value) in &service.extra_params {
+        request = request.add_extra_param(name.clone(), value.clone());
+    }
+    let (url, _) = request.url();
+    Ok((url.into(), verifier.secret().clone()))
+}
+
+fn token_set(
+    tokens: ServiceTokens,
+    previous_refresh: Option<String>,
+    asked: &[String],
+) -> TokenSet {
+    let now = crate::server::unix_now();
+    TokenSet {
+        access_token: tokens.access_token.secret().clone(),
+        // A refresh response without a new refresh token keeps the old one (RFC 6749 §6).
+        refresh_token: tokens
+            .refresh_token
+            .map(|t| t.secret().clone())
+            .or(previous_refresh),
+        expires_at: tokens.expires_in.map(|s| now + s),
+        // A response without `scope` granted what was asked (RFC 6749 §5.1).
+        scopes: tokens
+            .scopes
+            .map(|s| s.into_iter().map(|s| s.to_string()).collect())
+            .unwrap_or_else(|| asked.to_vec()),
+    }
+}
+
+/// Exchanges an authorization code (with its PKCE verifier).
+pub(crate) async fn exchange(
+    http: &reqwest::Client,
+    service: &ExternalService,
+    redirect_uri: &str,
+    code: &str,
+    verifier: &str,
+    asked: &[String],
+) -> Result<TokenSet, UpstreamError> {
+    let client = client(service, redirect_uri)?;
+    let http = http.clone();
+    let caller = move |request| send(http.clone(), request);
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+        .request_async(&caller)
+        .await
+        .map_err(token_error)?;
+    Ok(token_set(tokens, None, asked))
+}
+
+/// Refreshes `current`.
+pub(crate) async fn refresh(
+    http: &reqwest::Client,
+    service: &ExternalService,
+    redirect_uri: &str,
+    current: &TokenSet,
+) -> Result<TokenSet, UpstreamError> {
+    let Some(refresh_token) = &current.refresh_token else {
+        return Err(UpstreamError::Refused("no refresh token".into()));
+    };
+    let client = client(service, redirect_uri)?;
+    let http = http.clone();
+    let caller = move |request| send(http.clone(), request);
+    let tokens = client
+        .exchange_refresh_token(&RefreshToken::new(refresh_token.clone()))
+        .request_async(&caller)
+        .await
+        .map_err(token_error)?;
+    Ok(token_set(
+        tokens,
+        current.refresh_token.clone(),
+        &current.scopes,
+    ))
+}

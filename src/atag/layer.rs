@@ -1,0 +1,508 @@
+//! [`AtagLayer`]: injects users' third-party tokens into the tool calls that need them, or
+//! challenges the client to connect the service.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::ExternalToken;
+use super::state::{AUDIT, AtagState};
+use crate::AuthContext;
+use crate::jsonrpc::McpRequest;
+use crate::policy::ToolPolicy;
+use crate::validate::BoxFuture;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body of the ATAG service's responses.
+pub type AtagBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// JSON-RPC error of 2025-11-25: URL elicitation required.
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+
+/// How a client learns that a tool needs a service the user has not connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChallengeMode {
+    /// MCP URL elicitation where the client declared it (the `-32042` error for 2025-11-25
+    /// sessions whose `initialize` declared `elicitation.url`; an `input_required` result for
+    /// 2026-07-28 requests declaring it in `_meta`), a tool error otherwise.
+    #[default]
+    Auto,
+    /// Always a `tools/call` result with `isError: true` whose text carries the connect URL:
+    /// every client can show it.
+    ToolError,
+    /// The ATAG pattern's own challenge: HTTP 401 with a JSON body naming the service and its
+    /// `auth_url`, and `WWW-Authenticate: ATAG …`. For ATAG-aware gateways and agents only:
+    /// spec MCP clients answer any 401 by authorizing again with the MCP server.
+    Atag401,
+}
+
+/// Applies [`AtagService`]. Made by [`crate::server::AuthServer::atag_layer`]; place it inside
+/// the bearer and policy layers (it reads the `AuthContext` and the parsed envelope).
+#[derive(Debug, Clone)]
+pub struct AtagLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Arc<AtagState>,
+    policy: ToolPolicy,
+    mode: ChallengeMode,
+    forward_header: Option<HeaderName>,
+}
+
+impl AtagLayer {
+    pub(crate) fn new(state: Arc<AtagState>, policy: ToolPolicy) -> Self {
+        AtagLayer {
+            shared: Arc::new(Shared {
+                state,
+                policy,
+                mode: ChallengeMode::Auto,
+                forward_header: None,
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Shared)) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            change(shared);
+        } else {
+            let mut shared = Shared {
+                state: self.shared.state.clone(),
+                policy: self.shared.policy.clone(),
+                mode: self.shared.mode,
+                forward_header: self.shared.forward_header.clone(),
+            };
+            change(&mut shared);
+            self.shared = Arc::new(shared);
+        }
+        self
+    }
+
+    /// How clients are challenged (default [`ChallengeMode::Auto`]).
+    #[must_use]
+    pub fn mode(self, mode: ChallengeMode) -> Self {
+        self.with(|s| s.mode = mode)
+    }
+
+    /// Also puts the token in this request header (`Bearer …`), for services that proxy the
+    /// call onwards. Any such header the client sent is replaced.
+    #[must_use]
+    pub fn forward_header(self, name: HeaderName) -> Self {
+        self.with(|s| s.forward_header = Some(name))
+    }
+}
+
+impl<S> Layer<S> for AtagLayer {
+    type Service = AtagService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AtagService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Middleware injecting third-party tokens; see [`AtagLayer`] and the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct AtagService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> AtagService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// What a request needs from this layer.
+enum Plan {
+    Pass,
+    /// An `initialize` declaring URL elicitation: remember its session.
+    Initialize,
+    Call {
+        id: Value,
+        tool: String,
+        service: String,
+        scopes: Vec<String>,
+        request_state: Option<String>,
+        modern: bool,
+        url_elicitation: bool,
+    },
+    /// A batch holding a call that needs a service.
+    Batch,
+    /// No parsed envelope on a POST: the policy layer is missing.
+    Misconfigured,
+}
+
+impl Shared {
+    fn plan<B>(&self, request: &Request<B>) -> Plan {
+        let Some(mcp) = request.extensions().get::<McpRequest>() else {
+            return if request.method() == http::Method::POST {
+                Plan::Misconfigured
+            } else {
+                Plan::Pass
+            };
+        };
+        let mut needing = mcp.messages.iter().filter_map(|m| {
+            let tool = m
+                .name
+                .as_deref()
+                .filter(|_| m.method.as_deref() == Some("tools/call"))?;
+            Some((m, tool, self.policy.service_need(tool)?))
+        });
+        let Some((message, tool, need)) = needing.next() else {
+            let initialize = mcp
+                .messages
+                .iter()
+                .any(|m| m.method.as_deref() == Some("initialize") && m.url_elicitation);
+            return if initialize {
+                Plan::Initialize
+            } else {
+                Plan::Pass
+            };
+        };
+        if mcp.batch {
+            return Plan::Batch;
+        }
+        let header_version = request
+            .headers()
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok());
+        let version = message.protocol_version.as_deref().or(header_version);
+        let modern = version.is_some_and(|v| v >= "2026-07-28");
+        let session_declared = version == Some("2025-11-25")
+            && request
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|id| self.state.url_sessions.contains_key(id));
+        Plan::Call {
+            id: message.id.clone().unwrap_or(Value::Null),
+            tool: tool.to_owned(),
+            service: need.service.clone(),
+            scopes: need.scopes.clone(),
+            request_state: message.request_state.clone(),
+            modern,
+            url_elicitation: if modern {
+                message.url_elicitation
+            } else {
+                session_declared
+            },
+        }
+    }
+}
+
+fn full(body: Vec<u8>) -> AtagBody {
+    Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<AtagBody> {
+    let mut response = Response::new(full(body.to_string().into_bytes()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response<AtagBody> {
+    json_response(
+        status,
+        &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+    )
+}
+
+impl<S, ResBody> Service<Request<Full<Bytes>>> for AtagService<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<AtagBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<AtagBody>, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let boxed = |r: Response<ResBody>| r.map(|b| b.map_err(Into::into).boxed_unsync());
+            match shared.plan(&request) {
+                Plan::Pass => Ok(boxed(inner.call(request).await?)),
+                Plan::Initialize => {
+                    let response = inner.call(request).await?;
+                    if let Some(id) = response
+                        .headers()
+                        .get("mcp-session-id")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        shared.state.url_sessions.insert(id.to_owned(), ());
+                    }
+                    Ok(boxed(response))
+                }
+                Plan::Batch => Ok(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    -32600,
+                    "calls of tools that need a connected service cannot be batched",
+                )),
+                Plan::Misconfigured => {
+                    tracing::error!(
+                        "AtagLayer found no parsed MCP request: put it inside the ToolPolicyLayer"
+                    );
+                    Ok(rpc_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &Value::Null,
+                        -32603,
+                        "server misconfigured",
+                    ))
+                }
+                Plan::Call {
+                    id,
+                    tool,
+                    service,
+                    scopes,
+                    request_state,
+                    modern,
+                    url_elicitation,
+                } => {
+                    let call = Call {
+                        shared: &shared,
+                        id,
+                        tool,
+                        service,
+                        scopes,
+                        modern,
+                        url_elicitation,
+                    };
+                    match call.prepare(request, request_state.as_deref()).await {
+                        Ok(request) => Ok(boxed(inner.call(request).await?)),
+                        Err(response) => Ok(response),
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// One `tools/call` of a tool that needs a service.
+struct Call<'a> {
+    shared: &'a Shared,
+    id: Value,
+    tool: String,
+    service: String,
+    scopes: Vec<String>,
+    modern: bool,
+    url_elicitation: bool,
+}
+
+impl Call<'_> {
+    /// The request with the token injected, or the response to send instead.
+    async fn prepare(
+        &self,
+        mut request: Request<Full<Bytes>>,
+        request_state: Option<&str>,
+    ) -> Result<Request<Full<Bytes>>, Response<AtagBody>> {
+        let state = &self.shared.state;
+        let Some(ctx) = request.extensions().get::<AuthContext>().cloned() else {
+            tracing::error!("AtagLayer found no AuthContext: put it inside the BearerLayer");
+            return Err(rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &self.id,
+                -32603,
+                "server misconfigured",
+            ));
+        };
+        let Some(service) = state.services.get(&self.service) else {
+            return Err(rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &self.id,
+                -32603,
+                "unknown service",
+            ));
+        };
+        // An echoed requestState is checked before anything else: a forged, foreign, expired
+        // or replayed one is refused even if the user has connected meanwhile.
+        if let Some(sealed) = request_state
+            && let Err(refusal) = state
+                .check_request_state(sealed, ctx.subject(), ctx.client_id(), &self.tool)
+                .await
+        {
+            tracing::warn!(target: AUDIT, user = ctx.subject(), tool = %self.tool, reason = refusal.message(), "requestState refused");
+            return Err(rpc_error(
+                StatusCode::OK,
+                &self.id,
+                -32602,
+                refusal.message(),
+            ));
+        }
+        match state.token_for(ctx.subject(), service, &self.scopes).await {
+            Ok(Some(tokens)) => {
+                if let Some(name) = &self.shared.forward_header
+                    && let Ok(value) =
+                        HeaderValue::from_str(&format!("Bearer {}", tokens.access_token))
+                {
+                    let mut value = value;
+                    value.set_sensitive(true);
+                    request.headers_mut().insert(name.clone(), value);
+                }
+                request
+                    .extensions_mut()
+                    .insert(ExternalToken::new(&service.id, &tokens));
+                Ok(request)
+            }
+            Ok(None) => Err(self.challenge(&ctx, service).await),
+            Err(e) => {
+                tracing::warn!(target: AUDIT, service = %service.id, error = %e, "third-party token unavailable");
+                Err(rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &self.id,
+                    -32603,
+                    &format!("{} is unavailable; try again later", service.name()),
+                ))
+            }
+        }
+    }
+
+    async fn challenge(
+        &self,
+        ctx: &AuthContext,
+        service: &super::ExternalService,
+    ) -> Response<AtagBody> {
+        let state = &self.shared.state;
+        let (url, elicitation) = match state
+            .connect_link(ctx.subject(), ctx.client_id(), service, &self.scopes)
+            .await
+        {
+            Ok(link) => link,
+            Err(e) => {
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &self.id,
+                    -32603,
+                    &e.to_string(),
+                );
+            }
+        };
+        tracing::info!(target: AUDIT, user = ctx.subject(), service = %service.id, tool = %self.tool, "third-party connection required");
+        let name = service.name();
+        let message = format!(
+            "Connect your {name} account so that {} can act for you.",
+            self.tool
+        );
+        let mode = match self.shared.mode {
+            ChallengeMode::Auto if self.url_elicitation => {
+                if self.modern {
+                    Mode::InputRequired
+                } else {
+                    Mode::Elicitation
+                }
+            }
+            ChallengeMode::Atag401 => Mode::Atag401,
+            _ => Mode::ToolError,
+        };
+        match mode {
+            Mode::Elicitation => json_response(
+                StatusCode::OK,
+                &json!({"jsonrpc": "2.0", "id": self.id, "error": {
+                    "code": URL_ELICITATION_REQUIRED,
+                    "message": format!("{name} authorization required"),
+                    "data": {"elicitations": [{
+                        "mode": "url", "elicitationId": elicitation, "url": url, "message": message,
+                    }]},
+                }}),
+            ),
+            Mode::InputRequired => {
+                let Some(request_state) =
+                    state.request_state(ctx.subject(), ctx.client_id(), &service.id, &self.tool)
+                else {
+                    return rpc_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &self.id,
+                        -32603,
+                        "cannot seal the request state",
+                    );
+                };
+                json_response(
+                    StatusCode::OK,
+                    &json!({"jsonrpc": "2.0", "id": self.id, "result": {
+                        "resultType": "input_required",
+                        "inputRequests": {
+                            format!("connect_{}", service.id): {
+                                "method": "elicitation/create",
+                                "params": {"mode": "url", "url": url, "message": message},
+                            },
+                        },
+                        "requestState": request_state,
+                    }}),
+                )
+            }
+            Mode::Atag401 => {
+                let mut response = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({
+                        "error": "service_authorization_required",
+                        "error_description": message,
+                        "service": service.id, "auth_url": url,
+                    }),
+                );
+                let challenge = format!(
+                    "ATAG realm=\"{}\", service=\"{}\", auth_url=\"{url}\"",
+                    state.urls.issuer(),
+                    service.id
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+            Mode::ToolError => json_response(
+                StatusCode::OK,
+                &json!({"jsonrpc": "2.0", "id": self.id, "result": {
+                    "content": [{"type": "text", "text": format!(
+                        "{message} Open this link in your browser, approve, then call {} again: {url}",
+                        self.tool
+                    )}],
+                    "isError": true,
+                }}),
+            ),
+        }
+    }
+}
+
+enum Mode {
+    Elicitation,
+    InputRequired,
+    Atag401,
+    ToolError,
+}

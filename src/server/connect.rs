@@ -1,0 +1,348 @@
+//! The ATAG routes (feature `atag`): `/atag/connect/{service}` and `/atag/callback/{service}`
+//! run a third-party OAuth flow in the browser for the user who called the tool;
+//! `/atag/connections` lists and disconnects services.
+
+// Handlers return a `Response` on both arms of their helpers' `Result`s.
+#![allow(clippy::result_large_err)]
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth_server::{AuthServer, no_store, oauth_error, parse_form, rng_failure};
+use super::flow::{digest, error_page, load, message_page, save};
+use super::login::logged_in_user;
+use super::upstream::UpstreamError;
+use crate::atag::{AtagState, Link};
+
+const AUDIT: &str = "tower_mcp_auth::audit";
+
+/// A connect flow in progress, stored under the digest of its `state`.
+#[derive(Serialize, Deserialize)]
+struct ConnectState {
+    link: Link,
+    verifier: String,
+}
+
+fn atag(server: &AuthServer) -> Result<&std::sync::Arc<AtagState>, Response> {
+    server
+        .0
+        .atag
+        .as_ref()
+        .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+}
+
+/// The signed-in user must be the one the link or flow was made for: the phishing defence of
+/// URL elicitation (someone else's link opens nothing in your browser).
+async fn same_user(server: &AuthServer, headers: &HeaderMap, user: &str) -> Result<(), Response> {
+    match logged_in_user(server, headers).await? {
+        Some(session) if session.subject == user => Ok(()),
+        Some(session) => {
+            tracing::warn!(target: AUDIT, signed_in = %session.subject, "a connect link was opened by another user");
+            Err(error_page(
+                server,
+                StatusCode::FORBIDDEN,
+                "This link was made for another account. Sign in as the user who asked for it.",
+            ))
+        }
+        None => Err(error_page(
+            server,
+            StatusCode::UNAUTHORIZED,
+            "Sign in to this server in this browser first (as when you connected your MCP client), then open the link again.",
+        )),
+    }
+}
+
+/// `GET /atag/connect/{service}?link=…`.
+pub(super) async fn connect(
+    State(server): State<AuthServer>,
+    Path(service_id): Path<String>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let atag = match atag(&server) {
+        Ok(atag) => atag.clone(),
+        Err(response) => return response,
+    };
+    let Some(service) = atag.services.get(&service_id) else {
+        return error_page(&server, StatusCode::NOT_FOUND, "unknown service");
+    };
+    let Ok(params) = parse_form(query.unwrap_or_default().as_bytes()) else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated");
+    };
+    let Some(link_id) = params.get("link") else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "the link is incomplete");
+    };
+    let key = format!("atag:link:{}", digest(link_id));
+    let expired = || {
+        error_page(
+            &server,
+            StatusCode::BAD_REQUEST,
+            "This link has expired or was already used. Call the tool again for a new one.",
+        )
+    };
+    let link = match load::<Link>(&server, &key, false).await {
+        Ok(Some(link)) if link.service == service_id => link,
+        Ok(_) => return expired(),
+        Err(response) => return response,
+    };
+    if let Err(response) = same_user(&server, &headers, &link.user).await {
+        return response;
+    }
+    // Single use, atomically (checked before it is spent, so a wrong browser spends nothing).
+    match server.0.store.take(&key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return expired(),
+        Err(e) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+    }
+    let Some(state) = crate::atag::random_state() else {
+        return rng_failure();
+    };
+    let (url, verifier) = match crate::atag::authorization_url(
+        service,
+        &atag.callback_uri(&service.id),
+        &state,
+        &link.scopes,
+    ) {
+        Ok(found) => found,
+        Err(e) => return failure(&server, &e),
+    };
+    let record = ConnectState { link, verifier };
+    if let Err(response) = save(
+        &server,
+        &format!("atag:state:{}", digest(&state)),
+        &record,
+        crate::atag::LINK_TTL,
+    )
+    .await
+    {
+        return response;
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    no_store(response.headers_mut());
+    response
+}
+
+fn failure(server: &AuthServer, error: &UpstreamError) -> Response {
+    match error {
+        UpstreamError::Unavailable(_) => error_page(
+            server,
+            StatusCode::BAD_GATEWAY,
+            "The service could not be reached. Try again in a moment.",
+        ),
+        UpstreamError::Refused(_) => error_page(
+            server,
+            StatusCode::FORBIDDEN,
+            "The service did not grant access.",
+        ),
+    }
+}
+
+/// `GET /atag/callback/{service}?code=…&state=…`.
+pub(super) async fn callback(
+    State(server): State<AuthServer>,
+    Path(service_id): Path<String>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let atag = match atag(&server) {
+        Ok(atag) => atag.clone(),
+        Err(response) => return response,
+    };
+    let Some(service) = atag.services.get(&service_id) else {
+        return error_page(&server, StatusCode::NOT_FOUND, "unknown service");
+    };
+    let Ok(params) = parse_form(query.unwrap_or_default().as_bytes()) else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated");
+    };
+    let Some(state) = params.get("state") else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
+    };
+    let key = format!("atag:state:{}", digest(state));
+    let stale = || {
+        error_page(
+            &server,
+            StatusCode::BAD_REQUEST,
+            "This connection attempt is no longer valid. Call the tool again for a new link.",
+        )
+    };
+    let record = match load::<ConnectState>(&server, &key, false).await {
+        Ok(Some(record)) if record.link.service == service_id => record,
+        Ok(_) => {
+            tracing::warn!(target: AUDIT, service = %service_id, "unknown, replayed or expired connect state");
+            return stale();
+        }
+        Err(response) => return response,
+    };
+    if let Err(response) = same_user(&server, &headers, &record.link.user).await {
+        return response;
+    }
+    match server.0.store.take(&key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return stale(),
+        Err(e) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+    }
+    if params.contains_key("error") {
+        tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, "third-party authorization declined");
+        return error_page(
+            &server,
+            StatusCode::FORBIDDEN,
+            &format!("{} did not grant access.", service.name()),
+        );
+    }
+    let Some(code) = params.get("code") else {
+        return error_page(&server, StatusCode::BAD_REQUEST, "code is missing");
+    };
+    let tokens = match crate::atag::exchange(
+        &atag.http,
+        service,
+        &atag.callback_uri(&service.id),
+        code,
+        &record.verifier,
+        &record.link.scopes,
+    )
+    .await
+    {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            tracing::warn!(target: AUDIT, user = %record.link.user, service = %service_id, error = %e, "third-party code exchange failed");
+            return failure(&server, &e);
+        }
+    };
+    if let Err(e) = atag
+        .vault
+        .put(
+            &record.link.user,
+            &service.id,
+            &tokens,
+            atag.ttl_of(&tokens),
+        )
+        .await
+    {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &e.to_string(),
+        );
+    }
+    tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
+    message_page(
+        &server,
+        StatusCode::OK,
+        &format!("{} connected", service.name()),
+        &format!(
+            "Your {} account is connected. You can return to your MCP client and try again.",
+            service.name()
+        ),
+    )
+}
+
+async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(token) => match super::auth_server::own_token(server, token).await {
+            Some(ctx) => Ok(ctx.subject().to_owned()),
+            None => Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is not valid",
+            )),
+        },
+        None => {
+            let mut response = oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "a bearer token is required",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(response)
+        }
+    }
+}
+
+/// `GET /atag/connections` (bearer token of this server): the caller's connected services.
+pub(super) async fn connections(State(server): State<AuthServer>, headers: HeaderMap) -> Response {
+    let atag = match atag(&server) {
+        Ok(atag) => atag.clone(),
+        Err(response) => return response,
+    };
+    let user = match bearer_user(&server, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let mut connected = Vec::new();
+    for service in atag.services.values() {
+        match atag.vault.get(&user, &service.id).await {
+            Ok(Some(tokens)) => connected.push(json!({
+                "service": service.id, "name": service.name(),
+                "scopes": tokens.scopes, "expires_at": tokens.expires_at,
+            })),
+            Ok(None)
+            | Err(crate::atag::VaultError::Sealed(_) | crate::atag::VaultError::Corrupt) => {}
+            Err(e) => {
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &e.to_string(),
+                );
+            }
+        }
+    }
+    connected.sort_by(|a, b| a["service"].as_str().cmp(&b["service"].as_str()));
+    let mut response = axum::Json(json!({ "connections": connected })).into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+/// `DELETE /atag/connections/{service}` (bearer token of this server): forgets the caller's
+/// token at the service.
+pub(super) async fn disconnect(
+    State(server): State<AuthServer>,
+    Path(service_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let atag = match atag(&server) {
+        Ok(atag) => atag.clone(),
+        Err(response) => return response,
+    };
+    let user = match bearer_user(&server, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    if !atag.services.contains_key(&service_id) {
+        return oauth_error(StatusCode::NOT_FOUND, "invalid_request", "unknown service");
+    }
+    match atag.vault.delete(&user, &service_id).await {
+        Ok(()) => {
+            tracing::info!(target: AUDIT, %user, service = %service_id, "third-party account disconnected");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &e.to_string(),
+        ),
+    }
+}
