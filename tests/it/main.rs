@@ -6,6 +6,8 @@ mod support;
 #[allow(dead_code)]
 mod quickstart;
 
+#[cfg(feature = "atag")]
+mod atag;
 mod bearer;
 #[cfg(feature = "server")]
 mod code_flow;
