@@ -1,6 +1,7 @@
-//! The whole stack in one process: an rmcp Streamable HTTP MCP server behind the bearer and
-//! tool policy layers, with tower-mcp-auth's own authorization server beside it (in-memory
-//! store, dev login).
+//! The whole stack in one process: an rmcp Streamable HTTP MCP server behind the bearer, tool
+//! policy and ATAG layers, with tower-mcp-auth's own authorization server beside it (in-memory
+//! store, dev login), and a stand-in third-party service on the next port (a second instance
+//! of our authorization server, with its own dev login) for the tool that acts there.
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -8,7 +9,8 @@
 //!
 //! Environment:
 //! - `PORT` (default 8080), `PUBLIC_URL` (default `http://127.0.0.1:$PORT`): the URL clients use;
-//!   the MCP endpoint is `$PUBLIC_URL/mcp`, the issuer `$PUBLIC_URL`.
+//!   the MCP endpoint is `$PUBLIC_URL/mcp`, the issuer `$PUBLIC_URL`. The third party listens
+//!   on `127.0.0.1:$PORT+1`.
 //! - `DEMO_PASSWORD`: the demo user's password (random per run when unset, printed).
 //! - `JWKS_URL` and `ISSUER`: validate an external identity provider's tokens instead (e.g. a
 //!   Keycloak realm) and run no authorization server.
@@ -25,6 +27,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
+use tower_mcp_auth::atag::{AtagLayer, External, ExternalService};
 use tower_mcp_auth::policy::ToolPolicy;
 use tower_mcp_auth::server::{AuthServer, AuthServerBuilder, GitHubProvider, OidcProvider};
 use tower_mcp_auth::validate::{JwksValidator, TokenValidator};
@@ -34,11 +37,25 @@ use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 pub const BASE_SCOPE: &str = "mcp:tools";
 /// Scopes of a typical user token in the tests (read and write, no admin).
 pub const DEMO_SCOPES: &str = "mcp:tools notes:read notes:write";
+/// The id of the stand-in third-party service.
+pub const THIRD_PARTY: &str = "third-party";
 
 /// A small notes server: each user sees only their own notes.
 #[derive(Clone, Default)]
 pub struct Notes {
     by_user: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// The third party's API (its OpenID userinfo endpoint).
+    third_party_userinfo: Option<String>,
+}
+
+impl Notes {
+    /// With the third party whose issuer URL is `issuer`.
+    pub fn with_third_party(issuer: &str) -> Self {
+        Notes {
+            third_party_userinfo: Some(format!("{issuer}/oauth/userinfo")),
+            ..Notes::default()
+        }
+    }
 }
 
 /// Arguments of `add_note`.
@@ -81,6 +98,28 @@ impl Notes {
             .unwrap_or_default()
     }
 
+    #[tool(
+        description = "Ask the third-party service who you are there (needs your account there: the first call gives you a link to connect it)"
+    )]
+    async fn third_party_profile(&self, External(account): External) -> String {
+        let Some(userinfo) = &self.third_party_userinfo else {
+            return "no third party is configured".into();
+        };
+        // The user's own token at the third party, injected by the ATAG layer.
+        let answer = reqwest::Client::new()
+            .get(userinfo)
+            .bearer_auth(account.secret())
+            .send()
+            .await;
+        match answer {
+            Ok(response) => match response.json::<serde_json::Value>().await {
+                Ok(me) => format!("At the third party you are {}", me["sub"]),
+                Err(e) => format!("the third party answered something else: {e}"),
+            },
+            Err(e) => format!("the third party is unreachable: {e}"),
+        }
+    }
+
     #[tool(description = "Delete every user's notes (administrators only)")]
     async fn purge_all_notes(&self, Auth(auth): Auth) -> String {
         let mut notes = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,6 +146,8 @@ pub fn policy() -> ToolPolicy {
         .tool("list_notes", ["notes:read"])
         .tool("add_note", ["notes:write"])
         .tool("purge_*", ["notes:admin"])
+        .tool("third_party_*", [BASE_SCOPE])
+        .needs_service(THIRD_PARTY, ["profile"])
         .scope_separator(":")
         .build()
         .unwrap_or_else(|e| panic!("the quickstart policy is valid: {e}"))
@@ -115,14 +156,6 @@ pub fn policy() -> ToolPolicy {
 /// The whole application: the MCP endpoint at `/mcp` behind the bearer and tool policy layers,
 /// and the protected resource metadata routes beside it.
 pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum::Router {
-    // One notebook for the process; rmcp calls the factory once per session.
-    let notes = Notes::default();
-    let mcp = StreamableHttpService::new(
-        move || Ok(notes.clone()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default()
-            .with_allowed_hosts(allowed_hosts(resource.resource())),
-    );
     let bearer = BearerLayer::new(validator, resource.clone()).require_scopes([BASE_SCOPE]);
     axum::Router::new()
         .nest_service(
@@ -130,9 +163,77 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
             ServiceBuilder::new()
                 .layer(bearer)
                 .layer(policy().layer(&resource))
-                .service(mcp),
+                .service(mcp_service(&resource, Notes::default())),
         )
         .merge(resource.router())
+}
+
+/// The application with the ATAG layer too: tools that need the third party get the user's
+/// token there, or a link to connect it.
+pub fn app_with_third_party<V: TokenValidator>(
+    resource: ProtectedResource,
+    validator: V,
+    atag: AtagLayer,
+    third_party_issuer: &str,
+) -> axum::Router {
+    let bearer = BearerLayer::new(validator, resource.clone()).require_scopes([BASE_SCOPE]);
+    let notes = Notes::with_third_party(third_party_issuer);
+    axum::Router::new()
+        .nest_service(
+            "/mcp",
+            ServiceBuilder::new()
+                .layer(bearer)
+                .layer(policy().layer(&resource))
+                .layer(atag)
+                .service(mcp_service(&resource, notes)),
+        )
+        .merge(resource.router())
+}
+
+/// The rmcp Streamable HTTP service: one notebook for the process (rmcp calls the factory
+/// once per session).
+fn mcp_service(
+    resource: &ProtectedResource,
+    notes: Notes,
+) -> StreamableHttpService<Notes, LocalSessionManager> {
+    StreamableHttpService::new(
+        move || Ok(notes.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(allowed_hosts(resource.resource())),
+    )
+}
+
+/// The stand-in third party: another authorization server (its own issuer, users and cookie
+/// names), where the MCP server is registered as the public client `quickstart-gateway`.
+pub fn third_party_server(
+    issuer: &str,
+    mcp_public_url: &str,
+    password: &str,
+) -> Result<AuthServer, tower_mcp_auth::ConfigError> {
+    AuthServer::builder(issuer)
+        .resource(format!("{issuer}/api"))
+        .scopes_supported(["profile"])
+        .dev_user("demo", password)
+        .prefill_login(true)
+        .public_client(
+            "quickstart-gateway",
+            [format!("{mcp_public_url}/atag/callback/{THIRD_PARTY}")],
+            ["profile"],
+        )
+        .build()
+}
+
+/// The third party as seen from the MCP server: an external service.
+pub fn third_party_service(issuer: &str) -> ExternalService {
+    ExternalService::custom(
+        THIRD_PARTY,
+        format!("{issuer}/oauth/authorize"),
+        format!("{issuer}/oauth/token"),
+        "quickstart-gateway",
+        None,
+    )
+    .display_name("Demo Third Party")
 }
 
 /// rmcp refuses requests whose `Host` is not listed (DNS rebinding protection): list the public
@@ -244,11 +345,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let bytes: [u8; 9] = rand::random();
                 bytes.iter().map(|b| format!("{b:02x}")).collect()
             });
-            let auth = with_upstream_providers(auth_server_builder(
-                &public_url,
-                &resource_uri,
-                &password,
-            ))?
+            // The stand-in third party, on the next port.
+            let third_party_port = port.checked_add(1).ok_or("PORT must be below 65535")?;
+            let third_party_url = format!("http://127.0.0.1:{third_party_port}");
+            let third_party = third_party_server(&third_party_url, &public_url, &password)?;
+            let third_party_listener =
+                tokio::net::TcpListener::bind(("127.0.0.1", third_party_port)).await?;
+            tokio::spawn(
+                async move { axum::serve(third_party_listener, third_party.router()).await },
+            );
+            let auth = with_upstream_providers(
+                auth_server_builder(&public_url, &resource_uri, &password)
+                    .external_service(third_party_service(&third_party_url)),
+            )?
             .build()?;
             let resource = ProtectedResource::builder(&resource_uri)
                 .authorization_server(auth.issuer())
@@ -271,7 +380,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "`add_note`, and `purge_all_notes` (which asks for the notes:admin scope: step-up)."
             );
-            app(resource, auth.validator(&resource_uri)?).merge(auth.router())
+            println!(
+                "Third party:       {third_party_url} (sign in there as demo / the same password)"
+            );
+            println!(
+                "`third_party_profile` acts at the third party: the first call answers with a link to"
+            );
+            println!("connect your account there; open it, sign in, approve, and call it again.");
+            let atag = auth.atag_layer(&policy())?;
+            app_with_third_party(
+                resource,
+                auth.validator(&resource_uri)?,
+                atag,
+                &third_party_url,
+            )
+            .merge(auth.router())
         }
     };
     // The peer address keys the per-address registration limit.

@@ -235,9 +235,11 @@ impl AuthServer {
 
     /// The routes: `/.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
     /// (with the path variants of an issuer with a path), `/oauth/jwks`, `/oauth/register`,
-    /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`; when users can sign in, also
-    /// `/oauth/authorize`, `/oauth/login`, `/oauth/consent`, `/oauth/upstream/{provider}` and
-    /// `/oauth/callback/{provider}`. Bodies over 64 KiB get 413. Serve it with
+    /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`, `/oauth/userinfo`; when users can
+    /// sign in, also `/oauth/authorize`, `/oauth/login`, `/oauth/consent`,
+    /// `/oauth/upstream/{provider}` and `/oauth/callback/{provider}`; with external services
+    /// (feature `atag`), `/atag/connect/{service}`, `/atag/callback/{service}`,
+    /// `GET /atag/connections` and `DELETE /atag/connections/{service}`. Bodies over 64 KiB get 413. Serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()` so per-address limits know the
     /// client.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
@@ -249,7 +251,8 @@ impl AuthServer {
             .route(&urls.local_path("/oauth/register"), post(register))
             .route(&urls.local_path("/oauth/token"), post(token))
             .route(&urls.local_path("/oauth/revoke"), post(revoke))
-            .route(&urls.local_path("/oauth/introspect"), post(introspect));
+            .route(&urls.local_path("/oauth/introspect"), post(introspect))
+            .route(&urls.local_path("/oauth/userinfo"), get(userinfo));
         for url in urls.discovery_urls() {
             let path = url::Url::parse(&url)
                 .map(|u| u.path().to_owned())
@@ -690,6 +693,7 @@ impl AuthServerBuilder {
                 json!(["none", "client_secret_basic", "client_secret_post"]);
             // OpenID Connect: an `openid` scope adds an id_token to the code exchange.
             metadata["subject_types_supported"] = json!(["public"]);
+            metadata["userinfo_endpoint"] = json!(urls.endpoint("/oauth/userinfo"));
             metadata["id_token_signing_alg_values_supported"] = json!(["ES256"]);
             metadata["claims_supported"] =
                 json!(["iss", "sub", "aud", "exp", "iat", "nonce", "groups"]);
@@ -1531,6 +1535,51 @@ async fn revoke(State(server): State<AuthServer>, headers: HeaderMap, body: Byte
     let mut response = StatusCode::OK.into_response();
     no_store(response.headers_mut());
     response
+}
+
+/// The caller of an endpoint that takes this server's own access tokens (`Authorization:
+/// Bearer`): valid for one of our resources and not revoked, or a 401 with a Bearer challenge.
+pub(super) async fn bearer_caller(
+    server: &AuthServer,
+    headers: &HeaderMap,
+) -> Result<crate::AuthContext, Response> {
+    let unauthorized = |description: &str| {
+        let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", description);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        response
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("a bearer token is required"))?;
+    let ctx = own_token(server, token)
+        .await
+        .ok_or_else(|| unauthorized("the access token is not valid"))?;
+    match is_revoked(server.0.store.as_ref(), &ctx).await {
+        Ok(false) => Ok(ctx),
+        Ok(true) => Err(unauthorized("the access token was revoked")),
+        Err(e) => Err(oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &e.to_string(),
+        )),
+    }
+}
+
+/// `GET /oauth/userinfo` (OpenID Connect Core §5.3): who the access token belongs to.
+async fn userinfo(State(server): State<AuthServer>, headers: HeaderMap) -> Response {
+    match bearer_caller(&server, &headers).await {
+        Ok(ctx) => {
+            let mut response = axum::Json(json!({"sub": ctx.subject()})).into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(response) => response,
+    }
 }
 
 async fn introspect(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes) -> Response {

@@ -255,31 +255,9 @@ pub(super) async fn callback(
 }
 
 async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        Some(token) => match super::auth_server::own_token(server, token).await {
-            Some(ctx) => Ok(ctx.subject().to_owned()),
-            None => Err(oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the access token is not valid",
-            )),
-        },
-        None => {
-            let mut response = oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "a bearer token is required",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
-        }
-    }
+    super::auth_server::bearer_caller(server, headers)
+        .await
+        .map(|ctx| ctx.subject().to_owned())
 }
 
 /// `GET /atag/connections` (bearer token of this server): the caller's connected services.

@@ -345,6 +345,24 @@ async fn tool_error_challenge_connect_flow_retry_and_disconnect() {
     let secret = retried["result"]["secret"].as_str().unwrap();
     assert_eq!(subject_of(secret), "tp-alice");
     assert_eq!(retried["result"]["forwarded"], format!("Bearer {secret}"));
+    // The token works at the third party's API (its OpenID userinfo endpoint).
+    let me: Value = client()
+        .get(format!("{}/oauth/userinfo", world.third_party))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "tp-alice");
+    let forged = client()
+        .get(format!("{}/oauth/userinfo", world.third_party))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401, "a token of another issuer is refused");
 
     // The connection is listed, and disconnecting it brings the challenge back.
     let listed: Value = client()

@@ -56,7 +56,10 @@ async fn rmcp_client_lists_and_calls_tools_and_tool_reads_auth_context() {
     let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
     // `purge_all_notes` needs notes:admin: the policy layer hides it from this caller.
-    assert_eq!(names, ["add_note", "list_notes", "whoami"]);
+    assert_eq!(
+        names,
+        ["add_note", "list_notes", "third_party_profile", "whoami"]
+    );
 
     let result = client
         .call_tool(CallToolRequestParams::new("whoami"))
@@ -314,16 +317,40 @@ async fn session_mode_sse_list_is_filtered_and_keeps_event_ids() {
 async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
     use rmcp::transport::auth::{AuthClient, AuthorizationRequest, OAuthState};
 
+    // The quickstart's stand-in third party, on another port.
+    let (tp_listener, tp_addr) = listener().await;
     let (listener, addr) = listener().await;
     let base = format!("http://{addr}");
     let mcp_url = format!("{base}/mcp");
-    let auth = quickstart::auth_server(&base, &mcp_url, "demo-password").unwrap();
+    let third_party_url = format!("http://{tp_addr}");
+    let third_party =
+        quickstart::third_party_server(&third_party_url, &base, "demo-password").unwrap();
+    spawn(tp_listener, third_party.router());
+    let auth = tower_mcp_auth::server::AuthServer::builder(&base)
+        .resource(&mcp_url)
+        .scopes_supported([
+            quickstart::BASE_SCOPE,
+            "notes:read",
+            "notes:write",
+            "notes:admin",
+        ])
+        .dev_user("demo", "demo-password")
+        .prefill_login(true)
+        .external_service(quickstart::third_party_service(&third_party_url))
+        .build()
+        .unwrap();
     let resource = ProtectedResource::builder(&mcp_url)
         .authorization_server(auth.issuer())
         .scopes_supported([quickstart::BASE_SCOPE])
         .build()
         .unwrap();
-    let app = quickstart::app(resource, auth.validator(&mcp_url).unwrap()).merge(auth.router());
+    let app = quickstart::app_with_third_party(
+        resource,
+        auth.validator(&mcp_url).unwrap(),
+        auth.atag_layer(&quickstart::policy()).unwrap(),
+        &third_party_url,
+    )
+    .merge(auth.router());
     spawn(listener, app);
 
     let mut oauth = OAuthState::new(mcp_url.as_str(), None).await.unwrap();
@@ -403,7 +430,10 @@ async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
         .map(|t| t.name.to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["add_note", "list_notes", "whoami"]);
+    assert_eq!(
+        names,
+        ["add_note", "list_notes", "third_party_profile", "whoami"]
+    );
     let who = client
         .call_tool(CallToolRequestParams::new("whoami"))
         .await
@@ -416,5 +446,68 @@ async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
             .await
             .is_err()
     );
+
+    // The tool acting at the third party: rmcp's client declared no URL elicitation, so the
+    // first call answers with a tool error carrying the connect link.
+    let first = client
+        .call_tool(CallToolRequestParams::new("third_party_profile"))
+        .await
+        .unwrap();
+    assert_eq!(first.is_error, Some(true));
+    let text = serde_json::to_value(&first.content).unwrap().to_string();
+    let start = text.find(&format!("{base}/atag/connect/")).unwrap();
+    let link: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\\')
+        .collect();
+    // The person opens it in the browser signed in at the MCP server, signs in at the third
+    // party (prefilled too), approves, and lands on our callback.
+    let to_third_party = browser.get(&link).send().await.unwrap();
+    assert_eq!(to_third_party.status(), 303);
+    let tp_login = browser
+        .get(to_third_party.headers()["location"].to_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let tp_consent = browser
+        .post(format!("{third_party_url}/oauth/login"))
+        .form(&[
+            ("request", field(&tp_login, "request")),
+            ("csrf", field(&tp_login, "csrf")),
+            ("username", field(&tp_login, "username")),
+            ("password", field(&tp_login, "password")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let back = browser
+        .post(format!("{third_party_url}/oauth/consent"))
+        .form(&[
+            ("request", field(&tp_consent, "request")),
+            ("csrf", field(&tp_consent, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let connected = browser
+        .get(back.headers()["location"].to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(connected.status(), 200);
+    let again = client
+        .call_tool(CallToolRequestParams::new("third_party_profile"))
+        .await
+        .unwrap();
+    let text = serde_json::to_value(&again.content).unwrap().to_string();
+    assert!(text.contains("At the third party you are"), "{text}");
+    assert!(text.contains("demo"), "{text}");
     client.cancel().await.unwrap();
 }
