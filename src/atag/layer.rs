@@ -132,6 +132,9 @@ impl<S> AtagService<S> {
 /// What a request needs from this layer.
 enum Plan {
     Pass,
+    /// The standalone SSE stream of a session that declared URL elicitation: completion
+    /// notifications join it.
+    Stream(String),
     /// An `initialize` declaring URL elicitation: remember its session.
     Initialize,
     Call {
@@ -142,6 +145,7 @@ enum Plan {
         request_state: Option<String>,
         modern: bool,
         url_elicitation: bool,
+        session: Option<String>,
     },
     /// A batch holding a call that needs a service.
     Batch,
@@ -151,11 +155,17 @@ enum Plan {
 
 impl Shared {
     fn plan<B>(&self, request: &Request<B>) -> Plan {
+        let session = request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok());
         let Some(mcp) = request.extensions().get::<McpRequest>() else {
-            return if request.method() == http::Method::POST {
-                Plan::Misconfigured
-            } else {
-                Plan::Pass
+            return match (request.method(), session) {
+                (&http::Method::POST, _) => Plan::Misconfigured,
+                (&http::Method::GET, Some(id)) if self.state.url_sessions.contains_key(id) => {
+                    Plan::Stream(id.to_owned())
+                }
+                _ => Plan::Pass,
             };
         };
         let mut needing = mcp.messages.iter().filter_map(|m| {
@@ -186,11 +196,7 @@ impl Shared {
         let version = message.protocol_version.as_deref().or(header_version);
         let modern = version.is_some_and(|v| v >= "2026-07-28");
         let session_declared = version == Some("2025-11-25")
-            && request
-                .headers()
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|id| self.state.url_sessions.contains_key(id));
+            && session.is_some_and(|id| self.state.url_sessions.contains_key(id));
         Plan::Call {
             id: message.id.clone().unwrap_or(Value::Null),
             tool: tool.to_owned(),
@@ -203,6 +209,7 @@ impl Shared {
             } else {
                 session_declared
             },
+            session: session.filter(|_| session_declared).map(str::to_owned),
         }
     }
 }
@@ -257,6 +264,24 @@ where
             let boxed = |r: Response<ResBody>| r.map(|b| b.map_err(Into::into).boxed_unsync());
             match shared.plan(&request) {
                 Plan::Pass => Ok(boxed(inner.call(request).await?)),
+                Plan::Stream(session) => {
+                    let response = inner.call(request).await?;
+                    let is_sse = response
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("text/event-stream"));
+                    if !response.status().is_success() || !is_sse {
+                        return Ok(boxed(response));
+                    }
+                    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                    shared.state.streams.insert(session, sender);
+                    Ok(response.map(|body| {
+                        super::stream::JoinedSse::new(body, receiver)
+                            .map_err(Into::into)
+                            .boxed_unsync()
+                    }))
+                }
                 Plan::Initialize => {
                     let response = inner.call(request).await?;
                     if let Some(id) = response
@@ -293,6 +318,7 @@ where
                     request_state,
                     modern,
                     url_elicitation,
+                    session,
                 } => {
                     let call = Call {
                         shared: &shared,
@@ -302,6 +328,7 @@ where
                         scopes,
                         modern,
                         url_elicitation,
+                        session,
                     };
                     match call.prepare(request, request_state.as_deref()).await {
                         Ok(request) => Ok(boxed(inner.call(request).await?)),
@@ -322,6 +349,7 @@ struct Call<'a> {
     scopes: Vec<String>,
     modern: bool,
     url_elicitation: bool,
+    session: Option<String>,
 }
 
 impl Call<'_> {
@@ -399,7 +427,13 @@ impl Call<'_> {
     ) -> Response<AtagBody> {
         let state = &self.shared.state;
         let (url, elicitation) = match state
-            .connect_link(ctx.subject(), ctx.client_id(), service, &self.scopes)
+            .connect_link(
+                ctx.subject(),
+                ctx.client_id(),
+                self.session.as_deref(),
+                service,
+                &self.scopes,
+            )
             .await
         {
             Ok(link) => link,

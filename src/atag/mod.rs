@@ -25,6 +25,7 @@ mod client;
 mod layer;
 mod services;
 mod state;
+mod stream;
 mod vault;
 
 pub(crate) use self::client::{authorization_url, exchange};

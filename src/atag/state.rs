@@ -31,6 +31,9 @@ pub(crate) struct Link {
     pub(crate) service: String,
     pub(crate) scopes: Vec<String>,
     pub(crate) elicitation: String,
+    /// The MCP session (2025-11-25) that was told to elicit: it hears of the completion.
+    #[serde(default)]
+    pub(crate) session: Option<String>,
 }
 
 /// What a 2026-07-28 `requestState` carries (sealed: the client cannot read or change it).
@@ -75,6 +78,9 @@ pub(crate) struct AtagState {
     keys: EncryptionKeys,
     /// Sessions (`Mcp-Session-Id`) whose client declared URL elicitation at `initialize`.
     pub(crate) url_sessions: moka::sync::Cache<String, ()>,
+    /// Open standalone SSE streams (`GET`) of those sessions, for
+    /// `notifications/elicitation/complete`.
+    pub(crate) streams: moka::sync::Cache<String, tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>,
     /// One refresh at a time per user and service.
     refresh_locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     /// How long a token set without expiry or with a refresh token is kept.
@@ -110,6 +116,10 @@ impl AtagState {
             store,
             keys,
             url_sessions: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+            streams: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
@@ -203,11 +213,31 @@ impl AtagState {
         }
     }
 
+    /// Tells the session that elicited `link` that it completed (2025-11-25
+    /// `notifications/elicitation/complete`), if that session has a stream open here.
+    pub(crate) fn elicitation_complete(&self, link: &Link) {
+        let Some(session) = &link.session else {
+            return;
+        };
+        let Some(stream) = self.streams.get(session) else {
+            return;
+        };
+        let notification = serde_json::json!({
+            "jsonrpc": "2.0", "method": "notifications/elicitation/complete",
+            "params": {"elicitationId": link.elicitation},
+        });
+        let event = format!("event: message\ndata: {notification}\n\n");
+        if stream.send(Bytes::from(event)).is_err() {
+            self.streams.invalidate(session);
+        }
+    }
+
     /// A single-use connect link for `user`; returns its URL and the elicitation id.
     pub(crate) async fn connect_link(
         &self,
         user: &str,
         client_id: Option<&str>,
+        session: Option<&str>,
         service: &ExternalService,
         scopes: &[String],
     ) -> Result<(String, String), StoreError> {
@@ -226,6 +256,7 @@ impl AtagState {
             service: service.id.clone(),
             scopes: asked,
             elicitation: elicitation.clone(),
+            session: session.map(str::to_owned),
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
         self.store

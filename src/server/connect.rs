@@ -243,6 +243,7 @@ pub(super) async fn callback(
         );
     }
     tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
+    atag.elicitation_complete(&record.link);
     message_page(
         &server,
         StatusCode::OK,

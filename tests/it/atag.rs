@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower_mcp_auth::atag::{ChallengeMode, ExternalService, ExternalToken, TokenSet, TokenVault};
@@ -33,8 +34,19 @@ struct World {
 /// third-party token it received.
 async fn echo(
     request: http::Request<http_body_util::Full<bytes::Bytes>>,
-) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+) -> Result<http::Response<EchoBody>, std::convert::Infallible> {
     use http_body_util::BodyExt;
+    if request.method() == http::Method::GET {
+        // The standalone SSE stream: a priming event, then open until the client leaves.
+        let events = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(bytes::Bytes::from_static(b"id: 0\ndata: \n\n")),
+        )])
+        .chain(futures_util::stream::pending());
+        return Ok(http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::StreamBody::new(events).boxed_unsync())
+            .unwrap());
+    }
     let token = request.extensions().get::<ExternalToken>().cloned();
     let forwarded = request
         .headers()
@@ -53,11 +65,11 @@ async fn echo(
         "forwarded": forwarded,
     }});
     Ok(response
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            result.to_string(),
-        )))
+        .body(http_body_util::Full::new(bytes::Bytes::from(result.to_string())).boxed_unsync())
         .unwrap())
 }
+
+type EchoBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
 
 async fn world(mode: ChallengeMode) -> World {
     let (down_listener, down_addr) = listener().await;
@@ -452,7 +464,32 @@ async fn url_elicitation_required_error_for_2025_11_25_sessions() {
         .unwrap();
     assert_eq!(fallback["result"]["isError"], true, "{fallback}");
 
+    // The session's open stream hears of the completion.
+    let stream = client()
+        .get(&world.mcp)
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", "session-0")
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
     connect(&world, &alice, &url).await;
+    let mut seen = String::new();
+    while !seen.contains("notifications/elicitation/complete") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the completion notification arrives")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains(elicitation["elicitationId"].as_str().unwrap()),
+        "{seen}"
+    );
     let retried: Value = call(
         &world,
         &token,

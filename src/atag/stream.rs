@@ -1,0 +1,127 @@
+//! A session's standalone SSE stream with our notifications joined in, at event boundaries.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pin_project_lite::pin_project! {
+    /// The inner SSE body, with each event from `extra` inserted between two of its events
+    /// (never inside one).
+    pub(crate) struct JoinedSse<B> {
+        #[pin]
+        inner: B,
+        extra: Option<UnboundedReceiver<Bytes>>,
+        // The last two bytes the inner body sent: an event ends with a blank line.
+        tail: [u8; 2],
+        done: bool,
+    }
+}
+
+impl<B> JoinedSse<B> {
+    pub(crate) fn new(inner: B, extra: UnboundedReceiver<Bytes>) -> Self {
+        JoinedSse {
+            inner,
+            extra: Some(extra),
+            tail: *b"\n\n",
+            done: false,
+        }
+    }
+}
+
+impl<B> Body for JoinedSse<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        // Between events: ours may go first.
+        if this.tail == b"\n\n"
+            && let Some(extra) = this.extra.as_mut()
+        {
+            match extra.poll_recv(cx) {
+                Poll::Ready(Some(event)) => return Poll::Ready(Some(Ok(Frame::data(event)))),
+                Poll::Ready(None) => *this.extra = None,
+                Poll::Pending => {}
+            }
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let chunk = data.chunk();
+                    match chunk.len() {
+                        0 => {}
+                        1 => *this.tail = [this.tail[1], chunk[0]],
+                        n => *this.tail = [chunk[n - 2], chunk[n - 1]],
+                    }
+                    // `\r\n\r\n` ends an event too.
+                    if this.tail == b"\r\n" && chunk.ends_with(b"\r\n\r\n") {
+                        *this.tail = *b"\n\n";
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn notifications_go_between_events_only() {
+        let (events_tx, events_rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(8);
+        let inner = http_body_util::StreamBody::new(tokio_stream_shim(events_rx));
+        let (extra_tx, extra_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut joined = JoinedSse::new(inner, extra_rx);
+        // Half an event arrives, then a notification is ready: it must wait for the end.
+        events_tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: {\"a\":"))))
+            .await
+            .unwrap();
+        let first = joined.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"data: {\"a\":");
+        extra_tx
+            .send(Bytes::from_static(b"data: ours\n\n"))
+            .unwrap();
+        events_tx
+            .send(Ok(Frame::data(Bytes::from_static(b"1}\n\n"))))
+            .await
+            .unwrap();
+        let second = joined.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&second[..], b"1}\n\n");
+        let third = joined.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&third[..], b"data: ours\n\n");
+        drop(events_tx);
+        assert!(joined.frame().await.is_none());
+    }
+
+    fn tokio_stream_shim<T>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}
