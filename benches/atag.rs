@@ -1,0 +1,157 @@
+//! ATAG cost per `tools/call`, on top of the policy layer: a tool that needs no service (the
+//! pass-through every other call pays), and one whose token comes out of the encrypted vault
+//! (memory store get, AES-256-GCM open, injection).
+//!
+//! `cargo bench --bench atag`
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::Full;
+use serde_json::json;
+use tower::{Layer, Service, service_fn};
+use tower_mcp_auth::atag::{ExternalService, TokenSet};
+use tower_mcp_auth::policy::ToolPolicy;
+use tower_mcp_auth::server::AuthServer;
+use tower_mcp_auth::{AuthContext, ProtectedResource};
+
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("benchmarked future is not immediately ready"),
+    }
+}
+
+type Inner = tower::util::ServiceFn<
+    fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+>;
+
+fn inner() -> Inner {
+    fn respond(
+        _: Request<Full<Bytes>>,
+    ) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+        let mut response = Response::new(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}]}}"#,
+        )));
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        std::future::ready(Ok(response))
+    }
+    service_fn(respond as fn(_) -> _)
+}
+
+fn call(tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+           "params": {"name": tool, "arguments": {"owner": "octo", "limit": 20}}})
+    .to_string()
+}
+
+fn request(ctx: &AuthContext, body: &str) -> Request<Full<Bytes>> {
+    let mut request = Request::post("https://mcp.example.com/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    request.extensions_mut().insert(ctx.clone());
+    request
+}
+
+fn per_request<S>(service: &mut S, ctx: &AuthContext, body: &str, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let requests: Vec<_> = (0..iters).map(|_| request(ctx, body)).collect();
+    let start = std::time::Instant::now();
+    for req in requests {
+        black_box(ready(service.call(req)).unwrap());
+    }
+    start.elapsed()
+}
+
+fn atag(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let claims = json!({"sub": "alice", "scope": "mcp:tools", "client_id": "c"});
+    let ctx = AuthContext::from_claims(claims.as_object().cloned().unwrap()).unwrap();
+    let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
+        .authorization_server("https://mcp.example.com")
+        .build()
+        .unwrap();
+    let auth = AuthServer::builder("https://mcp.example.com")
+        .resource("https://mcp.example.com/mcp")
+        .dev_user("demo", "demo")
+        .external_service(ExternalService::github("id", "secret"))
+        .build()
+        .unwrap();
+    let policy = ToolPolicy::builder()
+        .default_scopes(["mcp:tools"])
+        .tool("github_*", ["mcp:tools"])
+        .needs_service("github", ["repo"])
+        .build()
+        .unwrap();
+    let tokens = TokenSet {
+        access_token: "gho_0123456789abcdefghijklmnopqrstuvwxyz".into(),
+        refresh_token: None,
+        expires_at: None,
+        scopes: vec!["repo".into()],
+    };
+    runtime
+        .block_on(
+            auth.vault()
+                .unwrap()
+                .put("alice", "github", &tokens, Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let mut group = c.benchmark_group("atag_layer");
+    let mut policy_only = policy.layer(&resource).layer(inner());
+    let mut with_atag = policy
+        .layer(&resource)
+        .layer(auth.atag_layer(&policy).unwrap().layer(inner()));
+    let plain = call("whoami");
+    let github = call("github_list_repos");
+    for body in [&github, &plain] {
+        // Both reach the tool (a challenge would carry `isError`).
+        let response = ready(with_atag.call(request(&ctx, body))).unwrap();
+        let bytes = ready(http_body_util::BodyExt::collect(response.into_body()))
+            .unwrap()
+            .to_bytes();
+        assert!(bytes.ends_with(br#""text":"ok"}]}}"#), "{bytes:?}");
+    }
+    group.bench_function("policy_only_plain_call", |b| {
+        b.iter_custom(|iters| per_request(&mut policy_only, &ctx, &plain, iters))
+    });
+    group.bench_function("with_atag_plain_call", |b| {
+        b.iter_custom(|iters| per_request(&mut with_atag, &ctx, &plain, iters))
+    });
+    group.bench_function("with_atag_token_from_vault", |b| {
+        b.iter_custom(|iters| per_request(&mut with_atag, &ctx, &github, iters))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = atag
+}
+criterion_main!(benches);
