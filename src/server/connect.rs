@@ -5,6 +5,9 @@
 // Handlers return a `Response` on both arms of their helpers' `Result`s.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -12,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth_server::{AuthServer, no_store, oauth_error, parse_form, rng_failure};
-use super::flow::{digest, error_page, load, message_page, save};
+use super::flow::{digest, error_page, load, message_page, save, spend};
 use super::login::logged_in_user;
 use super::upstream::UpstreamError;
-use crate::atag::{AtagState, Link};
+use crate::atag::{AtagState, ExternalService, Link};
 
 const AUDIT: &str = "tower_mcp_auth::audit";
 
@@ -26,12 +29,29 @@ struct ConnectState {
     verifier: String,
 }
 
-fn atag(server: &AuthServer) -> Result<&std::sync::Arc<AtagState>, Response> {
+fn atag(server: &AuthServer) -> Result<Arc<AtagState>, Response> {
     server
         .0
         .atag
-        .as_ref()
+        .clone()
         .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+}
+
+/// What the browser routes start from: the ATAG state, the service, the query parameters.
+fn browser_request(
+    server: &AuthServer,
+    service_id: &str,
+    query: Option<String>,
+) -> Result<(Arc<AtagState>, ExternalService, HashMap<String, String>), Response> {
+    let atag = atag(server)?;
+    let service = atag
+        .services
+        .get(service_id)
+        .cloned()
+        .ok_or_else(|| error_page(server, StatusCode::NOT_FOUND, "unknown service"))?;
+    let params = parse_form(query.unwrap_or_default().as_bytes())
+        .map_err(|_| error_page(server, StatusCode::BAD_REQUEST, "a parameter is repeated"))?;
+    Ok((atag, service, params))
 }
 
 /// The signed-in user must be the one the link or flow was made for: the phishing defence of
@@ -62,15 +82,9 @@ pub(super) async fn connect(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let atag = match atag(&server) {
-        Ok(atag) => atag.clone(),
+    let (atag, service, params) = match browser_request(&server, &service_id, query) {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let Some(service) = atag.services.get(&service_id) else {
-        return error_page(&server, StatusCode::NOT_FOUND, "unknown service");
-    };
-    let Ok(params) = parse_form(query.unwrap_or_default().as_bytes()) else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated");
     };
     let Some(link_id) = params.get("link") else {
         return error_page(&server, StatusCode::BAD_REQUEST, "the link is incomplete");
@@ -92,22 +106,16 @@ pub(super) async fn connect(
         return response;
     }
     // Single use, atomically (checked before it is spent, so a wrong browser spends nothing).
-    match server.0.store.take(&key).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return expired(),
-        Err(e) => {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            );
-        }
+    match spend(&server, &key).await {
+        Ok(true) => {}
+        Ok(false) => return expired(),
+        Err(response) => return response,
     }
     let Some(state) = crate::atag::random_state() else {
         return rng_failure();
     };
     let (url, verifier) = match crate::atag::authorization_url(
-        service,
+        &service,
         &atag.callback_uri(&service.id),
         &state,
         &link.scopes,
@@ -156,15 +164,9 @@ pub(super) async fn callback(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let atag = match atag(&server) {
-        Ok(atag) => atag.clone(),
+    let (atag, service, params) = match browser_request(&server, &service_id, query) {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let Some(service) = atag.services.get(&service_id) else {
-        return error_page(&server, StatusCode::NOT_FOUND, "unknown service");
-    };
-    let Ok(params) = parse_form(query.unwrap_or_default().as_bytes()) else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated");
     };
     let Some(state) = params.get("state") else {
         return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
@@ -188,16 +190,10 @@ pub(super) async fn callback(
     if let Err(response) = same_user(&server, &headers, &record.link.user).await {
         return response;
     }
-    match server.0.store.take(&key).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return stale(),
-        Err(e) => {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            );
-        }
+    match spend(&server, &key).await {
+        Ok(true) => {}
+        Ok(false) => return stale(),
+        Err(response) => return response,
     }
     if params.contains_key("error") {
         tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, "third-party authorization declined");
@@ -212,7 +208,7 @@ pub(super) async fn callback(
     };
     let tokens = match crate::atag::exchange(
         &atag.http,
-        service,
+        &service,
         &atag.callback_uri(&service.id),
         code,
         &record.verifier,
@@ -264,7 +260,7 @@ async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String,
 /// `GET /atag/connections` (bearer token of this server): the caller's connected services.
 pub(super) async fn connections(State(server): State<AuthServer>, headers: HeaderMap) -> Response {
     let atag = match atag(&server) {
-        Ok(atag) => atag.clone(),
+        Ok(atag) => atag,
         Err(response) => return response,
     };
     let user = match bearer_user(&server, &headers).await {
@@ -303,7 +299,7 @@ pub(super) async fn disconnect(
     headers: HeaderMap,
 ) -> Response {
     let atag = match atag(&server) {
-        Ok(atag) => atag.clone(),
+        Ok(atag) => atag,
         Err(response) => return response,
     };
     let user = match bearer_user(&server, &headers).await {

@@ -270,6 +270,24 @@ pub(super) async fn load<T: for<'de> Deserialize<'de>>(
     }
 }
 
+/// Spends the single-use entry under `key`, atomically (of two racing uses, one wins):
+/// `Ok(false)` if it was spent already or expired.
+pub(super) async fn spend(server: &AuthServer, key: &str) -> Result<bool, Response> {
+    server
+        .0
+        .store
+        .take(key)
+        .await
+        .map(|found| found.is_some())
+        .map_err(|e| {
+            oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            )
+        })
+}
+
 pub(super) async fn save<T: Serialize>(
     server: &AuthServer,
     key: &str,
@@ -577,18 +595,14 @@ pub(super) async fn consent_or_code(
             .contains_all(Scopes::from_space_separated(&pending.scope).iter())
     }) {
         // Atomic: concurrent submissions of one request issue one code.
-        return match server.0.store.take(&format!("authreq:{id}")).await {
-            Ok(Some(_)) => issue_code(server, pending, session).await,
-            Ok(None) => error_page(
+        return match spend(server, &format!("authreq:{id}")).await {
+            Ok(true) => issue_code(server, pending, session).await,
+            Ok(false) => error_page(
                 server,
                 StatusCode::BAD_REQUEST,
                 "this request was already answered",
             ),
-            Err(e) => oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            ),
+            Err(response) => response,
         };
     }
     let redirect_host = url::Url::parse(&pending.redirect_uri)
@@ -638,22 +652,16 @@ pub(super) async fn consent(
         Err(response) => return response,
     };
     // Single use: a second submission of the same form finds nothing.
-    match server.0.store.take(&format!("authreq:{id}")).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    match spend(&server, &format!("authreq:{id}")).await {
+        Ok(true) => {}
+        Ok(false) => {
             return error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
                 "this request was already answered",
             );
         }
-        Err(e) => {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            );
-        }
+        Err(response) => return response,
     }
     if form.get("decision").map(String::as_str) != Some("approve") {
         tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, "consent denied");

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use super::auth_server::{AuthServer, no_store, parse_form, random_token, rng_failure};
 use super::flow::{
     PENDING_TTL, Pending, browser_cookie_name, consent_or_code, digest, error_page, load,
-    login_page, pending_from_form, pending_request, redirect_back, save, session_cookie,
+    login_page, pending_from_form, pending_request, redirect_back, save, session_cookie, spend,
 };
 use super::upstream::{IdentityProvider, UpstreamError};
 
@@ -316,22 +316,16 @@ pub(super) async fn upstream_callback(
         );
     }
     // Single use, atomically: of a callback replayed or raced, one goes through.
-    match server.0.store.take(&key).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    match spend(&server, &key).await {
+        Ok(true) => {}
+        Ok(false) => {
             return error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
                 "this sign-in is no longer valid; start again from your application",
             );
         }
-        Err(e) => {
-            return super::auth_server::oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            );
-        }
+        Err(response) => return response,
     }
     // RFC 9207: a response naming another issuer is a mix-up attack.
     if let (Some(iss), Some(expected)) = (params.get("iss"), provider.issuer())

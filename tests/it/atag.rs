@@ -248,6 +248,14 @@ async fn call(
     request.send().await.unwrap()
 }
 
+async fn call_json(world: &World, token: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
+    call(world, token, body, headers)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Runs the connect flow behind `url` in `browser`, signing in at the third party as
 /// `tp_user`; returns the callback URL (not yet opened).
 async fn to_callback(world: &World, browser: &reqwest::Client, url: &str, tp_user: &str) -> String {
@@ -301,6 +309,13 @@ async fn connect(world: &World, browser: &reqwest::Client, url: &str) {
     assert!(done.text().await.unwrap().contains("Third Party connected"));
 }
 
+/// Calls `tp_list` as `token` and returns the connect link of the tool error it answers.
+async fn tool_error_link(world: &World, token: &str) -> String {
+    let challenge = call_json(world, token, &call_body(1, "tp_list", json!({})), &[]).await;
+    assert_eq!(challenge["result"]["isError"], true, "{challenge}");
+    url_in(challenge["result"]["content"][0]["text"].as_str().unwrap())
+}
+
 fn url_in(text: &str) -> String {
     let start = text.find("http://").unwrap();
     text[start..].split_whitespace().next().unwrap().to_owned()
@@ -325,19 +340,11 @@ async fn tool_error_challenge_connect_flow_retry_and_disconnect() {
     let token = mcp_token(&world, &alice, "alice", "wonderland").await;
 
     // Tools that need no service pass untouched.
-    let plain: Value = call(&world, &token, &call_body(1, "whoami", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let plain = call_json(&world, &token, &call_body(1, "whoami", json!({})), &[]).await;
     assert_eq!(plain["result"]["service"], Value::Null);
 
     // A client that declared no URL elicitation gets a tool error carrying the link.
-    let challenge: Value = call(&world, &token, &call_body(2, "tp_list", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let challenge = call_json(&world, &token, &call_body(2, "tp_list", json!({})), &[]).await;
     assert_eq!(challenge["id"], 2);
     assert_eq!(challenge["result"]["isError"], true);
     let text = challenge["result"]["content"][0]["text"].as_str().unwrap();
@@ -348,11 +355,7 @@ async fn tool_error_challenge_connect_flow_retry_and_disconnect() {
     connect(&world, &alice, &url).await;
 
     // The retried call reaches the tool with alice's third-party token.
-    let retried: Value = call(&world, &token, &call_body(3, "tp_list", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let retried = call_json(&world, &token, &call_body(3, "tp_list", json!({})), &[]).await;
     assert_eq!(retried["result"]["service"], "tp");
     let secret = retried["result"]["secret"].as_str().unwrap();
     assert_eq!(subject_of(secret), "tp-alice");
@@ -404,11 +407,7 @@ async fn tool_error_challenge_connect_flow_retry_and_disconnect() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 204);
-    let again: Value = call(&world, &token, &call_body(4, "tp_list", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again = call_json(&world, &token, &call_body(4, "tp_list", json!({})), &[]).await;
     assert_eq!(again["result"]["isError"], true);
 }
 
@@ -457,11 +456,7 @@ async fn url_elicitation_required_error_for_2025_11_25_sessions() {
         ("mcp-session-id", "session-10"),
         ("mcp-protocol-version", "2025-11-25"),
     ];
-    let fallback: Value = call(&world, &token, &call_body(6, "tp_list", json!({})), &other)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let fallback = call_json(&world, &token, &call_body(6, "tp_list", json!({})), &other).await;
     assert_eq!(fallback["result"]["isError"], true, "{fallback}");
 
     // The session's open stream hears of the completion.
@@ -667,12 +662,7 @@ async fn connect_link_opened_by_another_user_is_refused() {
     let world = world(ChallengeMode::ToolError).await;
     let alice = browser();
     let token = mcp_token(&world, &alice, "alice", "wonderland").await;
-    let challenge: Value = call(&world, &token, &call_body(1, "tp_list", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = url_in(challenge["result"]["content"][0]["text"].as_str().unwrap());
+    let url = tool_error_link(&world, &token).await;
     // Phishing: alice's link sent to bob, who is signed in as himself.
     let bob = browser();
     mcp_token(&world, &bob, "bob", "builder").await;
@@ -690,12 +680,7 @@ async fn replayed_callback_state_is_refused() {
     let world = world(ChallengeMode::ToolError).await;
     let alice = browser();
     let token = mcp_token(&world, &alice, "alice", "wonderland").await;
-    let challenge: Value = call(&world, &token, &call_body(1, "tp_list", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = url_in(challenge["result"]["content"][0]["text"].as_str().unwrap());
+    let url = tool_error_link(&world, &token).await;
     let callback = to_callback(&world, &alice, &url, "tp-alice").await;
     // Carried to bob's browser: refused, and nothing spent.
     let bob = browser();
@@ -712,17 +697,8 @@ async fn expired_token_is_refreshed_once_under_20_concurrent_calls() {
     let world = world(ChallengeMode::ToolError).await;
     let alice = browser();
     let token = mcp_token(&world, &alice, "alice", "wonderland").await;
-    let challenge: Value = call(&world, &token, &call_body(1, "tp_list", json!({})), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    connect(
-        &world,
-        &alice,
-        &url_in(challenge["result"]["content"][0]["text"].as_str().unwrap()),
-    )
-    .await;
+    let url = tool_error_link(&world, &token).await;
+    connect(&world, &alice, &url).await;
     // Age the stored token: it expired a minute ago.
     let vault = world.auth.vault().unwrap().clone();
     let mut tokens = vault.get("alice", "tp").await.unwrap().unwrap();

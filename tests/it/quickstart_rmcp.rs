@@ -309,6 +309,46 @@ async fn session_mode_sse_list_is_filtered_and_keeps_event_ids() {
     );
 }
 
+/// Submits a prefilled dev login form of the server at `base` as shown, then approves the
+/// consent page: the person's clicks. Returns the redirect back to the client.
+async fn submit_prefilled_login_and_approve(
+    browser: &reqwest::Client,
+    base: &str,
+    login: &str,
+) -> reqwest::Response {
+    let field = |html: &str, name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap() + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    let consent = browser
+        .post(format!("{base}/oauth/login"))
+        .form(&[
+            ("request", field(login, "request")),
+            ("csrf", field(login, "csrf")),
+            ("username", field(login, "username")),
+            ("password", field(login, "password")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let redirect = browser
+        .post(format!("{base}/oauth/consent"))
+        .form(&[
+            ("request", field(&consent, "request")),
+            ("csrf", field(&consent, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 303);
+    redirect
+}
+
 /// rmcp's own OAuth client (an independent implementation) against the quickstart's embedded
 /// stack: it discovers the authorization server from the 401, registers itself, is sent to our
 /// dev login (driven here like a browser), exchanges the code with PKCE, and calls tools; a tool
@@ -379,37 +419,9 @@ async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
         .await
         .unwrap();
     assert!(login.contains("name=\"csrf\""), "{authorize_url}\n{login}");
-    let field = |html: &str, name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = html.find(&marker).unwrap() + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
     // The quickstart prefills the form: submitting it as shown signs in.
-    assert_eq!(field(&login, "username"), "demo");
-    let consent = browser
-        .post(format!("{base}/oauth/login"))
-        .form(&[
-            ("request", field(&login, "request")),
-            ("csrf", field(&login, "csrf")),
-            ("username", field(&login, "username")),
-            ("password", field(&login, "password")),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let redirect = browser
-        .post(format!("{base}/oauth/consent"))
-        .form(&[
-            ("request", field(&consent, "request")),
-            ("csrf", field(&consent, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    assert!(login.contains("name=\"username\" value=\"demo\""));
+    let redirect = submit_prefilled_login_and_approve(&browser, &base, &login).await;
     let callback = redirect.headers()["location"].to_str().unwrap().to_owned();
     oauth
         .handle_callback_url(&callback)
@@ -472,30 +484,7 @@ async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
         .text()
         .await
         .unwrap();
-    let tp_consent = browser
-        .post(format!("{third_party_url}/oauth/login"))
-        .form(&[
-            ("request", field(&tp_login, "request")),
-            ("csrf", field(&tp_login, "csrf")),
-            ("username", field(&tp_login, "username")),
-            ("password", field(&tp_login, "password")),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let back = browser
-        .post(format!("{third_party_url}/oauth/consent"))
-        .form(&[
-            ("request", field(&tp_consent, "request")),
-            ("csrf", field(&tp_consent, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let back = submit_prefilled_login_and_approve(&browser, &third_party_url, &tp_login).await;
     let connected = browser
         .get(back.headers()["location"].to_str().unwrap())
         .send()
