@@ -37,12 +37,18 @@ fn atag(server: &AuthServer) -> Result<Arc<AtagState>, Response> {
         .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
 }
 
-/// What the browser routes start from: the ATAG state, the service, the query parameters.
+/// What the browser routes start from.
+struct BrowserRequest {
+    atag: Arc<AtagState>,
+    service: ExternalService,
+    params: HashMap<String, String>,
+}
+
 fn browser_request(
     server: &AuthServer,
     service_id: &str,
     query: Option<String>,
-) -> Result<(Arc<AtagState>, ExternalService, HashMap<String, String>), Response> {
+) -> Result<BrowserRequest, Response> {
     let atag = atag(server)?;
     let service = atag
         .services
@@ -51,7 +57,37 @@ fn browser_request(
         .ok_or_else(|| error_page(server, StatusCode::NOT_FOUND, "unknown service"))?;
     let params = parse_form(query.unwrap_or_default().as_bytes())
         .map_err(|_| error_page(server, StatusCode::BAD_REQUEST, "a parameter is repeated"))?;
-    Ok((atag, service, params))
+    Ok(BrowserRequest {
+        atag,
+        service,
+        params,
+    })
+}
+
+/// Takes the single-use link or flow state under `key` for `service`: refused without being
+/// spent unless the browser is signed in as its user, then spent atomically. `gone` is the
+/// page for one unknown, expired or already used.
+async fn claim<T: serde::de::DeserializeOwned>(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    key: &str,
+    service: &str,
+    link_of: fn(&T) -> &Link,
+    gone: &str,
+) -> Result<T, Response> {
+    let gone = || error_page(server, StatusCode::BAD_REQUEST, gone);
+    let record = match load::<T>(server, key, false).await? {
+        Some(record) if link_of(&record).service == service => record,
+        _ => {
+            tracing::warn!(target: AUDIT, service, "unknown, used or expired connect link or state");
+            return Err(gone());
+        }
+    };
+    same_user(server, headers, &link_of(&record).user).await?;
+    match spend(server, key).await? {
+        true => Ok(record),
+        false => Err(gone()),
+    }
 }
 
 /// The signed-in user must be the one the link or flow was made for: the phishing defence of
@@ -82,35 +118,30 @@ pub(super) async fn connect(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let (atag, service, params) = match browser_request(&server, &service_id, query) {
+    let BrowserRequest {
+        atag,
+        service,
+        params,
+    } = match browser_request(&server, &service_id, query) {
         Ok(found) => found,
         Err(response) => return response,
     };
     let Some(link_id) = params.get("link") else {
         return error_page(&server, StatusCode::BAD_REQUEST, "the link is incomplete");
     };
-    let key = format!("atag:link:{}", digest(link_id));
-    let expired = || {
-        error_page(
-            &server,
-            StatusCode::BAD_REQUEST,
-            "This link has expired or was already used. Call the tool again for a new one.",
-        )
-    };
-    let link = match load::<Link>(&server, &key, false).await {
-        Ok(Some(link)) if link.service == service_id => link,
-        Ok(_) => return expired(),
+    let link = match claim::<Link>(
+        &server,
+        &headers,
+        &format!("atag:link:{}", digest(link_id)),
+        &service_id,
+        |link| link,
+        "This link has expired or was already used. Call the tool again for a new one.",
+    )
+    .await
+    {
+        Ok(link) => link,
         Err(response) => return response,
     };
-    if let Err(response) = same_user(&server, &headers, &link.user).await {
-        return response;
-    }
-    // Single use, atomically (checked before it is spent, so a wrong browser spends nothing).
-    match spend(&server, &key).await {
-        Ok(true) => {}
-        Ok(false) => return expired(),
-        Err(response) => return response,
-    }
     let Some(state) = crate::atag::random_state() else {
         return rng_failure();
     };
@@ -164,37 +195,30 @@ pub(super) async fn callback(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let (atag, service, params) = match browser_request(&server, &service_id, query) {
+    let BrowserRequest {
+        atag,
+        service,
+        params,
+    } = match browser_request(&server, &service_id, query) {
         Ok(found) => found,
         Err(response) => return response,
     };
     let Some(state) = params.get("state") else {
         return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
     };
-    let key = format!("atag:state:{}", digest(state));
-    let stale = || {
-        error_page(
-            &server,
-            StatusCode::BAD_REQUEST,
-            "This connection attempt is no longer valid. Call the tool again for a new link.",
-        )
-    };
-    let record = match load::<ConnectState>(&server, &key, false).await {
-        Ok(Some(record)) if record.link.service == service_id => record,
-        Ok(_) => {
-            tracing::warn!(target: AUDIT, service = %service_id, "unknown, replayed or expired connect state");
-            return stale();
-        }
+    let record = match claim::<ConnectState>(
+        &server,
+        &headers,
+        &format!("atag:state:{}", digest(state)),
+        &service_id,
+        |record| &record.link,
+        "This connection attempt is no longer valid. Call the tool again for a new link.",
+    )
+    .await
+    {
+        Ok(record) => record,
         Err(response) => return response,
     };
-    if let Err(response) = same_user(&server, &headers, &record.link.user).await {
-        return response;
-    }
-    match spend(&server, &key).await {
-        Ok(true) => {}
-        Ok(false) => return stale(),
-        Err(response) => return response,
-    }
     if params.contains_key("error") {
         tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, "third-party authorization declined");
         return error_page(
