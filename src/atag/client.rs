@@ -49,13 +49,11 @@ impl TryFrom<RawTokens> for ServiceTokens {
     type Error = &'static str;
 
     fn try_from(raw: RawTokens) -> Result<Self, Self::Error> {
-        let raw = match (&raw.access_token, raw.authed_user) {
-            (None, Some(user)) => *user,
-            (_, _) if raw.access_token.is_some() => RawTokens {
-                authed_user: None,
-                ..raw
-            },
-            _ => return Err("the token response has no access_token"),
+        // Slack returns the user's own token under `authed_user`, beside any bot token: ATAG
+        // acts as the user, so that one wins.
+        let raw = match raw.authed_user {
+            Some(user) if user.access_token.is_some() => *user,
+            _ => raw,
         };
         let access_token = raw
             .access_token
@@ -162,7 +160,7 @@ fn token_set(
             .refresh_token
             .map(|t| t.secret().clone())
             .or(previous_refresh),
-        expires_at: tokens.expires_in.map(|s| now + s),
+        expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
         // A response without `scope` granted what was asked (RFC 6749 §5.1).
         scopes: tokens
             .scopes

@@ -97,7 +97,7 @@ impl AtagLayer {
     }
 
     /// Also puts the token in this request header (`Bearer …`), for services that proxy the
-    /// call onwards. Any such header the client sent is replaced.
+    /// call onwards. Any such header a client sends is removed from every request.
     #[must_use]
     pub fn forward_header(self, name: HeaderName) -> Self {
         self.with(|s| s.forward_header = Some(name))
@@ -202,7 +202,12 @@ impl Shared {
             tool: tool.to_owned(),
             service: need.service.clone(),
             scopes: need.scopes.clone(),
-            request_state: message.request_state.clone(),
+            // Only our own states: a tool's own multi-round-trip state passes untouched.
+            request_state: message
+                .request_state
+                .as_ref()
+                .filter(|s| s.starts_with(super::state::REQUEST_STATE_PREFIX))
+                .cloned(),
             modern,
             url_elicitation: if modern {
                 message.url_elicitation
@@ -256,7 +261,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Full<Bytes>>) -> Self::Future {
+        // Whatever a client sent in the forwarding header is never passed on as ours.
+        if let Some(name) = &self.shared.forward_header {
+            request.headers_mut().remove(name);
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
@@ -381,7 +390,13 @@ impl Call<'_> {
         // or replayed one is refused even if the user has connected meanwhile.
         if let Some(sealed) = request_state
             && let Err(refusal) = state
-                .check_request_state(sealed, ctx.subject(), ctx.client_id(), &self.tool)
+                .check_request_state(
+                    sealed,
+                    ctx.subject(),
+                    ctx.client_id(),
+                    &service.id,
+                    &self.tool,
+                )
                 .await
         {
             tracing::warn!(target: AUDIT, user = ctx.subject(), tool = %self.tool, reason = refusal.message(), "requestState refused");

@@ -31,7 +31,7 @@ mod vault;
 pub(crate) use self::client::{authorization_url, exchange};
 pub use self::layer::{AtagBody, AtagLayer, AtagService, ChallengeMode, URL_ELICITATION_REQUIRED};
 pub use self::services::{ClientAuthMethod, ExternalService};
-pub(crate) use self::state::{AtagState, LINK_TTL, Link, random as random_state};
+pub(crate) use self::state::{AtagState, LINK_TTL, Link};
 pub use self::vault::{TokenSet, TokenVault, VaultError};
 
 /// The user's token at a third-party service, put into the request extensions by

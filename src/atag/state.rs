@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::services::ExternalService;
 use super::vault::{TokenSet, TokenVault};
-use crate::server::{EncryptionKeys, PublicUrls, UpstreamError};
+use crate::server::{EncryptionKeys, PublicUrls, UpstreamError, digest, random_token as random};
 use crate::store::{Store, StoreError};
 
-pub(crate) const AUDIT: &str = "tower_mcp_auth::audit";
+pub(crate) use crate::bearer::policy::AUDIT;
 /// How long a connect link (and the elicitation it belongs to) is valid.
 pub(crate) const LINK_TTL: Duration = Duration::from_secs(600);
 /// How long a `requestState` is accepted.
@@ -22,6 +21,8 @@ const REQUEST_STATE_TTL: Duration = Duration::from_secs(600);
 /// Tokens this close to expiry are refreshed before use.
 const EXPIRY_SKEW: Duration = Duration::from_secs(30);
 const REQUEST_STATE_AAD: &[u8] = b"atag-request-state";
+/// Marks the `requestState`s of this layer; others belong to the tools and pass untouched.
+pub(crate) const REQUEST_STATE_PREFIX: &str = "atag1.";
 
 /// A connect link: the user and client who called the tool, and what to ask the service for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +56,7 @@ pub(crate) enum StateRefusal {
     OtherRequest,
     Expired,
     Replayed,
+    Unavailable,
 }
 
 impl StateRefusal {
@@ -65,6 +67,7 @@ impl StateRefusal {
             StateRefusal::OtherRequest => "requestState belongs to another request",
             StateRefusal::Expired => "requestState has expired",
             StateRefusal::Replayed => "requestState was already used",
+            StateRefusal::Unavailable => "requestState cannot be checked now; retry",
         }
     }
 }
@@ -93,11 +96,6 @@ impl std::fmt::Debug for AtagState {
             .field("services", &self.services.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn digest(value: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
 }
 
 impl AtagState {
@@ -290,18 +288,24 @@ impl AtagState {
             nonce: random()?,
         };
         let plain = serde_json::to_vec(&state).ok()?;
-        self.keys.seal(&plain, REQUEST_STATE_AAD).ok()
+        let sealed = self.keys.seal(&plain, REQUEST_STATE_AAD).ok()?;
+        Some(format!("{REQUEST_STATE_PREFIX}{sealed}"))
     }
 
-    /// Checks a `requestState` echoed by a client: ours, untampered, this principal, this
-    /// tool, not expired, and not used before (spent here).
+    /// Checks a `requestState` of ours (see [`REQUEST_STATE_PREFIX`]) echoed by a client:
+    /// untampered, this principal, this tool and service, not expired, and not used before
+    /// (spent here).
     pub(crate) async fn check_request_state(
         &self,
         sealed: &str,
         user: &str,
         client_id: Option<&str>,
+        service: &str,
         tool: &str,
     ) -> Result<(), StateRefusal> {
+        let sealed = sealed
+            .strip_prefix(REQUEST_STATE_PREFIX)
+            .ok_or(StateRefusal::Invalid)?;
         let plain = self
             .keys
             .open(sealed, REQUEST_STATE_AAD)
@@ -311,7 +315,7 @@ impl AtagState {
         if state.sub != user || state.cid.as_deref() != client_id {
             return Err(StateRefusal::OtherPrincipal);
         }
-        if state.tool != tool {
+        if state.tool != tool || state.svc != service {
             return Err(StateRefusal::OtherRequest);
         }
         let now = crate::server::unix_now();
@@ -330,15 +334,8 @@ impl AtagState {
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(StateRefusal::Replayed),
-            // Single use cannot be guaranteed: refuse.
-            Err(_) => Err(StateRefusal::Replayed),
+            // Single use cannot be guaranteed: refuse, as retryable.
+            Err(_) => Err(StateRefusal::Unavailable),
         }
     }
-}
-
-pub(crate) fn random() -> Option<String> {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }

@@ -113,12 +113,17 @@ impl TokenVault {
     /// The store key of a user's tokens at a service. The subject is hashed: subjects are
     /// free-form, store keys should not be.
     pub fn key(user: &str, service: &str) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(user.as_bytes());
-        let mut hex = String::with_capacity(64);
+        let mut key = String::with_capacity(11 + 64 + 1 + service.len());
+        key.push_str("atag:vault:");
         for b in digest {
-            hex.push_str(&format!("{b:02x}"));
+            key.push(char::from(HEX[usize::from(b >> 4)]));
+            key.push(char::from(HEX[usize::from(b & 15)]));
         }
-        format!("atag:vault:{hex}:{service}")
+        key.push(':');
+        key.push_str(service);
+        key
     }
 
     /// Service ids are letters, digits, `-` and `_`, so `|service:` ends the user part

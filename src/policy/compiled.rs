@@ -341,12 +341,24 @@ impl ToolPolicy {
 
     /// The third-party service the tool `name` needs, from the most specific rule matching it
     /// (see [`Rule::needs_service`]).
+    ///
+    /// Like [`ToolPolicy::decide`], a name with upper-case letters also matches the rules of
+    /// its lower-case spelling (the exact spelling's rule first).
     pub fn service_need(&self, name: &str) -> Option<&ServiceNeed> {
-        self.0.indexes[kind_index(Kind::Tool)]
-            .lookup(name)
-            .ok()
-            .flatten()
-            .and_then(|rule| rule.service.as_ref())
+        let index = &self.0.indexes[kind_index(Kind::Tool)];
+        let need = |name: &str| {
+            index
+                .lookup(name)
+                .ok()
+                .flatten()
+                .and_then(|rule| rule.service.as_ref())
+        };
+        need(name).or_else(|| {
+            name.bytes()
+                .any(|b| b.is_ascii_uppercase())
+                .then(|| need(&name.to_ascii_lowercase()))
+                .flatten()
+        })
     }
 
     /// The third-party services the rules name.

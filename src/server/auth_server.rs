@@ -1193,7 +1193,7 @@ impl AuthServer {
 
 /// A 256-bit random value, base64url: token ids and client secrets. `None` if the system RNG
 /// fails, which callers answer with 500: never a predictable value in its place.
-pub(super) fn random_token() -> Option<String> {
+pub(crate) fn random_token() -> Option<String> {
     use base64::Engine;
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).ok()?;
@@ -1356,13 +1356,14 @@ async fn register(
     }
     // Counted only for requests that would register: invalid ones store nothing.
     if let Some((max, per)) = server.0.registration_limit {
-        let window = now() / per.as_secs().max(1);
+        let (started, period) = (now(), per.as_secs().max(1));
+        let window = started / period;
         let bucket = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let key = format!("regcount:{bucket}:{window}");
         match server.0.store.increment(&key, per).await {
             Ok(count) if count > max => {
                 tracing::warn!(target: crate::bearer::policy::AUDIT, source = %bucket, "registration limit reached");
-                let retry_after = (window + 1) * per.as_secs().max(1) - now();
+                let retry_after = ((window + 1) * period).saturating_sub(started);
                 let mut response = oauth_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "temporarily_unavailable",

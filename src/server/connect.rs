@@ -20,7 +20,7 @@ use super::login::logged_in_user;
 use super::upstream::UpstreamError;
 use crate::atag::{AtagState, ExternalService, Link};
 
-const AUDIT: &str = "tower_mcp_auth::audit";
+use crate::bearer::policy::AUDIT;
 
 /// A connect flow in progress, stored under the digest of its `state`.
 #[derive(Serialize, Deserialize)]
@@ -142,7 +142,7 @@ pub(super) async fn connect(
         Ok(link) => link,
         Err(response) => return response,
     };
-    let Some(state) = crate::atag::random_state() else {
+    let Some(state) = super::auth_server::random_token() else {
         return rng_failure();
     };
     let (url, verifier) = match crate::atag::authorization_url(
@@ -174,18 +174,12 @@ pub(super) async fn connect(
 }
 
 fn failure(server: &AuthServer, error: &UpstreamError) -> Response {
-    match error {
-        UpstreamError::Unavailable(_) => error_page(
-            server,
-            StatusCode::BAD_GATEWAY,
-            "The service could not be reached. Try again in a moment.",
-        ),
-        UpstreamError::Refused(_) => error_page(
-            server,
-            StatusCode::FORBIDDEN,
-            "The service did not grant access.",
-        ),
-    }
+    super::flow::upstream_error_page(
+        server,
+        error,
+        "The service",
+        "The service did not grant access.",
+    )
 }
 
 /// `GET /atag/callback/{service}?code=…&state=…`.
@@ -262,7 +256,7 @@ pub(super) async fn callback(
             &e.to_string(),
         );
     }
-    tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
+    tracing::info!(target: AUDIT, user = %record.link.user, client_id = ?record.link.client_id, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
     atag.elicitation_complete(&record.link);
     message_page(
         &server,

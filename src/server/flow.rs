@@ -25,12 +25,12 @@ use super::login::{Session, logged_in_user};
 use crate::resource::{canonical_audience, is_loopback};
 use crate::{ConfigError, Scopes};
 
-const AUDIT: &str = "tower_mcp_auth::audit";
-/// How long a started authorization waits for login and consent.
+use crate::bearer::policy::AUDIT;
 /// How long a refresh may hold its token's lock (a crashed holder frees it after this).
 const REFRESH_LOCK_TTL: Duration = Duration::from_secs(10);
 /// Attempts, 20 ms apart, to take a refresh token's lock.
 const REFRESH_LOCK_TRIES: u32 = 100;
+/// How long a started authorization waits for login and consent.
 pub(super) const PENDING_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code lives (single use).
 const CODE_TTL: Duration = Duration::from_secs(60);
@@ -105,6 +105,26 @@ pub(super) fn message_page(
         "error.html",
         minijinja::context! { title, message },
     )
+}
+
+/// The page for a failed exchange with another party (`party`: "The identity provider",
+/// "The service"): 502 when it could not be reached, 403 with `refused` when it said no.
+pub(super) fn upstream_error_page(
+    server: &AuthServer,
+    error: &super::upstream::UpstreamError,
+    party: &str,
+    refused: &str,
+) -> Response {
+    match error {
+        super::upstream::UpstreamError::Unavailable(_) => error_page(
+            server,
+            StatusCode::BAD_GATEWAY,
+            &format!("{party} could not be reached. Try again in a moment."),
+        ),
+        super::upstream::UpstreamError::Refused(_) => {
+            error_page(server, StatusCode::FORBIDDEN, refused)
+        }
+    }
 }
 
 /// An error shown to the person in the browser, never sent to a redirect URI we cannot trust.
@@ -216,7 +236,7 @@ struct Refresh {
     child: Option<String>,
 }
 
-pub(super) fn digest(value: &str) -> String {
+pub(crate) fn digest(value: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
 }
 
@@ -412,12 +432,9 @@ pub(super) async fn authorize(
         return rng_failure();
     };
     let existing = session_cookie(&headers, &browser_cookie_name(&server));
-    let (browser, new_browser) = match existing {
-        Some(nonce) => (nonce, false),
-        None => match random_token() {
-            Some(nonce) => (nonce, true),
-            None => return rng_failure(),
-        },
+    let browser = match existing.or_else(random_token) {
+        Some(nonce) => nonce,
+        None => return rng_failure(),
     };
     let nonce = params.get("nonce").cloned();
     if nonce.as_ref().is_some_and(|n| n.len() > 256) {
@@ -446,15 +463,15 @@ pub(super) async fn authorize(
         Ok(None) => login_page(&server, &id, &pending, &client, None),
         Err(response) => response,
     };
-    if new_browser {
-        set_cookie(
-            &server,
-            &mut response,
-            &browser_cookie_name(&server),
-            &browser,
-            PENDING_TTL,
-        );
-    }
+    // Renewed on every request: the cookie must outlive the newest pending request (an
+    // upstream sign-in can take a while).
+    set_cookie(
+        &server,
+        &mut response,
+        &browser_cookie_name(&server),
+        &browser,
+        PENDING_TTL,
+    );
     response
 }
 

@@ -22,9 +22,9 @@ use super::flow::{
 };
 use super::upstream::{IdentityProvider, UpstreamError};
 
-const AUDIT: &str = "tower_mcp_auth::audit";
+use crate::bearer::policy::AUDIT;
 /// Failed passwords allowed per authorization request.
-const MAX_LOGIN_ATTEMPTS: u32 = 5;
+const MAX_LOGIN_ATTEMPTS: u64 = 5;
 /// How long a login session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
@@ -140,11 +140,22 @@ pub(super) async fn login(
     let Some(user) = found else {
         tracing::info!(target: AUDIT, user = %username, "dev login failed");
         // A sign-in request allows a few guesses, then it is spent: guessing needs a new
-        // authorization request each time (and each of those a browser round trip).
-        let attempts_key = format!("attempts:{id}");
-        let attempts = match load::<u32>(&server, &attempts_key, false).await {
-            Ok(n) => n.unwrap_or(0) + 1,
-            Err(response) => return response,
+        // authorization request each time (and each of those a browser round trip). Counted
+        // atomically, so parallel guesses are all counted.
+        let attempts = match server
+            .0
+            .store
+            .increment(&format!("attempts:{id}"), PENDING_TTL)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                return super::auth_server::oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &e.to_string(),
+                );
+            }
         };
         if attempts >= MAX_LOGIN_ATTEMPTS {
             let _ = server.0.store.delete(&format!("authreq:{id}")).await;
@@ -154,9 +165,6 @@ pub(super) async fn login(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed sign-in attempts. Start again from your application.",
             );
-        }
-        if let Err(response) = save(&server, &attempts_key, &attempts, PENDING_TTL).await {
-            return response;
         }
         return login_page(
             &server,
@@ -175,18 +183,12 @@ pub(super) async fn login(
 }
 
 fn upstream_failure(server: &AuthServer, error: &UpstreamError) -> Response {
-    match error {
-        UpstreamError::Unavailable(_) => error_page(
-            server,
-            StatusCode::BAD_GATEWAY,
-            "The identity provider could not be reached. Try again in a moment.",
-        ),
-        UpstreamError::Refused(_) => error_page(
-            server,
-            StatusCode::FORBIDDEN,
-            "The identity provider did not confirm who you are.",
-        ),
-    }
+    super::flow::upstream_error_page(
+        server,
+        error,
+        "The identity provider",
+        "The identity provider did not confirm who you are.",
+    )
 }
 
 fn callback_uri(server: &AuthServer, provider: &str) -> String {
@@ -327,10 +329,15 @@ pub(super) async fn upstream_callback(
         }
         Err(response) => return response,
     }
-    // RFC 9207: a response naming another issuer is a mix-up attack.
-    if let (Some(iss), Some(expected)) = (params.get("iss"), provider.issuer())
-        && iss != expected
-    {
+    // RFC 9207: a response naming another issuer is a mix-up attack; one without `iss` from
+    // a provider that promised it, too.
+    let mixed_up = match (params.get("iss"), provider.issuer()) {
+        (Some(iss), Some(expected)) => iss != expected,
+        (None, _) => provider.requires_iss(),
+        (Some(_), None) => false,
+    };
+    if mixed_up {
+        let iss = params.get("iss").map_or("-", String::as_str);
         tracing::warn!(target: AUDIT, provider = %provider_id, %iss, "upstream response from another issuer");
         return upstream_failure(&server, &UpstreamError::Refused("issuer mismatch".into()));
     }

@@ -21,8 +21,9 @@ mod source;
 mod upstream;
 mod urls;
 
-pub(crate) use self::auth_server::now as unix_now;
 pub use self::auth_server::{AuthServer, AuthServerBuilder, RevocationAwareValidator};
+pub(crate) use self::auth_server::{now as unix_now, random_token};
+pub(crate) use self::flow::digest;
 pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
 pub use self::upstream::{

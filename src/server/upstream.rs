@@ -66,13 +66,22 @@ impl UpstreamUser {
 }
 
 /// The start of an upstream sign-in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpstreamStart {
     /// Where the browser goes (the provider's authorization URL, carrying the given `state`).
     pub url: String,
     /// What [`IdentityProvider::finish`] needs back (PKCE verifier, nonce): kept in the store
     /// under the state, never sent to the browser.
     pub kept: String,
+}
+
+impl std::fmt::Debug for UpstreamStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamStart")
+            .field("url", &self.url)
+            .field("kept", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Why an upstream sign-in failed.
@@ -99,6 +108,13 @@ pub trait IdentityProvider: Send + Sync + 'static {
     /// parameter names another issuer is refused (mix-up defence).
     fn issuer(&self) -> Option<&str> {
         None
+    }
+
+    /// Whether the provider promises `iss` in every authorization response (RFC 9207
+    /// `authorization_response_iss_parameter_supported`): then a response without it is
+    /// refused.
+    fn requires_iss(&self) -> bool {
+        false
     }
 
     /// Begins a sign-in: the URL to send the browser to, carrying `state`, and returning to
@@ -149,10 +165,13 @@ pub(crate) async fn send(
         *headers = response.headers().clone();
     }
     let body = response.bytes().await?;
-    // Status and headers came from a valid response: building cannot fail, but fail closed.
-    Ok(builder
-        .body(body.to_vec())
-        .unwrap_or_else(|_| http::Response::new(Vec::new())))
+    // Status and headers came from a valid response, so building cannot fail; if it did, an
+    // empty 500 makes the caller see a failed exchange, never a success.
+    Ok(builder.body(body.to_vec()).unwrap_or_else(|_| {
+        let mut failed = http::Response::new(Vec::new());
+        *failed.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        failed
+    }))
 }
 
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
@@ -337,6 +356,8 @@ struct Discovered {
     authorization_endpoint: String,
     token_endpoint: String,
     id_tokens: JwksValidator,
+    /// RFC 9207: the provider puts `iss` in its authorization responses.
+    iss_in_responses: bool,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +366,8 @@ struct DiscoveryDocument {
     authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 impl std::fmt::Debug for OidcProvider {
@@ -358,7 +381,7 @@ impl std::fmt::Debug for OidcProvider {
 
 /// Builder of [`OidcProvider`].
 #[must_use]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OidcProviderBuilder {
     id: String,
     display_name: Option<String>,
@@ -369,6 +392,20 @@ pub struct OidcProviderBuilder {
     groups_claim: String,
     timeout: Duration,
     allow_insecure_http: bool,
+}
+
+impl std::fmt::Debug for OidcProviderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderBuilder")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl OidcProvider {
@@ -437,13 +474,21 @@ impl OidcProvider {
                 document.issuer, inner.issuer
             )));
         }
+        // An https issuer's endpoints are https too: a tampered document must not send codes
+        // or trust keys over plain http (even on loopback).
+        let https_issuer = inner.issuer.starts_with("https://");
         for (what, endpoint) in [
             ("authorization endpoint", &document.authorization_endpoint),
             ("token endpoint", &document.token_endpoint),
             ("JWKS URL", &document.jwks_uri),
         ] {
-            parse_http_url(what, endpoint, inner.allow_insecure_http)
+            let url = parse_http_url(what, endpoint, inner.allow_insecure_http)
                 .map_err(|e| unavailable(e.to_string()))?;
+            if https_issuer && url.scheme() != "https" && !inner.allow_insecure_http {
+                return Err(unavailable(format!(
+                    "the {what} of an https issuer is not https"
+                )));
+            }
         }
         let mut jwks = JwksValidator::builder(
             document.jwks_uri,
@@ -459,6 +504,7 @@ impl OidcProvider {
             authorization_endpoint: document.authorization_endpoint,
             token_endpoint: document.token_endpoint,
             id_tokens,
+            iss_in_responses: document.authorization_response_iss_parameter_supported,
         })
     }
 
@@ -502,14 +548,21 @@ impl OidcProvider {
         if !nonce_ok {
             return Err(UpstreamError::Refused("id_token nonce mismatch".into()));
         }
-        // OpenID Connect Core §3.1.3.7: with several audiences, `azp` must be us.
-        if let Some(Value::Array(audiences)) = claims.get("aud")
-            && audiences.len() > 1
-            && claims.get("azp").and_then(Value::as_str) != Some(self.0.flow.client_id.as_str())
-        {
-            return Err(UpstreamError::Refused(
-                "id_token azp is not this client".into(),
-            ));
+        // OpenID Connect Core §3.1.3.7: an `azp` must be us, and with several audiences there
+        // must be one.
+        let several = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+        match claims.get("azp").and_then(Value::as_str) {
+            Some(azp) if azp != self.0.flow.client_id => {
+                return Err(UpstreamError::Refused(
+                    "id_token azp is not this client".into(),
+                ));
+            }
+            None if several => {
+                return Err(UpstreamError::Refused(
+                    "id_token with several audiences has no azp".into(),
+                ));
+            }
+            _ => {}
         }
         let subject = context.subject();
         if subject.is_empty() {
@@ -610,6 +663,13 @@ impl IdentityProvider for OidcProvider {
 
     fn issuer(&self) -> Option<&str> {
         Some(&self.0.issuer)
+    }
+
+    fn requires_iss(&self) -> bool {
+        self.0
+            .discovered
+            .get()
+            .is_some_and(|found| found.iss_in_responses)
     }
 
     fn start<'a>(

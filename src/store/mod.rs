@@ -136,6 +136,13 @@ impl MemoryStore {
     }
 }
 
+/// `now + ttl`, or a century from now for a `ttl` too large to add (never a panic).
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(value))
 }
@@ -149,7 +156,7 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let entry = Entry {
             value,
-            expires_at: Instant::now() + ttl,
+            expires_at: deadline(Instant::now(), ttl),
         };
         self.entries.insert(key.to_owned(), entry);
         ready(Ok(()))
@@ -164,7 +171,7 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let entry = Entry {
             value,
-            expires_at: now + ttl,
+            expires_at: deadline(now, ttl),
         };
         let mut inserted = self
             .entries
@@ -218,7 +225,7 @@ impl Store for MemoryStore {
                     Some(n) => (n.saturating_add(1), e.value().expires_at),
                     None => return Op::Nop,
                 },
-                _ => (1, now + ttl),
+                _ => (1, deadline(now, ttl)),
             };
             Op::Put(Entry {
                 value: Bytes::from(count.to_string()),

@@ -339,6 +339,18 @@ async fn tool_error_challenge_connect_flow_retry_and_disconnect() {
     let alice = browser();
     let token = mcp_token(&world, &alice, "alice", "wonderland").await;
 
+    // A client cannot pose as the layer: its own forwarding header never reaches the tool.
+    let posing = call(
+        &world,
+        &token,
+        &call_body(9, "whoami", json!({})),
+        &[("x-service-token", "Bearer forged")],
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap();
+    assert_eq!(posing["result"]["forwarded"], Value::Null);
     // Tools that need no service pass untouched.
     let plain = call_json(&world, &token, &call_body(1, "whoami", json!({})), &[]).await;
     assert_eq!(plain["result"]["service"], Value::Null);
@@ -575,15 +587,16 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     }
     // Expired: sealed with the server's key, but past its time.
     let keys = EncryptionKeys::new("v1", VAULT_KEY).unwrap();
-    let expired_state = keys
-        .seal(
-            json!({"sub": "alice", "cid": "app", "svc": "tp", "tool": "tp_list",
+    let expired_state = "atag1.".to_owned()
+        + &keys
+            .seal(
+                json!({"sub": "alice", "cid": "app", "svc": "tp", "tool": "tp_list",
                    "exp": now() - 1, "nonce": "n-expired"})
-            .to_string()
-            .as_bytes(),
-            b"atag-request-state",
-        )
-        .unwrap();
+                .to_string()
+                .as_bytes(),
+                b"atag-request-state",
+            )
+            .unwrap();
     let expired: Value = call(
         &world,
         &alice_token,
@@ -614,6 +627,17 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     .await
     .unwrap();
     assert_eq!(done["result"]["service"], "tp", "{done}");
+    // A requestState that is not ours (the tool's own multi-round-trip state) passes untouched.
+    let mut foreign = modern(None);
+    foreign["requestState"] = json!("the-tools-own-state");
+    let own = call_json(
+        &world,
+        &alice_token,
+        &call_body(7, "tp_list", foreign),
+        &headers,
+    )
+    .await;
+    assert_eq!(own["result"]["service"], "tp", "{own}");
     // Replayed.
     let replayed: Value = call(
         &world,

@@ -871,6 +871,58 @@ async fn password_guessing_spends_the_sign_in_request() {
     assert_eq!(statuses, [401, 401, 401, 401, 429, 400]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_password_guesses_are_all_counted() {
+    let flow = setup().await;
+    let html = flow
+        .browser
+        .get(flow.authorize_url(&[]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let guesses: Vec<_> = (0..8)
+        .map(|i| {
+            let (browser, base) = (flow.browser.clone(), flow.base.clone());
+            let (request, csrf) = (request.clone(), csrf.clone());
+            tokio::spawn(async move {
+                browser
+                    .post(format!("{base}/oauth/login"))
+                    .form(&[
+                        ("request", request),
+                        ("csrf", csrf),
+                        ("username", "alice".into()),
+                        ("password", format!("guess-{i}")),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for guess in guesses {
+        guess.await.unwrap();
+    }
+    // Eight guesses at once count as eight: the request is spent, the right password too late.
+    let late = flow
+        .browser
+        .post(format!("{}/oauth/login", flow.base))
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 400);
+}
+
 /// Serves client metadata documents on 127.0.0.1: `/client.json` (its own URL as client_id),
 /// `/liar.json` (someone else's), `/moved.json` (a redirect). Counts fetches.
 pub(crate) async fn metadata_host() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {

@@ -288,6 +288,8 @@ enum Fault {
     WrongIssuerInResponse,
     ForeignKey,
     UserDenies,
+    WrongAzp,
+    MissingIss,
 }
 
 #[derive(Clone)]
@@ -322,7 +324,10 @@ async fn fake_authorize(
         } else {
             idp.base.clone()
         };
-        pairs.append_pair("iss", &iss);
+        // This provider promises `iss` (RFC 9207): leaving it out is refused too.
+        if fault != Fault::MissingIss {
+            pairs.append_pair("iss", &iss);
+        }
     }
     Redirect::to(back.as_str())
 }
@@ -347,6 +352,7 @@ async fn fake_token(State(idp): State<FakeIdp>, body: String) -> impl IntoRespon
         "aud": if fault == Fault::WrongAudience { "someone-else" } else { "downstream" },
         "nonce": if fault == Fault::WrongNonce { "another-nonce".to_owned() } else { nonce },
         "iat": now(), "exp": now() + 300, "groups": ["admins"],
+        "azp": if fault == Fault::WrongAzp { "another-client" } else { "downstream" },
     });
     let signer = if fault == Fault::ForeignKey {
         &idp.foreign
@@ -372,6 +378,7 @@ async fn fake_idp() -> FakeIdp {
     let discovery = json!({
         "issuer": idp.base, "authorization_endpoint": format!("{}/authorize", idp.base),
         "token_endpoint": format!("{}/token", idp.base), "jwks_uri": format!("{}/jwks", idp.base),
+        "authorization_response_iss_parameter_supported": true,
     });
     let jwks = idp.keys.jwks();
     let app = axum::Router::new()
@@ -434,7 +441,12 @@ async fn oidc_groups_claim_and_client_secret_work_with_another_provider() {
 #[tokio::test]
 async fn forged_id_tokens_are_refused() {
     let (down, idp) = fake_setup().await;
-    for fault in [Fault::WrongNonce, Fault::WrongAudience, Fault::ForeignKey] {
+    for fault in [
+        Fault::WrongNonce,
+        Fault::WrongAudience,
+        Fault::ForeignKey,
+        Fault::WrongAzp,
+    ] {
         *idp.fault.lock().unwrap() = fault;
         let browser = browser();
         let response = through_fake(&down, &browser).await;
@@ -455,9 +467,11 @@ async fn forged_id_tokens_are_refused() {
 #[tokio::test]
 async fn upstream_response_naming_another_issuer_is_refused() {
     let (down, idp) = fake_setup().await;
-    *idp.fault.lock().unwrap() = Fault::WrongIssuerInResponse;
-    let response = through_fake(&down, &browser()).await;
-    assert_eq!(response.status(), 403);
+    for fault in [Fault::WrongIssuerInResponse, Fault::MissingIss] {
+        *idp.fault.lock().unwrap() = fault;
+        let response = through_fake(&down, &browser()).await;
+        assert_eq!(response.status(), 403, "{fault:?}");
+    }
 }
 
 #[tokio::test]
