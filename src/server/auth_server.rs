@@ -1358,7 +1358,15 @@ async fn register(
     if let Some((max, per)) = server.0.registration_limit {
         let (started, period) = (now(), per.as_secs().max(1));
         let window = started / period;
-        let bucket = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        // An IPv6 client holds a whole /64 (rotating within it is free): that is its bucket.
+        let bucket = match source.map(|ip| ip.to_canonical()) {
+            Some(std::net::IpAddr::V6(ip)) => {
+                let [a, b, c, d, ..] = ip.segments();
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+            }
+            Some(ip) => ip.to_string(),
+            None => "unknown".to_owned(),
+        };
         let key = format!("regcount:{bucket}:{window}");
         match server.0.store.increment(&key, per).await {
             Ok(count) if count > max => {

@@ -98,6 +98,14 @@ async fn clients_behind_a_trusted_proxy_get_their_own_buckets() {
     // Another client behind the same proxy is not throttled by the first one.
     let other = register(&base, Some("198.51.100.2"), app()).await;
     assert_eq!(other.status(), 201);
+    // IPv6 clients are counted per /64: rotating addresses within it does not help.
+    for (i, ip) in ["2001:db8:1:2::1", "2001:db8:1:2::2"].iter().enumerate() {
+        assert_eq!(register(&base, Some(ip), app()).await.status(), 201, "{i}");
+    }
+    let rotated = register(&base, Some("2001:db8:1:2:ffff::9"), app()).await;
+    assert_eq!(rotated.status(), 429);
+    let next_net = register(&base, Some("2001:db8:1:3::1"), app()).await;
+    assert_eq!(next_net.status(), 201);
 }
 
 #[tokio::test]
