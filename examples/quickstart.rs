@@ -156,7 +156,7 @@ pub fn policy() -> ToolPolicy {
 /// The whole application: the MCP endpoint at `/mcp` behind the bearer and tool policy layers,
 /// and the protected resource metadata routes beside it.
 pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum::Router {
-    let bearer = BearerLayer::new(validator, resource.clone()).require_scopes([BASE_SCOPE]);
+    let bearer = bearer(validator, &resource);
     axum::Router::new()
         .nest_service(
             "/mcp",
@@ -176,7 +176,7 @@ pub fn app_with_third_party<V: TokenValidator>(
     atag: AtagLayer,
     third_party_issuer: &str,
 ) -> axum::Router {
-    let bearer = BearerLayer::new(validator, resource.clone()).require_scopes([BASE_SCOPE]);
+    let bearer = bearer(validator, &resource);
     let notes = Notes::with_third_party(third_party_issuer);
     axum::Router::new()
         .nest_service(
@@ -188,6 +188,15 @@ pub fn app_with_third_party<V: TokenValidator>(
                 .service(mcp_service(&resource, notes)),
         )
         .merge(resource.router())
+}
+
+/// The bearer layer: every request needs `mcp:tools`; a client without a token is told to ask
+/// for what a typical session uses (read and write), so clients that cannot step up later
+/// (some SDKs only refresh on a 403) still work; administration stays a step-up.
+fn bearer<V: TokenValidator>(validator: V, resource: &ProtectedResource) -> BearerLayer<V> {
+    BearerLayer::new(validator, resource.clone())
+        .require_scopes([BASE_SCOPE])
+        .challenge_scopes(DEMO_SCOPES.split(' '))
 }
 
 /// The rmcp Streamable HTTP service: one notebook for the process (rmcp calls the factory
@@ -268,12 +277,47 @@ pub fn auth_server(
     auth_server_builder(public_url, resource_uri, password).build()
 }
 
-fn auth_server_builder(public_url: &str, resource_uri: &str, password: &str) -> AuthServerBuilder {
+/// [`auth_server`]'s builder, for adding to it.
+pub fn auth_server_builder(
+    public_url: &str,
+    resource_uri: &str,
+    password: &str,
+) -> AuthServerBuilder {
     AuthServer::builder(public_url)
         .resource(resource_uri)
         .scopes_supported([BASE_SCOPE, "notes:read", "notes:write", "notes:admin"])
         .dev_user("demo", password)
         .prefill_login(true)
+}
+
+/// The embedded default, whole: the MCP endpoint behind the bearer, policy and ATAG layers
+/// with the authorization server beside it (from `auth`, which gains the third party as an
+/// external service), and the stand-in third party's own app to serve at
+/// `third_party_url`.
+pub fn embedded_stack(
+    auth: AuthServerBuilder,
+    resource_uri: &str,
+    third_party_url: &str,
+    password: &str,
+) -> Result<(axum::Router, axum::Router), Box<dyn std::error::Error>> {
+    let auth = auth
+        .external_service(third_party_service(third_party_url))
+        .build()?;
+    let public_url = auth.issuer().to_owned();
+    let third_party = third_party_server(third_party_url, &public_url, password)?;
+    let resource = ProtectedResource::builder(resource_uri)
+        .authorization_server(auth.issuer())
+        .scopes_supported([BASE_SCOPE])
+        .resource_name("tower-mcp-auth quickstart")
+        .build()?;
+    let app = app_with_third_party(
+        resource,
+        auth.validator(resource_uri)?,
+        auth.atag_layer(&policy())?,
+        third_party_url,
+    )
+    .merge(auth.router());
+    Ok((app, third_party.router()))
 }
 
 /// Upstream identity providers configured through the environment, beside the dev login.
@@ -348,23 +392,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // The stand-in third party, on the next port.
             let third_party_port = port.checked_add(1).ok_or("PORT must be below 65535")?;
             let third_party_url = format!("http://127.0.0.1:{third_party_port}");
-            let third_party = third_party_server(&third_party_url, &public_url, &password)?;
             let third_party_listener =
                 tokio::net::TcpListener::bind(("127.0.0.1", third_party_port)).await?;
-            tokio::spawn(
-                async move { axum::serve(third_party_listener, third_party.router()).await },
+            let (app, third_party) = embedded_stack(
+                with_upstream_providers(auth_server_builder(
+                    &public_url,
+                    &resource_uri,
+                    &password,
+                ))?,
+                &resource_uri,
+                &third_party_url,
+                &password,
+            )?;
+            tokio::spawn(async move { axum::serve(third_party_listener, third_party).await });
+            println!(
+                "Resource metadata: {}/.well-known/oauth-protected-resource/mcp",
+                public_url
             );
-            let auth = with_upstream_providers(
-                auth_server_builder(&public_url, &resource_uri, &password)
-                    .external_service(third_party_service(&third_party_url)),
-            )?
-            .build()?;
-            let resource = ProtectedResource::builder(&resource_uri)
-                .authorization_server(auth.issuer())
-                .scopes_supported([BASE_SCOPE])
-                .resource_name("tower-mcp-auth quickstart")
-                .build()?;
-            println!("Resource metadata: {}", resource.metadata_url());
             println!(
                 "Authorization:     {}/.well-known/oauth-authorization-server",
                 public_url
@@ -387,14 +431,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "`third_party_profile` acts at the third party: the first call answers with a link to"
             );
             println!("connect your account there; open it, sign in, approve, and call it again.");
-            let atag = auth.atag_layer(&policy())?;
-            app_with_third_party(
-                resource,
-                auth.validator(&resource_uri)?,
-                atag,
-                &third_party_url,
-            )
-            .merge(auth.router())
+            app
         }
     };
     // The peer address keys the per-address registration limit.

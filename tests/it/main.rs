@@ -21,5 +21,7 @@ mod quickstart_rmcp;
 mod registration;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "atag")]
+mod ts_sdk;
 #[cfg(feature = "server")]
 mod upstream;

@@ -363,34 +363,14 @@ async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
     let base = format!("http://{addr}");
     let mcp_url = format!("{base}/mcp");
     let third_party_url = format!("http://{tp_addr}");
-    let third_party =
-        quickstart::third_party_server(&third_party_url, &base, "demo-password").unwrap();
-    spawn(tp_listener, third_party.router());
-    let auth = tower_mcp_auth::server::AuthServer::builder(&base)
-        .resource(&mcp_url)
-        .scopes_supported([
-            quickstart::BASE_SCOPE,
-            "notes:read",
-            "notes:write",
-            "notes:admin",
-        ])
-        .dev_user("demo", "demo-password")
-        .prefill_login(true)
-        .external_service(quickstart::third_party_service(&third_party_url))
-        .build()
-        .unwrap();
-    let resource = ProtectedResource::builder(&mcp_url)
-        .authorization_server(auth.issuer())
-        .scopes_supported([quickstart::BASE_SCOPE])
-        .build()
-        .unwrap();
-    let app = quickstart::app_with_third_party(
-        resource,
-        auth.validator(&mcp_url).unwrap(),
-        auth.atag_layer(&quickstart::policy()).unwrap(),
+    let (app, third_party) = quickstart::embedded_stack(
+        quickstart::auth_server_builder(&base, &mcp_url, "demo-password"),
+        &mcp_url,
         &third_party_url,
+        "demo-password",
     )
-    .merge(auth.router());
+    .unwrap();
+    spawn(tp_listener, third_party);
     spawn(listener, app);
 
     let mut oauth = OAuthState::new(mcp_url.as_str(), None).await.unwrap();
