@@ -18,6 +18,10 @@ pub(crate) use crate::bearer::policy::AUDIT;
 pub(crate) const LINK_TTL: Duration = Duration::from_secs(600);
 /// How long a `requestState` is accepted.
 const REQUEST_STATE_TTL: Duration = Duration::from_secs(600);
+/// How long a refresh may hold the store lock (the token endpoint's timeout is 10 s).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
+/// How long a call waits for another instance's refresh.
+const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(12);
 /// Tokens this close to expiry are refreshed before use.
 const EXPIRY_SKEW: Duration = Duration::from_secs(30);
 const REQUEST_STATE_AAD: &[u8] = b"atag-request-state";
@@ -162,10 +166,35 @@ impl AtagState {
         if current.refresh_token.is_none() {
             return Ok(None);
         }
-        let lock = self
-            .refresh_locks
-            .get_with(TokenVault::key(user, &service.id), Default::default);
-        let _held = lock.lock().await;
+        // One refresh at a time: callers in this process queue on a mutex (no polling),
+        // and the store lock extends that to the other instances.
+        let key = TokenVault::key(user, &service.id);
+        let local = self.refresh_locks.get_with(key.clone(), Default::default);
+        let _held = local.lock().await;
+        let lock = format!("lock:{key}");
+        let acquired = crate::store::lock(
+            self.store.as_ref(),
+            &lock,
+            REFRESH_LOCK_TTL,
+            REFRESH_LOCK_WAIT,
+        )
+        .await
+        .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        if !acquired {
+            return Err(UpstreamError::Unavailable(
+                "another instance is refreshing this token".into(),
+            ));
+        }
+        let result = self.refresh_locked(user, service).await;
+        let _ = self.store.delete(&lock).await;
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        user: &str,
+        service: &ExternalService,
+    ) -> Result<Option<TokenSet>, UpstreamError> {
         // Whoever held the lock before may have refreshed already.
         let Some(current) = self.load(user, &service.id).await? else {
             return Ok(None);

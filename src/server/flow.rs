@@ -28,8 +28,8 @@ use crate::{ConfigError, Scopes};
 use crate::bearer::policy::AUDIT;
 /// How long a refresh may hold its token's lock (a crashed holder frees it after this).
 const REFRESH_LOCK_TTL: Duration = Duration::from_secs(10);
-/// Attempts, 20 ms apart, to take a refresh token's lock.
-const REFRESH_LOCK_TRIES: u32 = 100;
+/// How long a refresh waits for its token's lock.
+const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How long a started authorization waits for login and consent.
 pub(super) const PENDING_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code lives (single use).
@@ -947,28 +947,20 @@ async fn refresh(
     // One refresh of a token at a time, across instances (the lock is in the store): two
     // concurrent uses would each mint a successor and leave two live chains.
     let lock = format!("lock:{key}");
-    let mut acquired = false;
-    for _ in 0..REFRESH_LOCK_TRIES {
-        match server
-            .0
-            .store
-            .put_if_absent(&lock, Bytes::from_static(b"1"), REFRESH_LOCK_TTL)
-            .await
-        {
-            Ok(true) => {
-                acquired = true;
-                break;
-            }
-            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => {
-                return Err(oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    &e.to_string(),
-                ));
-            }
-        }
-    }
+    let acquired = crate::store::lock(
+        server.0.store.as_ref(),
+        &lock,
+        REFRESH_LOCK_TTL,
+        REFRESH_LOCK_WAIT,
+    )
+    .await
+    .map_err(|e| {
+        oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &e.to_string(),
+        )
+    })?;
     if !acquired {
         // Busy is transient: never `invalid_grant`, which makes clients drop the grant.
         return Err(oauth_error(

@@ -62,6 +62,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
+/// Takes the lock `key` in `store` (so it holds across instances), retrying every 20 ms for
+/// up to `wait`: `Ok(false)` if it stayed busy. The holder deletes `key` when done; one that
+/// dies frees it after `ttl`, which must exceed the work done under the lock.
+pub(crate) async fn lock(
+    store: &dyn Store,
+    key: &str,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<bool, StoreError> {
+    let started = Instant::now();
+    loop {
+        if store
+            .put_if_absent(key, Bytes::from_static(b"1"), ttl)
+            .await?
+        {
+            return Ok(true);
+        }
+        if started.elapsed() >= wait {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     value: Bytes,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower_mcp_auth::atag::{ChallengeMode, ExternalService, ExternalToken, TokenSet, TokenVault};
 use tower_mcp_auth::policy::ToolPolicy;
-use tower_mcp_auth::server::{AuthServer, EncryptionKeys};
+use tower_mcp_auth::server::{AuthServer, EncryptionKeys, SigningKeys};
 use tower_mcp_auth::store::{MemoryStore, Store};
 use tower_mcp_auth::{BearerLayer, ProtectedResource};
 
@@ -28,6 +28,8 @@ struct World {
     auth: AuthServer,
     /// Requests to the third party's token endpoint.
     token_hits: Arc<AtomicUsize>,
+    store: Arc<MemoryStore>,
+    keys: SigningKeys,
 }
 
 /// The MCP stand-in: answers `initialize` with a session id, and `tools/call` with the
@@ -103,9 +105,37 @@ async fn world(mode: ChallengeMode) -> World {
     spawn(tp_listener, tp_app);
 
     let mcp = format!("{base}/mcp");
-    let auth = AuthServer::builder(&base)
+    let store = Arc::new(MemoryStore::default());
+    let keys = SigningKeys::generate().unwrap();
+    let (auth, app) = gateway(&base, &third_party, store.clone(), keys.clone(), mode);
+    spawn(down_listener, app);
+    World {
+        base,
+        mcp,
+        third_party,
+        auth,
+        token_hits,
+        store,
+        keys,
+    }
+}
+
+/// One instance of the MCP server: its authorization server (issuer `base`) and the MCP
+/// endpoint behind the bearer, policy and ATAG layers. Instances given the same store and
+/// keys act as one deployment.
+fn gateway(
+    base: &str,
+    third_party: &str,
+    store: Arc<MemoryStore>,
+    keys: SigningKeys,
+    mode: ChallengeMode,
+) -> (AuthServer, axum::Router) {
+    let mcp = format!("{base}/mcp");
+    let auth = AuthServer::builder(base)
         .resource(&mcp)
         .scopes_supported(["mcp:tools"])
+        .store(store)
+        .signing_keys(keys)
         .dev_user("alice", "wonderland")
         .dev_user("bob", "builder")
         .public_client("app", ["http://127.0.0.1/callback"], ["mcp:tools"])
@@ -150,14 +180,7 @@ async fn world(mode: ChallengeMode) -> World {
                 .service(tower::service_fn(echo)),
         )
         .merge(auth.router());
-    spawn(down_listener, app);
-    World {
-        base,
-        mcp,
-        third_party,
-        auth,
-        token_hits,
-    }
+    (auth, app)
 }
 
 /// Signs `user` in at the MCP server's authorization server in `browser` and returns an
@@ -716,9 +739,9 @@ async fn replayed_callback_state_is_refused() {
     assert!(!replay.text().await.unwrap().contains("connected"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_token_is_refreshed_once_under_20_concurrent_calls() {
-    let world = world(ChallengeMode::ToolError).await;
+/// Connects alice, ages her stored token, then sends 20 concurrent calls spread over `mcps`
+/// (MCP endpoints of instances sharing one store): exactly one refresh reaches the third party.
+async fn refresh_race(world: World, extra_mcps: Vec<String>) {
     let alice = browser();
     let token = mcp_token(&world, &alice, "alice", "wonderland").await;
     let url = tool_error_link(&world, &token).await;
@@ -733,28 +756,32 @@ async fn expired_token_is_refreshed_once_under_20_concurrent_calls() {
         .await
         .unwrap();
     let before = world.token_hits.load(Ordering::SeqCst);
-    let world = Arc::new(world);
+    let mut endpoints = vec![world.mcp.clone()];
+    endpoints.extend(extra_mcps);
     let calls: Vec<_> = (0..20)
         .map(|i| {
-            let (world, token) = (world.clone(), token.clone());
+            let endpoint = endpoints[i % endpoints.len()].clone();
+            let token = token.clone();
             tokio::spawn(async move {
-                call(
-                    &world,
-                    &token,
-                    &call_body(100 + i, "tp_list", json!({})),
-                    &[],
-                )
-                .await
-                .json::<Value>()
-                .await
-                .unwrap()
+                client()
+                    .post(endpoint)
+                    .bearer_auth(token)
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&call_body(100 + i as u64, "tp_list", json!({})))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
             })
         })
         .collect();
     let mut secrets = std::collections::HashSet::new();
     for c in calls {
         let response = c.await.unwrap();
-        secrets.insert(response["result"]["secret"].as_str().unwrap().to_owned());
+        let secret = response["result"]["secret"].as_str();
+        secrets.insert(secret.unwrap_or_else(|| panic!("{response}")).to_owned());
     }
     assert_eq!(
         world.token_hits.load(Ordering::SeqCst) - before,
@@ -765,6 +792,27 @@ async fn expired_token_is_refreshed_once_under_20_concurrent_calls() {
     assert!(!secrets.contains(&old_secret));
     let stored = vault.get("alice", "tp").await.unwrap().unwrap();
     assert!(stored.expires_at.unwrap() > now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refreshed_once_under_20_concurrent_calls() {
+    refresh_race(world(ChallengeMode::ToolError).await, Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refreshed_once_across_two_instances() {
+    let world = world(ChallengeMode::ToolError).await;
+    // A second instance of the same deployment (same issuer, keys and store), on another port.
+    let (listener, addr) = listener().await;
+    let (_, app) = gateway(
+        &world.base,
+        &world.third_party,
+        world.store.clone(),
+        world.keys.clone(),
+        ChallengeMode::ToolError,
+    );
+    spawn(listener, app);
+    refresh_race(world, vec![format!("http://{addr}/mcp")]).await;
 }
 
 #[tokio::test]
