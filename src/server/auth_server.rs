@@ -654,6 +654,13 @@ impl AuthServerBuilder {
                     "dev user name `{name}` must be non-empty and free of `|`"
                 )));
             }
+            // Machine clients' tokens carry their client id as the subject (RFC 9068): a user
+            // of that name would share its identity.
+            if clients.contains_key(name) {
+                return Err(ConfigError::InvalidPolicy(format!(
+                    "dev user `{name}` has the name of a machine client"
+                )));
+            }
         }
         let mut provider_ids = std::collections::HashSet::new();
         for p in &self.providers {

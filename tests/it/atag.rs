@@ -869,6 +869,42 @@ async fn vault_ciphertext_swapped_between_users_fails_to_decrypt() {
 }
 
 #[tokio::test]
+async fn vault_keys_rotate_without_losing_stored_tokens() {
+    let store = Arc::new(MemoryStore::default());
+    let set = TokenSet {
+        access_token: "sealed-under-k1".into(),
+        refresh_token: None,
+        expires_at: None,
+        scopes: vec![],
+    };
+    let ttl = Duration::from_secs(60);
+    let old = TokenVault::new(store.clone(), EncryptionKeys::new("k1", VAULT_KEY).unwrap());
+    old.put("alice", "tp", &set, ttl).await.unwrap();
+    // The new key seals, the old one still opens what it sealed.
+    let k2 = [9u8; 32];
+    let ring = EncryptionKeys::from_keys([
+        ("k2".to_owned(), &k2[..]),
+        ("k1".to_owned(), &VAULT_KEY[..]),
+    ])
+    .unwrap();
+    let rotated = TokenVault::new(store.clone(), ring);
+    assert_eq!(rotated.get("alice", "tp").await.unwrap(), Some(set.clone()));
+    rotated.put("bob", "tp", &set, ttl).await.unwrap();
+    let raw = store
+        .get(&TokenVault::key("bob", "tp"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        raw.starts_with(b"v1.k2."),
+        "sealed under the current key, its id stored"
+    );
+    // A ring that dropped k1 can no longer open alice's entry: it reads as not connected.
+    let only_k2 = TokenVault::new(store, EncryptionKeys::new("k2", &k2).unwrap());
+    assert!(only_k2.get("alice", "tp").await.is_err());
+}
+
+#[tokio::test]
 async fn batched_calls_of_service_tools_are_refused() {
     let world = world(ChallengeMode::Auto).await;
     let token = mcp_token(&world, &browser(), "alice", "wonderland").await;

@@ -676,4 +676,17 @@ fn provider_configuration_is_checked() {
         .dev_user("github|42", "pw")
         .build();
     assert!(posing.is_err());
+    let machine_name = AuthServer::builder("https://mcp.example.com")
+        .resource("https://mcp.example.com/mcp")
+        .client(
+            "reporting-job",
+            "a-long-random-secret-of-32-bytes!",
+            ["mcp:tools"],
+        )
+        .dev_user("reporting-job", "pw")
+        .build();
+    assert!(
+        machine_name.is_err(),
+        "a user may not pose as a machine client"
+    );
 }
