@@ -144,12 +144,16 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity` entries (beyond it, the least useful are evicted
-    /// early, so size it for the live state of the deployment).
+    /// A store holding at most `capacity` entries. Beyond it, the least recently used are
+    /// evicted early: size it for the live state of the deployment.
     pub fn new(capacity: u64) -> Self {
         MemoryStore {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
+                // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a new entry
+                // when full, and a state store must keep what it was just given (a code just
+                // issued, a revocation just recorded).
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(UntilExpiry)
                 .build(),
         }
@@ -345,6 +349,31 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"3"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_full_store_keeps_what_it_was_just_given() {
+        let store = MemoryStore::new(50);
+        // Popular old entries, read often (what TinyLFU would favour over a newcomer).
+        for i in 0..50 {
+            let key = format!("old:{i}");
+            store
+                .put(&key, "x".into(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            for _ in 0..5 {
+                store.get(&key).await.unwrap();
+            }
+        }
+        for i in 0..20 {
+            let key = format!("revoked-family:{i}");
+            store
+                .put(&key, "true".into(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            store.entries.run_pending_tasks();
+            assert!(store.get(&key).await.unwrap().is_some(), "{key} was dropped");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
