@@ -119,14 +119,17 @@ impl AtagState {
             keys,
             url_sessions: moka::sync::Cache::builder()
                 .max_capacity(100_000)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             streams: moka::sync::Cache::builder()
                 .max_capacity(100_000)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             refresh_locks: moka::sync::Cache::builder()
                 .max_capacity(100_000)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_idle(Duration::from_secs(300))
                 .build(),
             vault_ttl: Duration::from_secs(90 * 24 * 3600),

@@ -56,6 +56,8 @@ impl SessionBindings {
         SessionBindings {
             sessions: moka::sync::Cache::builder()
                 .max_capacity(capacity)
+                // A session just opened must be kept: TinyLFU may refuse newcomers when full.
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_idle(idle)
                 .build(),
         }
