@@ -372,7 +372,10 @@ mod tests {
                 .await
                 .unwrap();
             store.entries.run_pending_tasks();
-            assert!(store.get(&key).await.unwrap().is_some(), "{key} was dropped");
+            assert!(
+                store.get(&key).await.unwrap().is_some(),
+                "{key} was dropped"
+            );
         }
     }
 
