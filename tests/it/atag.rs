@@ -16,7 +16,7 @@ use tower_mcp_auth::server::{AuthServer, EncryptionKeys, SigningKeys};
 use tower_mcp_auth::store::{MemoryStore, Store};
 use tower_mcp_auth::{BearerLayer, ProtectedResource};
 
-use crate::code_flow::{VERIFIER, challenge, hidden, query};
+use crate::code_flow::{VERIFIER, challenge, query};
 use crate::support::*;
 
 const VAULT_KEY: &[u8; 32] = b"an-atag-vault-key-of-32-bytes!!!";
@@ -202,28 +202,7 @@ async fn mcp_token(world: &World, browser: &reqwest::Client, user: &str, passwor
         .text()
         .await
         .unwrap();
-    let consent = browser
-        .post(format!("{}/oauth/login", world.base))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("username", user.to_owned()),
-            ("password", password.to_owned()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let html = consent.text().await.unwrap();
-    let back = browser
-        .post(format!("{}/oauth/consent", world.base))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let back = sign_in_and_approve(browser, &world.base, &html, user, password).await;
     let code = query(back.headers()["location"].to_str().unwrap())["code"].clone();
     let tokens: Value = client()
         .post(format!("{}/oauth/token", world.base))
@@ -295,30 +274,7 @@ async fn to_callback(world: &World, browser: &reqwest::Client, url: &str, tp_use
         .text()
         .await
         .unwrap();
-    let consent = browser
-        .post(format!("{}/oauth/login", world.third_party))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("username", tp_user.to_owned()),
-            ("password", "pw".to_owned()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(consent.status(), 200);
-    let html = consent.text().await.unwrap();
-    let back = browser
-        .post(format!("{}/oauth/consent", world.third_party))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(back.status(), 303);
+    let back = sign_in_and_approve(browser, &world.third_party, &html, tp_user, "pw").await;
     let callback = back.headers()["location"].to_str().unwrap().to_owned();
     assert!(callback.starts_with(&format!("{}/atag/callback/tp?", world.base)));
     callback
@@ -460,16 +416,13 @@ async fn url_elicitation_required_error_for_2025_11_25_sessions() {
         ("mcp-session-id", "session-0"),
         ("mcp-protocol-version", "2025-11-25"),
     ];
-    let response: Value = call(
+    let response = call_json(
         &world,
         &token,
         &call_body(5, "tp_list", json!({})),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response["id"], 5);
     assert_eq!(response["error"]["code"], -32042);
     let elicitation = &response["error"]["data"]["elicitations"][0];
@@ -520,16 +473,13 @@ async fn url_elicitation_required_error_for_2025_11_25_sessions() {
         seen.contains(elicitation["elicitationId"].as_str().unwrap()),
         "{seen}"
     );
-    let retried: Value = call(
+    let retried = call_json(
         &world,
         &token,
         &call_body(7, "tp_list", json!({})),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(retried["result"]["service"], "tp");
 }
 
@@ -553,16 +503,13 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     let bob_token = mcp_token(&world, &browser(), "bob", "builder").await;
     let headers = [("mcp-protocol-version", "2026-07-28")];
 
-    let first: Value = call(
+    let first = call_json(
         &world,
         &alice_token,
         &call_body(1, "tp_list", modern(None)),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     let result = &first["result"];
     assert_eq!(result["resultType"], "input_required");
     let request = &result["inputRequests"]["connect_tp"];
@@ -572,16 +519,13 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     let state = result["requestState"].as_str().unwrap().to_owned();
 
     // Retrying before the flow completed: another input_required (the state is spent).
-    let early: Value = call(
+    let early = call_json(
         &world,
         &alice_token,
         &call_body(2, "tp_list", modern(Some(&state))),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(early["result"]["resultType"], "input_required");
     let state = early["result"]["requestState"].as_str().unwrap().to_owned();
 
@@ -596,16 +540,13 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
         (&bob_token, "tp_list", state.as_str(), "other user"),
         (&alice_token, "tp_other", state.as_str(), "other tool"),
     ] {
-        let refused: Value = call(
+        let refused = call_json(
             &world,
             token,
             &call_body(3, tool, modern(Some(state))),
             &headers,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(refused["error"]["code"], -32602, "{why}: {refused}");
     }
     // Expired: sealed with the server's key, but past its time.
@@ -620,16 +561,13 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
                 b"atag-request-state",
             )
             .unwrap();
-    let expired: Value = call(
+    let expired = call_json(
         &world,
         &alice_token,
         &call_body(4, "tp_list", modern(Some(&expired_state))),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(expired["error"]["code"], -32602);
     assert!(
         expired["error"]["message"]
@@ -639,16 +577,13 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     );
 
     connect(&world, &alice, &url).await;
-    let done: Value = call(
+    let done = call_json(
         &world,
         &alice_token,
         &call_body(5, "tp_list", modern(Some(&state))),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(done["result"]["service"], "tp", "{done}");
     // A requestState that is not ours (the tool's own multi-round-trip state) passes untouched.
     let mut foreign = modern(None);
@@ -662,16 +597,13 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     .await;
     assert_eq!(own["result"]["service"], "tp", "{own}");
     // Replayed.
-    let replayed: Value = call(
+    let replayed = call_json(
         &world,
         &alice_token,
         &call_body(6, "tp_list", modern(Some(&state))),
         &headers,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(replayed["error"]["code"], -32602);
     assert!(
         replayed["error"]["message"]

@@ -124,12 +124,7 @@ async fn setup_with(
 }
 
 pub(crate) fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
+    form_field(html, name)
 }
 
 pub(crate) fn query(location: &str) -> std::collections::HashMap<String, String> {

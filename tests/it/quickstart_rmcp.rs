@@ -316,37 +316,8 @@ async fn submit_prefilled_login_and_approve(
     base: &str,
     login: &str,
 ) -> reqwest::Response {
-    let field = |html: &str, name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = html.find(&marker).unwrap() + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
-    let consent = browser
-        .post(format!("{base}/oauth/login"))
-        .form(&[
-            ("request", field(login, "request")),
-            ("csrf", field(login, "csrf")),
-            ("username", field(login, "username")),
-            ("password", field(login, "password")),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let redirect = browser
-        .post(format!("{base}/oauth/consent"))
-        .form(&[
-            ("request", field(&consent, "request")),
-            ("csrf", field(&consent, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(redirect.status(), 303);
-    redirect
+    let (user, password) = (form_field(login, "username"), form_field(login, "password"));
+    sign_in_and_approve(browser, base, login, &user, &password).await
 }
 
 /// rmcp's own OAuth client (an independent implementation) against the quickstart's embedded

@@ -343,3 +343,49 @@ pub fn mint_hs256(issuer: &str, audience: &str, subject: &str, scope: &str) -> S
     )
     .unwrap()
 }
+
+/// The value of the hidden (or prefilled) form field `name` in `html`.
+pub fn form_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The person's clicks on the dev login page `login` of the server at `base`: signs in as
+/// `user`, approves the consent page, and returns the redirect back to the client.
+pub async fn sign_in_and_approve(
+    browser: &reqwest::Client,
+    base: &str,
+    login: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let consent = browser
+        .post(format!("{base}/oauth/login"))
+        .form(&[
+            ("request", form_field(login, "request")),
+            ("csrf", form_field(login, "csrf")),
+            ("username", user.to_owned()),
+            ("password", password.to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 200, "the consent page");
+    let html = consent.text().await.unwrap();
+    let back = browser
+        .post(format!("{base}/oauth/consent"))
+        .form(&[
+            ("request", form_field(&html, "request")),
+            ("csrf", form_field(&html, "csrf")),
+            ("decision", "approve".to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 303, "back to the client");
+    back
+}

@@ -154,30 +154,7 @@ async fn to_upstream_callback(
     let login = browser.get(&upstream).send().await.unwrap();
     assert_eq!(login.status(), 200);
     let html = login.text().await.unwrap();
-    let consent = browser
-        .post(format!("{idp}/oauth/login"))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("username", user.to_owned()),
-            ("password", password.to_owned()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(consent.status(), 200);
-    let html = consent.text().await.unwrap();
-    let back = browser
-        .post(format!("{idp}/oauth/consent"))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(back.status(), 303);
+    let back = sign_in_and_approve(browser, idp, &html, user, password).await;
     let callback = back.headers()["location"].to_str().unwrap().to_owned();
     assert!(callback.starts_with(&format!("{}/oauth/callback/corp?", down.base)));
     assert_eq!(query(&callback)["iss"], idp, "RFC 9207 iss from the IdP");
