@@ -11,7 +11,9 @@
 //! - `PORT` (default 8080), `PUBLIC_URL` (default `http://127.0.0.1:$PORT`): the URL clients use;
 //!   the MCP endpoint is `$PUBLIC_URL/mcp`, the issuer `$PUBLIC_URL`. The third party listens
 //!   on `127.0.0.1:$PORT+1`.
-//! - `DEMO_PASSWORD`: the demo user's password (random per run when unset, printed).
+//! - `DEMO_PASSWORD`: the password of the dev users `demo` (may hold every scope, so a
+//!   step-up to `notes:admin` succeeds) and `reader` (may not hold `notes:admin`: its step-up
+//!   yields a token without it); random per run when unset, printed.
 //! - `JWKS_URL` and `ISSUER`: validate an external identity provider's tokens instead (e.g. a
 //!   Keycloak realm) and run no authorization server.
 //! - `OIDC_ISSUER`, `OIDC_CLIENT_ID`, `OIDC_CLIENT_SECRET`: also let users sign in at this
@@ -19,7 +21,7 @@
 //! - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: also let users sign in with GitHub (an OAuth
 //!   App whose callback URL is `$PUBLIC_URL/oauth/callback/github`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use rmcp::handler::server::wrapper::Parameters;
@@ -28,7 +30,8 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
 use tower_mcp_auth::atag::{AtagLayer, External, ExternalService};
-use tower_mcp_auth::policy::ToolPolicy;
+use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
+use tower_mcp_auth::resource::ProtectedResourceBuilder;
 use tower_mcp_auth::server::{AuthServer, AuthServerBuilder, GitHubProvider, OidcProvider};
 use tower_mcp_auth::validate::{JwksValidator, TokenValidator};
 use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
@@ -37,6 +40,10 @@ use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 pub const BASE_SCOPE: &str = "mcp:tools";
 /// Scopes of a typical user token in the tests (read and write, no admin).
 pub const DEMO_SCOPES: &str = "mcp:tools notes:read notes:write";
+/// The scope of `purge_all_notes`: a step-up, held only by members of [`ADMINS`].
+pub const ADMIN_SCOPE: &str = "notes:admin";
+/// The group whose members may hold [`ADMIN_SCOPE`] (`demo` is one, `reader` is not).
+pub const ADMINS: &str = "admins";
 /// The id of the stand-in third-party service.
 pub const THIRD_PARTY: &str = "third-party";
 
@@ -145,7 +152,7 @@ pub fn policy() -> ToolPolicy {
         .default_scopes([BASE_SCOPE])
         .tool("list_notes", ["notes:read"])
         .tool("add_note", ["notes:write"])
-        .tool("purge_*", ["notes:admin"])
+        .tool("purge_*", [ADMIN_SCOPE])
         .tool("third_party_*", [BASE_SCOPE])
         .needs_service(THIRD_PARTY, ["profile"])
         .scope_separator(":")
@@ -165,6 +172,7 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
                 .layer(policy().layer(&resource))
                 .service(mcp_service(&resource, Notes::default())),
         )
+        .layer(cors())
         .merge(resource.router())
 }
 
@@ -187,6 +195,7 @@ pub fn app_with_third_party<V: TokenValidator>(
                 .layer(atag)
                 .service(mcp_service(&resource, notes)),
         )
+        .layer(cors())
         .merge(resource.router())
 }
 
@@ -224,6 +233,7 @@ pub fn third_party_server(
         .resource(format!("{issuer}/api"))
         .scopes_supported(["profile"])
         .dev_user("demo", password)
+        .dev_user("reader", password)
         .prefill_login(true)
         .public_client(
             "quickstart-gateway",
@@ -266,9 +276,9 @@ fn env_or(name: &str, default: impl FnOnce() -> String) -> String {
         .unwrap_or_else(default)
 }
 
-/// The embedded authorization server: dev login with one demo user (its form prefilled, so a
-/// person signs in with one click), every client registering itself (RFC 7591), tokens for the
-/// MCP endpoint only.
+/// The embedded authorization server: dev login (its form prefilled with `demo`, so a person
+/// signs in with one click), every client registering itself (RFC 7591), tokens for the MCP
+/// endpoint only.
 pub fn auth_server(
     public_url: &str,
     resource_uri: &str,
@@ -285,8 +295,17 @@ pub fn auth_server_builder(
 ) -> AuthServerBuilder {
     AuthServer::builder(public_url)
         .resource(resource_uri)
-        .scopes_supported([BASE_SCOPE, "notes:read", "notes:write", "notes:admin"])
-        .dev_user("demo", password)
+        // Whatever the policy can ask for, clients may request.
+        .scopes_supported(policy().scopes().iter())
+        // Every user may hold the read and write scopes; `notes:admin` only members of
+        // `admins`. A request for more is narrowed to that (the token's `scope` says so).
+        .groups(GroupMapping {
+            scopes: BTreeMap::from([(ADMINS.to_owned(), vec![ADMIN_SCOPE.to_owned()])]),
+            ..GroupMapping::default()
+        })
+        .user_scopes(DEMO_SCOPES.split(' '))
+        .dev_user_in_groups("demo", password, [ADMINS])
+        .dev_user("reader", password)
         .prefill_login(true)
 }
 
@@ -305,9 +324,7 @@ pub fn embedded_stack(
         .build()?;
     let public_url = auth.issuer().to_owned();
     let third_party = third_party_server(third_party_url, &public_url, password)?;
-    let resource = ProtectedResource::builder(resource_uri)
-        .authorization_server(auth.issuer())
-        .scopes_supported([BASE_SCOPE])
+    let resource = resource_builder(resource_uri, auth.issuer())
         .resource_name("tower-mcp-auth quickstart")
         .build()?;
     let app = app_with_third_party(
@@ -318,6 +335,35 @@ pub fn embedded_stack(
     )
     .merge(auth.router());
     Ok((app, third_party.router()))
+}
+
+/// The protected resource metadata: the baseline scope first, then every scope the policy can
+/// ask for (a client choosing from the metadata can reach every tool).
+pub fn resource_builder(resource_uri: &str, issuer: &str) -> ProtectedResourceBuilder {
+    ProtectedResource::builder(resource_uri)
+        .authorization_server(issuer)
+        .scopes_supported([BASE_SCOPE])
+        .policy(&policy())
+}
+
+/// Binds `port` on loopback with `TCP_NODELAY` on every accepted connection. Without it, a
+/// response written in several small pieces (rmcp's SSE frames) waits for the client's delayed
+/// ACK (Nagle's algorithm): about 40 ms per request on a kept-alive connection, which is what
+/// every MCP client uses.
+pub async fn bind(port: u16) -> std::io::Result<NoDelayListener> {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    Ok(listener.tap_io(no_delay))
+}
+
+/// A TCP listener whose connections send each write at once (see [`bind`]).
+pub type NoDelayListener =
+    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::warn!("cannot set TCP_NODELAY: {e}");
+    }
 }
 
 /// Upstream identity providers configured through the environment, beside the dev login.
@@ -340,8 +386,10 @@ fn with_upstream_providers(
     Ok(builder)
 }
 
-/// Browser-based clients (the MCP Inspector) call the MCP endpoint, registration and token
-/// endpoints from another origin: let them, and let them read the challenge and session id.
+/// Browser-based clients (the MCP Inspector) call the MCP endpoint from another origin: let
+/// them, and let them read the challenge and session id. Outside the bearer layer, since
+/// preflights carry no token. The authorization server's endpoints and the metadata bring
+/// their own CORS: a second layer around them would send every header twice.
 fn cors() -> tower_http::cors::CorsLayer {
     use tower_http::cors::{Any, CorsLayer};
     CorsLayer::new()
@@ -366,17 +414,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let public_url = env_or("PUBLIC_URL", || format!("http://127.0.0.1:{port}"));
     let public_url = public_url.trim_end_matches('/').to_owned();
     let resource_uri = format!("{public_url}/mcp");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = bind(port).await?;
     println!("MCP endpoint:      {resource_uri}");
 
     let app = match std::env::var("JWKS_URL").ok().filter(|v| !v.is_empty()) {
         // An external identity provider issues the tokens.
         Some(jwks_url) => {
             let issuer = std::env::var("ISSUER").map_err(|_| "ISSUER is required with JWKS_URL")?;
-            let resource = ProtectedResource::builder(&resource_uri)
-                .authorization_server(&issuer)
-                .scopes_supported([BASE_SCOPE])
-                .build()?;
+            let resource = resource_builder(&resource_uri, &issuer).build()?;
             println!("Resource metadata: {}", resource.metadata_url());
             println!("Validating tokens of {issuer} with keys from {jwks_url}");
             let validator =
@@ -392,8 +437,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // The stand-in third party, on the next port.
             let third_party_port = port.checked_add(1).ok_or("PORT must be below 65535")?;
             let third_party_url = format!("http://127.0.0.1:{third_party_port}");
-            let third_party_listener =
-                tokio::net::TcpListener::bind(("127.0.0.1", third_party_port)).await?;
+            let third_party_listener = bind(third_party_port).await?;
             let (app, third_party) = embedded_stack(
                 with_upstream_providers(auth_server_builder(
                     &public_url,
@@ -414,6 +458,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 public_url
             );
             println!("Sign in as:        demo / {password}  (the login form comes prefilled)");
+            println!("               or: reader / {password}  (may not hold notes:admin)");
             println!();
             println!(
                 "Connect any MCP client to {resource_uri}: it discovers the authorization server,"
@@ -422,7 +467,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "registers itself, and opens the login page in your browser. Then try `whoami`,"
             );
             println!(
-                "`add_note`, and `purge_all_notes` (which asks for the notes:admin scope: step-up)."
+                "`add_note`, and `purge_all_notes` (which asks for the notes:admin scope: step-up;"
+            );
+            println!(
+                "`demo` may hold it, `reader` may not: their second sign-in yields a token without it)."
             );
             println!(
                 "Third party:       {third_party_url} (sign in there as demo / the same password)"
@@ -437,8 +485,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The peer address keys the per-address registration limit.
     axum::serve(
         listener,
-        app.layer(cors())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .await?;
     Ok(())

@@ -132,6 +132,33 @@ impl<S: AsRef<str>> FromIterator<S> for Scopes {
     }
 }
 
+/// The scopes the [`BearerLayer`](crate::BearerLayer) requires of every request
+/// ([`require_scopes`](crate::BearerLayer::require_scopes)), placed in the request extensions
+/// beside the [`AuthContext`] when there are any. Inner layers add them to their own step-up
+/// challenges, so one challenge names every scope an operation needs: a client that asks for
+/// exactly the challenged scopes gets a token that works (MCP 2026-07-28, SEP-2350).
+///
+/// ```
+/// use tower_mcp_auth::{RequiredScopes, Scopes};
+///
+/// let required = RequiredScopes::new(Scopes::new(["mcp:tools"]));
+/// assert!(required.scopes().contains("mcp:tools"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RequiredScopes(Arc<Scopes>);
+
+impl RequiredScopes {
+    /// Wraps `scopes` (cheap to clone afterwards: one reference count).
+    pub fn new(scopes: Scopes) -> Self {
+        RequiredScopes(Arc::new(scopes))
+    }
+
+    /// The required scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.0
+    }
+}
+
 /// Who a validated access token speaks for, and what it allows.
 ///
 /// Cheap to clone (one reference count): the token cache hands the same context to every

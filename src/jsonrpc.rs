@@ -2,6 +2,7 @@
 //! not need (tool arguments are skipped, not built).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -40,9 +41,20 @@ pub struct McpMessage {
     /// `params.requestState`: the opaque state a 2026-07-28 client echoes when it retries a
     /// request after an `input_required` result.
     pub request_state: Option<String>,
+    /// `params.inputResponses` (revision 2026-07-28): each answer's key and its `action`
+    /// (`accept`, `decline`, `cancel`), for answers that carry one (elicitation results).
+    pub input_actions: Vec<(String, String)>,
 }
 
 impl McpMessage {
+    /// The `action` of the answer to the input request `key`, if the message carries one.
+    pub fn input_action(&self, key: &str) -> Option<&str> {
+        self.input_actions
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, action)| action.as_str())
+    }
+
     /// A request: a method and an id.
     pub fn is_request(&self) -> bool {
         self.method.is_some() && self.id.is_some()
@@ -138,6 +150,14 @@ struct Params<'a> {
     capabilities: Option<ObjectOnly<Capabilities>>,
     #[serde(rename = "requestState", borrow, default)]
     request_state: Option<Cow<'a, str>>,
+    #[serde(rename = "inputResponses", borrow, default)]
+    input_responses: Option<ObjectOnly<HashMap<Cow<'a, str>, ObjectOnly<InputResponse<'a>>>>>,
+}
+
+#[derive(Deserialize)]
+struct InputResponse<'a> {
+    #[serde(borrow, default)]
+    action: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +262,7 @@ fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
             reference: None,
             url_elicitation: false,
             request_state: None,
+            input_actions: Vec::new(),
         });
     };
     let (protocol_version, meta_url_elicitation) = match p.meta {
@@ -266,6 +287,17 @@ fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
             .map(|ObjectOnly(r)| (r.name.map(Cow::into_owned), r.uri.map(Cow::into_owned))),
         url_elicitation,
         request_state: p.request_state.map(Cow::into_owned),
+        input_actions: p
+            .input_responses
+            .map(|ObjectOnly(answers)| {
+                answers
+                    .into_iter()
+                    .filter_map(|(key, ObjectOnly(answer))| {
+                        Some((key.into_owned(), answer.action?.into_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -340,6 +372,8 @@ mod tests {
         let call = parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"gh","requestState":"abc","inputResponses":{"x":{"action":"accept"}},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{"url":{}}}}}}"#).unwrap();
         assert!(call.messages[0].url_elicitation);
         assert_eq!(call.messages[0].request_state.as_deref(), Some("abc"));
+        assert_eq!(call.messages[0].input_action("x"), Some("accept"));
+        assert_eq!(call.messages[0].input_action("y"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod validate;
 pub use bearer::{BearerLayer, BearerService};
 #[cfg(feature = "rmcp")]
 pub use context::Auth;
-pub use context::{AuthContext, MissingAuthContext, Scopes};
+pub use context::{AuthContext, MissingAuthContext, RequiredScopes, Scopes};
 pub use error::ConfigError;
 pub use policy::{ToolPolicy, ToolPolicyLayer};
 pub use resource::ProtectedResource;

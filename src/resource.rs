@@ -34,7 +34,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 use url::Url;
 
-use crate::{ConfigError, Scopes};
+use crate::{ConfigError, Scopes, ToolPolicy};
 
 /// The well-known path prefix of RFC 9728.
 pub const WELL_KNOWN_PREFIX: &str = "/.well-known/oauth-protected-resource";
@@ -204,6 +204,32 @@ impl ProtectedResourceBuilder {
         self
     }
 
+    /// Adds every scope `policy` can ask for ([`ToolPolicy::scopes`]) to `scopes_supported`,
+    /// after the ones given explicitly: a client that picks its scopes from the metadata is
+    /// then not stuck with the baseline only.
+    ///
+    /// ```
+    /// use tower_mcp_auth::{ProtectedResource, ToolPolicy};
+    ///
+    /// let policy = ToolPolicy::builder()
+    ///     .default_scopes(["mcp:tools"])
+    ///     .tool("purge_*", ["notes:admin"])
+    ///     .build()
+    ///     .unwrap();
+    /// let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
+    ///     .authorization_server("https://id.example.com")
+    ///     .scopes_supported(["mcp:tools"])
+    ///     .policy(&policy)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(resource.scopes_supported().to_string(), "mcp:tools notes:admin");
+    /// ```
+    pub fn policy(mut self, policy: &ToolPolicy) -> Self {
+        self.scopes_supported
+            .extend(policy.scopes().iter().map(str::to_owned));
+        self
+    }
+
     /// A human-readable name for the resource.
     pub fn resource_name(mut self, name: impl Into<String>) -> Self {
         self.resource_name = Some(name.into());
@@ -254,8 +280,15 @@ impl ProtectedResourceBuilder {
         let document = serde_json::to_vec(&Document {
             resource: &resource,
             authorization_servers: &self.authorization_servers,
-            // Declaration order is kept: it is the order a client shows to a person.
-            scopes_supported: self.scopes_supported.iter().map(String::as_str).collect(),
+            // Declaration order is kept (first mention): the order a client shows a person.
+            scopes_supported: {
+                let mut seen = std::collections::HashSet::new();
+                self.scopes_supported
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| seen.insert(*s))
+                    .collect()
+            },
             bearer_methods_supported: ["header"],
             resource_name: self.resource_name.as_deref(),
             resource_documentation: self.resource_documentation.as_deref(),

@@ -143,6 +143,8 @@ enum Plan {
         service: String,
         scopes: Vec<String>,
         request_state: Option<String>,
+        /// The client's answer to our connect prompt (2026-07-28 `inputResponses`).
+        answer: Option<String>,
         modern: bool,
         url_elicitation: bool,
         session: Option<String>,
@@ -208,6 +210,10 @@ impl Shared {
                 .as_ref()
                 .filter(|s| s.starts_with(super::state::REQUEST_STATE_PREFIX))
                 .cloned(),
+            answer: message
+                .input_action(&input_key(&need.service))
+                .filter(|_| modern)
+                .map(str::to_owned),
             modern,
             url_elicitation: if modern {
                 message.url_elicitation
@@ -217,6 +223,11 @@ impl Shared {
             session: session.filter(|_| session_declared).map(str::to_owned),
         }
     }
+}
+
+/// The key of our connect prompt among a 2026-07-28 result's `inputRequests`.
+fn input_key(service: &str) -> String {
+    format!("connect_{service}")
 }
 
 fn full(body: Vec<u8>) -> AtagBody {
@@ -325,6 +336,7 @@ where
                     service,
                     scopes,
                     request_state,
+                    answer,
                     modern,
                     url_elicitation,
                     session,
@@ -335,6 +347,7 @@ where
                         tool,
                         service,
                         scopes,
+                        answer,
                         modern,
                         url_elicitation,
                         session,
@@ -356,6 +369,7 @@ struct Call<'a> {
     tool: String,
     service: String,
     scopes: Vec<String>,
+    answer: Option<String>,
     modern: bool,
     url_elicitation: bool,
     session: Option<String>,
@@ -421,6 +435,23 @@ impl Call<'_> {
                     .extensions_mut()
                     .insert(ExternalToken::new(&service.id, &tokens));
                 Ok(request)
+            }
+            // The person said no to the prompt for this request: the call ends here, with a
+            // result that says so, instead of the same prompt again (the client would loop
+            // until it gives up). A later call asks again.
+            Ok(None) if matches!(self.answer.as_deref(), Some("decline" | "cancel")) => {
+                let answer = self.answer.as_deref().unwrap_or_default();
+                tracing::info!(target: AUDIT, user = ctx.subject(), service = %service.id, tool = %self.tool, answer, "third-party connection declined");
+                let how = if answer == "cancel" {
+                    "cancelled"
+                } else {
+                    "declined"
+                };
+                Err(self.tool_error(&format!(
+                    "Connecting your {} account was {how}, so {} did not run. Call it again to be asked again.",
+                    service.name(),
+                    self.tool
+                )))
             }
             Ok(None) => Err(self.challenge(&ctx, service).await),
             Err(e) => {
@@ -505,7 +536,7 @@ impl Call<'_> {
                     &json!({"jsonrpc": "2.0", "id": self.id, "result": {
                         "resultType": "input_required",
                         "inputRequests": {
-                            format!("connect_{}", service.id): {
+                            input_key(&service.id): {
                                 "method": "elicitation/create",
                                 "params": {"mode": "url", "url": url, "message": message},
                             },
@@ -535,17 +566,24 @@ impl Call<'_> {
                 }
                 response
             }
-            Mode::ToolError => json_response(
-                StatusCode::OK,
-                &json!({"jsonrpc": "2.0", "id": self.id, "result": {
-                    "content": [{"type": "text", "text": format!(
-                        "{message} Open this link in your browser, approve, then call {} again: {url}",
-                        self.tool
-                    )}],
-                    "isError": true,
-                }}),
-            ),
+            Mode::ToolError => self.tool_error(&format!(
+                "{message} Open this link in your browser, approve, then call {} again: {url}",
+                self.tool
+            )),
         }
+    }
+
+    /// A `tools/call` result with `isError` and `text`; revision 2026-07-28 requires every
+    /// result to say what it is (`resultType`).
+    fn tool_error(&self, text: &str) -> Response<AtagBody> {
+        let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+        if self.modern {
+            result["resultType"] = json!("complete");
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": self.id, "result": result}),
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use super::cache::TokenCache;
 use super::policy::Policy;
 use super::session::SessionBindings;
 use crate::validate::TokenValidator;
-use crate::{ProtectedResource, Scopes};
+use crate::{ProtectedResource, RequiredScopes, Scopes};
 
 /// The default number of validated tokens kept.
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
@@ -44,7 +44,7 @@ impl<V: TokenValidator> BearerLayer<V> {
             policy: Arc::new(Policy {
                 challenge_scopes: resource.scopes_supported().clone(),
                 resource,
-                required_scopes: Scopes::default(),
+                required_scopes: RequiredScopes::default(),
                 cache: Some(cache),
                 sessions: Some(SessionBindings::new(
                     DEFAULT_SESSION_CAPACITY,
@@ -66,11 +66,11 @@ impl<V: TokenValidator> BearerLayer<V> {
         S: AsRef<str>,
     {
         let policy = Arc::make_mut(&mut self.policy);
-        policy.required_scopes = Scopes::new(scopes);
+        policy.required_scopes = RequiredScopes::new(Scopes::new(scopes));
         policy.challenge_scopes = policy
             .challenge_scopes
             .iter()
-            .chain(policy.required_scopes.iter())
+            .chain(policy.required_scopes.scopes().iter())
             .collect();
         self
     }

@@ -9,7 +9,7 @@ use super::credentials::CredentialError;
 use super::session::{Principal, SessionBindings, SessionCheck};
 use crate::challenge::{BearerErrorCode, Challenge, json_error};
 use crate::validate::TokenError;
-use crate::{AuthContext, ProtectedResource, Scopes};
+use crate::{AuthContext, ProtectedResource, RequiredScopes, Scopes};
 
 /// The `Mcp-Session-Id` header of Streamable HTTP (a `HeaderName`, so lookups skip parsing).
 pub(crate) const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
@@ -19,7 +19,7 @@ pub(crate) const AUDIT: &str = "tower_mcp_auth::audit";
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
     pub(crate) resource: ProtectedResource,
-    pub(crate) required_scopes: Scopes,
+    pub(crate) required_scopes: RequiredScopes,
     pub(crate) challenge_scopes: Scopes,
     pub(crate) cache: Option<TokenCache>,
     pub(crate) sessions: Option<SessionBindings>,
@@ -79,8 +79,9 @@ impl Policy {
         ctx: &AuthContext,
         request: &Request<B>,
     ) -> Result<SessionAction, Box<Response<Full<Bytes>>>> {
-        if !ctx.scopes().contains_all(self.required_scopes.iter()) {
-            let missing: Vec<&str> = ctx.scopes().missing(&self.required_scopes).collect();
+        let required = self.required_scopes.scopes();
+        if !ctx.scopes().contains_all(required.iter()) {
+            let missing: Vec<&str> = ctx.scopes().missing(required).collect();
             tracing::info!(
                 target: AUDIT,
                 decision = "deny",
@@ -89,13 +90,14 @@ impl Policy {
                 missing = ?missing,
                 "insufficient scope"
             );
-            let description = format!(
-                "this resource requires the scopes: {}",
-                self.required_scopes
-            );
+            let description = format!("this resource requires the scopes: {required}");
+            // The granted scopes join the required ones (MCP 2025-11-25's recommended
+            // approach): a client that replaces its scope with the challenged one, instead of
+            // adding it, keeps what it had and does not bounce between two challenges.
+            let scopes: Scopes = required.iter().chain(ctx.scopes().iter()).collect();
             return Err(Box::new(
                 Challenge::new(self.resource.metadata_url())
-                    .scope(&self.required_scopes)
+                    .scope(&scopes)
                     .error(BearerErrorCode::InsufficientScope, &description)
                     .into_response(),
             ));

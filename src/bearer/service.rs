@@ -114,7 +114,11 @@ where
     match policy.admit(&ctx, &request) {
         Err(refusal) => ResponseFuture::refused(*refusal),
         Ok(action) => {
-            request.extensions_mut().insert(ctx);
+            let extensions = request.extensions_mut();
+            extensions.insert(ctx);
+            if !policy.required_scopes.scopes().is_empty() {
+                extensions.insert(policy.required_scopes.clone());
+            }
             ResponseFuture::calling(inner.call(request), action, policy.clone())
         }
     }

@@ -373,6 +373,37 @@ impl ToolPolicy {
         ids
     }
 
+    /// Every scope the policy can ask for: the default scopes and the `all_of` and `any_of`
+    /// scopes of every rule. It is what the resource's metadata lists as `scopes_supported`
+    /// (see [`ProtectedResourceBuilder::policy`](crate::resource::ProtectedResourceBuilder::policy)),
+    /// so a client choosing its scopes from the metadata can reach every tool.
+    ///
+    /// ```
+    /// use tower_mcp_auth::ToolPolicy;
+    ///
+    /// let policy = ToolPolicy::builder()
+    ///     .default_scopes(["mcp:tools"])
+    ///     .tool("purge_*", ["notes:admin"])
+    ///     .deny_tool("shutdown")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.scopes().to_string(), "mcp:tools notes:admin");
+    /// ```
+    pub fn scopes(&self) -> Scopes {
+        let compiled = &self.0;
+        let requirements = compiled.default.iter().chain(
+            compiled
+                .indexes
+                .iter()
+                .flat_map(|index| &index.rules)
+                .filter(|rule| !rule.deny)
+                .map(|rule| &rule.requirement),
+        );
+        requirements
+            .flat_map(|r| r.all_of.iter().chain(&r.any_of))
+            .collect()
+    }
+
     /// Shorthand for `decide(..).is_allowed()`.
     pub fn permits(&self, kind: Kind, name: &str, ctx: &AuthContext) -> bool {
         self.decide(kind, name, ctx).is_allowed()

@@ -18,7 +18,7 @@ use crate::bearer::policy::AUDIT;
 use crate::challenge::{BearerErrorCode, Challenge};
 use crate::jsonrpc::{self, McpMessage, McpRequest};
 use crate::validate::BoxFuture;
-use crate::{AuthContext, ProtectedResource, Scopes};
+use crate::{AuthContext, ProtectedResource, RequiredScopes, Scopes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -340,7 +340,7 @@ impl Shared {
             if let Some(refusal) = self.check_headers(&parts.headers, &mcp, &ctx) {
                 return refusal;
             }
-            if let Some(refusal) = self.judge(&mcp, &ctx) {
+            if let Some(refusal) = self.judge(&mcp, &ctx, &parts.extensions) {
                 return refusal;
             }
             if negotiated.is_none() {
@@ -352,6 +352,7 @@ impl Shared {
                 .policy
                 .decide(Kind::Method, parts.method.as_str(), &ctx);
             if !decision.is_allowed() {
+                let decision = with_required(decision, &parts.extensions);
                 return self.refuse(decision, &Value::Null, &ctx, parts.method.as_str(), "");
             }
             tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method = parts.method.as_str(), "operation allowed");
@@ -426,7 +427,12 @@ impl Shared {
     /// Judges every message that names a method (requests, and notifications too: a message
     /// with `"id": null` must not pass as a notification if some server runs it); the whole
     /// request is refused if any message is.
-    fn judge(&self, mcp: &McpRequest, ctx: &AuthContext) -> Option<Response<PolicyBody>> {
+    fn judge(
+        &self,
+        mcp: &McpRequest,
+        ctx: &AuthContext,
+        extensions: &http::Extensions,
+    ) -> Option<Response<PolicyBody>> {
         let mut scopes: Vec<String> = Vec::new();
         let mut refused: Option<(Decision, String, String, Value)> = None;
         for message in mcp.messages.iter().filter(|m| m.method.is_some()) {
@@ -464,6 +470,7 @@ impl Shared {
             },
             other => other,
         };
+        let decision = with_required(decision, extensions);
         Some(self.refuse(decision, &id, ctx, &method, &target))
     }
 
@@ -564,6 +571,17 @@ impl Shared {
                 rpc_error(StatusCode::FORBIDDEN, id, FORBIDDEN_CODE, &message, None)
             }
         }
+    }
+}
+
+/// A scope refusal names the bearer layer's required scopes too: one challenge carries every
+/// scope the operation needs, so a token with exactly those works.
+fn with_required(decision: Decision, extensions: &http::Extensions) -> Decision {
+    match (decision, extensions.get::<RequiredScopes>()) {
+        (Decision::InsufficientScope { scopes }, Some(required)) => Decision::InsufficientScope {
+            scopes: scopes.iter().chain(required.scopes().iter()).collect(),
+        },
+        (decision, _) => decision,
     }
 }
 

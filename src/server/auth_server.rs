@@ -48,6 +48,39 @@ pub(super) struct Client {
     pub(super) redirect_uris: Vec<String>,
     #[serde(default)]
     pub(super) grant_types: Vec<String>,
+    /// Configured by the operator in code (`client`, `public_client`): its scope list is a
+    /// ceiling. Never stored, so every client read from the store (self-registered) is not.
+    #[serde(skip)]
+    pub(super) configured: bool,
+}
+
+impl Client {
+    /// What this client may ask for: a configured client its own list; a self-registered one
+    /// (dynamic registration, metadata document) any scope the server supports. A client can
+    /// register itself again with a wider `scope` at any time, so that self-declared list
+    /// would be no security boundary, only a trap for step-up: what a user receives is decided
+    /// by the user's own grants and consent.
+    pub(super) fn scope_ceiling(&self, server: &AuthServer) -> Scopes {
+        if self.configured {
+            Scopes::from_space_separated(&self.scope)
+        } else {
+            Scopes::new(&server.0.scopes_supported)
+        }
+    }
+
+    /// The scopes of a request for `requested`: the request itself if within the ceiling, the
+    /// registered (recorded) scope if the request names none, `None` (`invalid_scope`) if it
+    /// asks for more than the ceiling.
+    pub(super) fn requested_scope(
+        &self,
+        server: &AuthServer,
+        requested: Option<&str>,
+    ) -> Option<Scopes> {
+        match requested {
+            None => Some(Scopes::from_space_separated(&self.scope)),
+            Some(_) => self.scope_ceiling(server).narrow(requested),
+        }
+    }
 }
 
 /// An OAuth 2.1 authorization server for MCP resources. Cheap to clone.
@@ -98,6 +131,7 @@ pub(super) struct Inner {
     pub(super) cimd_development: bool,
     client_address: Arc<dyn ClientAddress>,
     registration_limit: Option<(u64, Duration)>,
+    registration_limit_loopback: bool,
     pub(super) registration_policy: Option<RegistrationPolicy>,
     #[cfg(feature = "atag")]
     pub(super) atag: Option<Arc<crate::atag::AtagState>>,
@@ -133,6 +167,7 @@ pub struct AuthServerBuilder {
     cimd_development: bool,
     client_address: Arc<dyn ClientAddress>,
     registration_limit: Option<(u64, Duration)>,
+    registration_limit_loopback: bool,
     registration_policy: Option<RegistrationPolicy>,
     #[cfg(feature = "atag")]
     services: Vec<crate::atag::ExternalService>,
@@ -169,6 +204,7 @@ impl AuthServer {
             refresh_grace: Duration::from_secs(30),
             client_address: Arc::new(PeerAddress),
             registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
+            registration_limit_loopback: false,
             registration_policy: None,
             #[cfg(feature = "atag")]
             services: Vec::new(),
@@ -528,8 +564,22 @@ impl AuthServerBuilder {
 
     /// At most `max` dynamic registrations per client address in each window of `per`
     /// (default 20 per hour); beyond it, 429 with `Retry-After`. `None` lifts the limit.
+    ///
+    /// Clients on the server's own machine (a loopback address, with no `Forwarded`,
+    /// `X-Forwarded-For` or `X-Real-IP` header) are not counted by default: a person who
+    /// restarts a desktop client a few dozen times must not be locked out for an hour. A
+    /// request relayed by a local reverse proxy carries such a header, so it is counted; behind
+    /// a proxy, configure [`super::TrustedProxies`] so each client gets its own bucket. See
+    /// [`AuthServerBuilder::registration_limit_loopback`].
     pub fn registration_limit(mut self, limit: Option<(u64, Duration)>) -> Self {
         self.registration_limit = limit;
+        self
+    }
+
+    /// Whether the registration limit also counts loopback clients (default `false`: they are
+    /// exempt, see [`AuthServerBuilder::registration_limit`]).
+    pub fn registration_limit_loopback(mut self, count_loopback: bool) -> Self {
+        self.registration_limit_loopback = count_loopback;
         self
     }
 
@@ -625,6 +675,7 @@ impl AuthServerBuilder {
                 name: None,
                 redirect_uris: Vec::new(),
                 grant_types: vec!["client_credentials".into()],
+                configured: true,
             };
             clients.insert(id, client);
         }
@@ -643,6 +694,7 @@ impl AuthServerBuilder {
                 name: None,
                 redirect_uris,
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                configured: true,
             };
             clients.insert(id, client);
         }
@@ -788,6 +840,7 @@ impl AuthServerBuilder {
             cimd_development: self.cimd_development,
             client_address: self.client_address,
             registration_limit: self.registration_limit,
+            registration_limit_loopback: self.registration_limit_loopback,
             registration_policy: self.registration_policy,
             #[cfg(feature = "atag")]
             atag,
@@ -1075,9 +1128,7 @@ async fn token(State(server): State<AuthServer>, headers: HeaderMap, body: Bytes
             "this server issues no tokens for that resource",
         );
     }
-    let Some(scope) =
-        Scopes::from_space_separated(&client.scope).narrow(form.get("scope").map(String::as_str))
-    else {
+    let Some(scope) = client.requested_scope(&server, form.get("scope").map(String::as_str)) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -1362,7 +1413,9 @@ async fn register(
         }
     }
     // Counted only for requests that would register: invalid ones store nothing.
-    if let Some((max, per)) = server.0.registration_limit {
+    if let Some((max, per)) = server.0.registration_limit
+        && (server.0.registration_limit_loopback || !local_client(source, &parts.headers))
+    {
         let (started, period) = (now(), per.as_secs().max(1));
         let window = started / period;
         // An IPv6 client holds a whole /64 (rotating within it is free): that is its bucket.
@@ -1410,6 +1463,7 @@ async fn register(
         name: request.client_name.clone(),
         redirect_uris: redirect_uris.clone(),
         grant_types: grant_types.clone(),
+        configured: false,
     };
     let stored = match serde_json::to_vec(&client) {
         Ok(bytes) => Bytes::from(bytes),
@@ -1463,6 +1517,14 @@ async fn register(
     let mut response = (StatusCode::CREATED, axum::Json(document)).into_response();
     no_store(response.headers_mut());
     response
+}
+
+/// A client on this machine: a loopback address, and no sign of a proxy relaying someone else.
+fn local_client(source: Option<std::net::IpAddr>, headers: &HeaderMap) -> bool {
+    source.is_some_and(|ip| ip.to_canonical().is_loopback())
+        && !["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|name| headers.contains_key(*name))
 }
 
 impl AuthServer {

@@ -219,6 +219,7 @@ impl AuthServer {
                 name: Some(document.client_name.chars().take(200).collect()),
                 redirect_uris: document.redirect_uris,
                 grant_types,
+                configured: false,
             },
             ttl,
         ))

@@ -35,7 +35,7 @@ pub(super) const PENDING_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code lives (single use).
 const CODE_TTL: Duration = Duration::from_secs(60);
 
-const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{box-sizing:border-box;font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}";
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{box-sizing:border-box;font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}.new{background:#fde68a;border-radius:.2rem;padding:0 .3rem;font-size:.8rem}";
 
 /// The templates: minijinja escapes every value in `.html` templates.
 pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
@@ -47,7 +47,7 @@ pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
         ("base.html", base),
         ("error.html", r#"{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1><p>{{ message }}</p>{% endblock %}"#.to_owned()),
         ("login.html", r#"{% extends "base.html" %}{% block body %}<h1>Sign in</h1><p><b>{{ client }}</b> asks to access {{ resource }}.</p>{% if error %}<p style="color:#b00">{{ error }}</p>{% endif %}{% for p in providers %}<form method="post" action="{{ p.action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit">Sign in with {{ p.name }}</button></form>{% endfor %}{% if dev %}<form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><label>User <input name="username" value="{{ username }}" autocomplete="username"></label><label>Password <input name="password" value="{{ password }}" type="password" autocomplete="current-password"></label><button type="submit">Sign in</button></form>{% endif %}{% endblock %}"#.to_owned()),
-        ("consent.html", r#"{% extends "base.html" %}{% block body %}<h1>Allow access?</h1><p><b>{{ client }}</b> wants to act as <b>{{ user }}</b> on {{ resource }} with these scopes:</p><ul>{% for s in scopes %}<li><code>{{ s }}</code></li>{% endfor %}</ul><p>You will be sent back to <b>{{ redirect_host }}</b>.</p><form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button name="decision" value="approve" type="submit">Allow</button><button name="decision" value="deny" type="submit">Deny</button></form>{% endblock %}"#.to_owned()),
+        ("consent.html", r#"{% extends "base.html" %}{% block body %}<h1>Allow access?</h1><p><b>{{ client }}</b> wants to act as <b>{{ user }}</b> on {{ resource }} with these scopes:</p><ul>{% for s in scopes %}<li><code>{{ s.name }}</code>{% if s.new %} <span class="new">new</span>{% endif %}</li>{% endfor %}</ul>{% if added %}<p>Scopes marked <span class="new">new</span> were not part of what you allowed before.</p>{% endif %}<p>You will be sent back to <b>{{ redirect_host }}</b>.</p><form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button name="decision" value="approve" type="submit">Allow</button><button name="decision" value="deny" type="submit">Deny</button></form>{% endblock %}"#.to_owned()),
     ];
     for (name, source) in templates {
         env.add_template_owned(name, source)
@@ -363,7 +363,10 @@ pub(super) async fn authorize(
     };
     let client = match server.lookup_client(client_id).await {
         Ok(Some(client)) if client.grant_types.iter().any(|g| g == "authorization_code") => client,
-        Ok(_) => return error_page(&server, StatusCode::BAD_REQUEST, "unknown client"),
+        Ok(_) => {
+            tracing::info!(target: AUDIT, decision = "deny", %client_id, reason = "unknown client", "authorization refused");
+            return error_page(&server, StatusCode::BAD_REQUEST, "unknown client");
+        }
         Err(response) => return response,
     };
     let redirect_uri = match params.get("redirect_uri") {
@@ -376,6 +379,7 @@ pub(super) async fn authorize(
             uri.clone()
         }
         Some(_) => {
+            tracing::info!(target: AUDIT, decision = "deny", %client_id, reason = "redirect URI not registered", "authorization refused");
             return error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
@@ -386,6 +390,7 @@ pub(super) async fn authorize(
     };
     let state = params.get("state").map(String::as_str);
     let fail = |error: &str, description: &str| {
+        tracing::info!(target: AUDIT, decision = "deny", client_id = %client.client_id, error, reason = description, requested_scope = params.get("scope").map(String::as_str), "authorization refused");
         redirect_back(
             &server,
             &redirect_uri,
@@ -423,8 +428,7 @@ pub(super) async fn authorize(
             "this server issues no tokens for that resource",
         );
     }
-    let Some(scope) =
-        Scopes::from_space_separated(&client.scope).narrow(params.get("scope").map(String::as_str))
+    let Some(scope) = client.requested_scope(&server, params.get("scope").map(String::as_str))
     else {
         return fail("invalid_scope", "the client may not request these scopes");
     };
@@ -600,17 +604,27 @@ pub(super) async fn consent_or_code(
     client: &Client,
     session: &Session,
 ) -> Response {
-    pending.scope = server.user_scope(session, &pending.scope);
+    let granted = server.user_scope(session, &pending.scope);
+    if granted != pending.scope {
+        // RFC 6749 §3.3: the token carries only what this user may hold, and says so.
+        let (kept, asked) = (
+            Scopes::from_space_separated(&granted),
+            Scopes::from_space_separated(&pending.scope),
+        );
+        let removed: Vec<&str> = kept.missing(&asked).collect();
+        tracing::info!(target: AUDIT, decision = "narrow", user = %session.subject, client_id = %client.client_id, requested = %pending.scope, granted = %granted, removed = ?removed, "authorization narrowed to the user's grants");
+    }
+    pending.scope = granted;
     let user = session.subject.as_str();
-    let remembered = match load::<String>(server, &consent_key(user, client, &pending), false).await
-    {
+    let remembered = match remembered_consent(server, user, client, &pending).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    if remembered.is_some_and(|s| {
-        Scopes::from_space_separated(&s)
-            .contains_all(Scopes::from_space_separated(&pending.scope).iter())
-    }) {
+    let requested = Scopes::from_space_separated(&pending.scope);
+    if remembered
+        .as_ref()
+        .is_some_and(|r| r.contains_all(requested.iter()))
+    {
         // Atomic: concurrent submissions of one request issue one code.
         return match spend(server, &format!("authreq:{id}")).await {
             Ok(true) => issue_code(server, pending, session).await,
@@ -634,11 +648,27 @@ pub(super) async fn consent_or_code(
             title => "Allow access?",
             client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
             user, resource => pending.resource, redirect_host,
-            scopes => Scopes::from_space_separated(&pending.scope).iter().map(str::to_owned).collect::<Vec<_>>(),
+            // Added scopes are marked: the person sees what changes since they last allowed.
+            scopes => requested.iter().map(|scope| minijinja::context! {
+                name => scope,
+                new => remembered.as_ref().is_some_and(|r| !r.contains(scope)),
+            }).collect::<Vec<_>>(),
+            added => remembered.as_ref().is_some_and(|r| !r.contains_all(requested.iter())),
             action => server.0.urls.endpoint("/oauth/consent"),
             request => id, csrf => pending.csrf,
         },
     )
+}
+
+/// The scopes `user` allowed before for this client, resource and redirect URI.
+async fn remembered_consent(
+    server: &AuthServer,
+    user: &str,
+    client: &Client,
+    pending: &Pending,
+) -> Result<Option<Scopes>, Response> {
+    let remembered = load::<String>(server, &consent_key(user, client, pending), false).await?;
+    Ok(remembered.map(|s| Scopes::from_space_separated(&s)))
 }
 
 /// Consent is remembered per user, client, resource and redirect URI: a public client's code
@@ -693,10 +723,19 @@ pub(super) async fn consent(
         );
     }
     pending.scope = server.user_scope(&session, &pending.scope);
+    // What was allowed before stays allowed: a narrower request later needs no new consent.
+    let allowed = match remembered_consent(&server, user, &client, &pending).await {
+        Ok(remembered) => remembered
+            .iter()
+            .flat_map(Scopes::iter)
+            .chain(pending.scope.split(' '))
+            .collect::<Scopes>(),
+        Err(response) => return response,
+    };
     if let Err(response) = save(
         &server,
         &consent_key(user, &client, &pending),
-        &pending.scope,
+        &allowed.to_string(),
         server.0.refresh_token_ttl,
     )
     .await

@@ -613,6 +613,80 @@ async fn input_required_for_2026_07_28_with_a_guarded_request_state() {
     );
 }
 
+/// A 2026-07-28 retry answering our prompt with `action`.
+fn answered(request_state: &str, action: &str) -> Value {
+    let mut params = modern(Some(request_state));
+    params["inputResponses"] = json!({"connect_tp": {"action": action}});
+    params
+}
+
+#[tokio::test]
+async fn declined_or_cancelled_connection_ends_the_call_and_a_later_call_asks_again() {
+    let world = world(ChallengeMode::Auto).await;
+    let token = mcp_token(&world, &browser(), "alice", "wonderland").await;
+    let headers = [("mcp-protocol-version", "2026-07-28")];
+    for (i, (action, word)) in [("decline", "declined"), ("cancel", "cancelled")]
+        .into_iter()
+        .enumerate()
+    {
+        let id = 10 * i as u64;
+        let first = call_json(
+            &world,
+            &token,
+            &call_body(id, "tp_list", modern(None)),
+            &headers,
+        )
+        .await;
+        assert_eq!(first["result"]["resultType"], "input_required");
+        let state = first["result"]["requestState"].as_str().unwrap().to_owned();
+        // A forged state is refused even with a decline: the state is checked first.
+        let forged = call_json(
+            &world,
+            &token,
+            &call_body(id + 1, "tp_list", answered("atag1.forged", action)),
+            &headers,
+        )
+        .await;
+        assert_eq!(forged["error"]["code"], -32602, "{forged}");
+        let ended = call_json(
+            &world,
+            &token,
+            &call_body(id + 2, "tp_list", answered(&state, action)),
+            &headers,
+        )
+        .await;
+        let result = &ended["result"];
+        assert_eq!(result["resultType"], "complete", "{ended}");
+        assert_eq!(result["isError"], true);
+        assert!(result.get("inputRequests").is_none());
+        let text = result["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains(word) && text.contains("tp_list"), "{text}");
+        // The state was spent by that answer.
+        let replayed = call_json(
+            &world,
+            &token,
+            &call_body(id + 3, "tp_list", answered(&state, action)),
+            &headers,
+        )
+        .await;
+        assert_eq!(replayed["error"]["code"], -32602, "{replayed}");
+        // A later call asks again.
+        let later = call_json(
+            &world,
+            &token,
+            &call_body(id + 4, "tp_list", modern(None)),
+            &headers,
+        )
+        .await;
+        assert_eq!(later["result"]["resultType"], "input_required");
+    }
+    // A 2026-07-28 client without URL elicitation: the tool error says what it is.
+    let plain = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}});
+    let error = call_json(&world, &token, &call_body(99, "tp_list", plain), &headers).await;
+    assert_eq!(error["result"]["resultType"], "complete", "{error}");
+    assert_eq!(error["result"]["isError"], true);
+}
+
 #[tokio::test]
 async fn atag_401_mode_cannot_be_mistaken_for_a_bad_mcp_token() {
     let world = world(ChallengeMode::Atag401).await;

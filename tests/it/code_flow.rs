@@ -799,6 +799,131 @@ async fn dynamically_registered_public_client_runs_the_flow() {
 }
 
 #[tokio::test]
+async fn self_registered_clients_may_ask_for_any_supported_scope_configured_ones_may_not() {
+    let audit = AuditLog::default();
+    let _capture = audit.capture();
+    let flow =
+        setup_with(|b| b.public_client("narrow", ["http://127.0.0.1/callback"], ["mcp:tools"]))
+            .await;
+    let wider = [("scope", "mcp:tools notes:read")];
+    // A client the operator configured keeps its list as a ceiling.
+    let refused = flow
+        .browser
+        .get(flow.authorize_url(&[wider[0], ("client_id", "narrow")]))
+        .send()
+        .await
+        .unwrap();
+    let q = query(refused.headers()["location"].to_str().unwrap());
+    assert_eq!(q["error"], "invalid_scope");
+
+    // A registration's `scope` is recorded, not enforced: the client may step up to any scope
+    // the server supports (it could register itself again with a wider one anyway).
+    let registered: Value = client()
+        .post(format!("{}/oauth/register", flow.base))
+        .json(&json!({"client_name": "Stepper", "redirect_uris": [REDIRECT], "scope": "mcp:tools"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registered["scope"], "mcp:tools");
+    let client_id = registered["client_id"].as_str().unwrap();
+    let url = flow.authorize_url(&[wider[0], ("client_id", client_id)]);
+    let code = flow.code_via(url, "Stepper", "127.0.0.1").await["code"].clone();
+    let tokens: Value = flow
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tokens["scope"], "mcp:tools notes:read");
+    // Scopes the server does not support stay refused.
+    let unsupported = flow
+        .browser
+        .get(flow.authorize_url(&[("scope", "mcp:tools admin"), ("client_id", client_id)]))
+        .send()
+        .await
+        .unwrap();
+    let q = query(unsupported.headers()["location"].to_str().unwrap());
+    assert_eq!(q["error"], "invalid_scope");
+
+    // A client ID metadata document's `scope` is recorded the same way.
+    let (host, _) = metadata_host().await;
+    let document = format!("{host}/narrow.json");
+    let url = flow.authorize_url(&[wider[0], ("client_id", &document)]);
+    let consent = flow.browser.get(url).send().await.unwrap();
+    assert_eq!(consent.status(), 200, "signed in: the consent page");
+    let html = consent.text().await.unwrap();
+    assert!(html.contains("<code>notes:read</code>"), "{html}");
+    let approved = flow
+        .browser
+        .post(format!("{}/oauth/consent", flow.base))
+        .form(&[
+            ("request", hidden(&html, "request")),
+            ("csrf", hidden(&html, "csrf")),
+            ("decision", "approve".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let q = query(approved.headers()["location"].to_str().unwrap());
+    assert!(q.contains_key("code"), "{q:?}");
+
+    // Every refusal is an audit event naming the client and the error.
+    let log = audit.text();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authorization refused"))
+        .collect();
+    assert!(
+        refusals.iter().any(|l| l.contains("client_id=narrow")
+            && l.contains("error=\"invalid_scope\"")
+            && l.contains("requested_scope=\"mcp:tools notes:read\"")),
+        "{log}"
+    );
+    assert_eq!(refusals.len(), 2, "{log}");
+}
+
+#[tokio::test]
+async fn users_get_only_the_scopes_they_may_hold_and_the_narrowing_is_audited() {
+    let audit = AuditLog::default();
+    let _capture = audit.capture();
+    // alice is in no group: she may hold mcp:tools only.
+    let flow = setup_with(|b| {
+        b.groups(tower_mcp_auth::policy::GroupMapping {
+            scopes: [("readers".to_owned(), vec!["notes:read".to_owned()])].into(),
+            ..Default::default()
+        })
+        .user_scopes(["mcp:tools"])
+    })
+    .await;
+    let url = flow.authorize_url(&[("scope", "mcp:tools notes:read")]);
+    let code = flow.code_via(url, "app", "127.0.0.1").await["code"].clone();
+    let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
+    // RFC 6749 §3.3: the response says what was granted.
+    assert_eq!(tokens["scope"], "mcp:tools");
+    let log = audit.text();
+    let narrowed = log
+        .lines()
+        .find(|l| l.contains("authorization narrowed"))
+        .unwrap_or_else(|| panic!("no narrowing event in {log}"));
+    assert!(
+        narrowed.contains("user=alice")
+            && narrowed.contains("requested=mcp:tools notes:read")
+            && narrowed.contains("granted=mcp:tools")
+            && narrowed.contains("removed=[\"notes:read\"]"),
+        "{narrowed}"
+    );
+}
+
+#[tokio::test]
 async fn registration_refuses_dangerous_redirect_uris() {
     let flow = setup().await;
     for doc in [
@@ -933,6 +1058,8 @@ pub(crate) async fn metadata_host() -> (String, std::sync::Arc<std::sync::atomic
         doc(format!("{base}/client.json")),
         doc("https://other.example/client.json".into()),
     );
+    let mut narrow = doc(format!("{base}/narrow.json"));
+    narrow["scope"] = json!("mcp:tools");
     let counter = hits.clone();
     let app = axum::Router::new()
         .route(
@@ -946,6 +1073,13 @@ pub(crate) async fn metadata_host() -> (String, std::sync::Arc<std::sync::atomic
                         axum::Json(own),
                     )
                 }
+            }),
+        )
+        .route(
+            "/narrow.json",
+            axum::routing::get(move || {
+                let narrow = narrow.clone();
+                async move { axum::Json(narrow) }
             }),
         )
         .route(

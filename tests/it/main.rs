@@ -22,6 +22,8 @@ mod registration;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "atag")]
+mod step_up;
+#[cfg(feature = "atag")]
 mod ts_sdk;
 #[cfg(feature = "server")]
 mod upstream;

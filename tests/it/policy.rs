@@ -768,29 +768,11 @@ async fn unusual_http_methods_are_refused() {
     assert_eq!(response.status(), 405);
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn every_decision_is_an_audit_event() {
     use tower::{Layer, ServiceExt};
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("tower_mcp_auth::audit=debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let capture = AuditLog::default();
+    let subscriber = capture.subscriber();
     let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
         .authorization_server(ISSUER)
         .build()
@@ -836,7 +818,7 @@ fn every_decision_is_an_audit_event() {
             assert_eq!(denied.status(), 403);
         })
     });
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let lines: Vec<&str> = log.lines().collect();
     let allow = lines
         .iter()

@@ -37,7 +37,11 @@ fn app() -> Value {
 
 #[tokio::test]
 async fn registration_flood_from_one_address_is_throttled() {
-    let base = serve(|b| b.registration_limit(Some((3, Duration::from_secs(3600))))).await;
+    let base = serve(|b| {
+        b.registration_limit(Some((3, Duration::from_secs(3600))))
+            .registration_limit_loopback(true)
+    })
+    .await;
     // Invalid requests store nothing and do not count.
     for _ in 0..5 {
         let bad = register(
@@ -106,6 +110,55 @@ async fn clients_behind_a_trusted_proxy_get_their_own_buckets() {
     assert_eq!(rotated.status(), 429);
     let next_net = register(&base, Some("2001:db8:1:3::1"), app()).await;
     assert_eq!(next_net.status(), 201);
+}
+
+#[tokio::test]
+async fn loopback_clients_are_not_locked_out_but_remote_ones_are_limited() {
+    // The default limit (20 an hour), clients behind a proxy on this machine told apart.
+    let base = serve(|b| b.client_address(TrustedProxies::new(["127.0.0.1"]).unwrap())).await;
+    // A person restarting a desktop client on the server's machine, fifty times.
+    for i in 0..50 {
+        assert_eq!(register(&base, None, app()).await.status(), 201, "{i}");
+    }
+    // A client elsewhere, relayed by the proxy: twenty, then 429.
+    for i in 0..20 {
+        let ok = register(&base, Some("203.0.113.9"), app()).await;
+        assert_eq!(ok.status(), 201, "{i}");
+    }
+    let refused = register(&base, Some("203.0.113.9"), app()).await;
+    assert_eq!(refused.status(), 429);
+    // Loopback clients are still welcome.
+    assert_eq!(register(&base, None, app()).await.status(), 201);
+}
+
+#[tokio::test]
+async fn registration_flood_through_a_local_proxy_is_not_exempt_as_loopback() {
+    // The quickstart as it runs (peer address, no trusted proxy): a request relayed by a
+    // proxy on the same machine has a loopback peer but says it was forwarded; it is counted.
+    let (tp_listener, tp_addr) = listener().await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mcp_url = format!("{base}/mcp");
+    let (app_router, third_party) = crate::quickstart::embedded_stack(
+        crate::quickstart::auth_server_builder(&base, &mcp_url, "pw"),
+        &mcp_url,
+        &format!("http://{tp_addr}"),
+        "pw",
+    )
+    .unwrap();
+    spawn(tp_listener, third_party);
+    spawn_with_peer(listener, app_router);
+    for i in 0..20 {
+        let ok = register(&base, Some("198.51.100.7"), app()).await;
+        assert_eq!(ok.status(), 201, "{i}");
+    }
+    let refused = register(&base, Some("198.51.100.7"), app()).await;
+    assert_eq!(refused.status(), 429);
+    // One CORS layer answers: one Vary header, not one per layer.
+    assert_eq!(refused.headers().get_all("vary").iter().count(), 1);
+    assert!(refused.headers().contains_key("retry-after"));
+    // The person on the machine itself is not locked out.
+    assert_eq!(register(&base, None, app()).await.status(), 201);
 }
 
 #[tokio::test]

@@ -389,3 +389,41 @@ pub async fn sign_in_and_approve(
     assert_eq!(back.status(), 303, "back to the client");
     back
 }
+
+/// The audit events (`tower_mcp_auth::audit`, debug and up) written while its subscriber is the
+/// default, as text lines.
+#[derive(Clone, Default)]
+pub struct AuditLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for AuditLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditLog {
+    /// A subscriber writing the audit events here.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("tower_mcp_auth::audit=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    /// Captures this thread's events until the guard drops: in a `#[tokio::test]` (one thread)
+    /// that includes the servers it spawned.
+    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(self.subscriber())
+    }
+
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
