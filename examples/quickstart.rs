@@ -366,6 +366,32 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// What the embedded default prints after `MCP endpoint:` (each claim is checked by a test).
+pub fn banner(
+    public_url: &str,
+    resource_uri: &str,
+    third_party_url: &str,
+    password: &str,
+) -> String {
+    format!(
+        "\
+Resource metadata: {public_url}/.well-known/oauth-protected-resource/mcp
+Authorization:     {public_url}/.well-known/oauth-authorization-server
+Sign in as:        demo / {password}  (the login form comes prefilled; may hold every scope)
+               or: reader / {password}  (may not hold {ADMIN_SCOPE})
+
+Connect any MCP client to {resource_uri}: it discovers the authorization server,
+registers itself, and opens the login page in your browser. Then try `whoami`,
+`add_note`, and `purge_all_notes`, which asks for {ADMIN_SCOPE} (step-up): as demo you
+approve the new scope and the call succeeds; as reader the new token lacks it and the
+call stays refused.
+Third party:       {third_party_url} (sign in there as demo / the same password)
+`third_party_profile` acts at the third party: the first call answers with a link to
+connect your account there; open it, sign in, approve, and call it again.
+"
+    )
+}
+
 /// Upstream identity providers configured through the environment, beside the dev login.
 fn with_upstream_providers(
     mut builder: AuthServerBuilder,
@@ -449,36 +475,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &password,
             )?;
             tokio::spawn(async move { axum::serve(third_party_listener, third_party).await });
-            println!(
-                "Resource metadata: {}/.well-known/oauth-protected-resource/mcp",
-                public_url
+            print!(
+                "{}",
+                banner(&public_url, &resource_uri, &third_party_url, &password)
             );
-            println!(
-                "Authorization:     {}/.well-known/oauth-authorization-server",
-                public_url
-            );
-            println!("Sign in as:        demo / {password}  (the login form comes prefilled)");
-            println!("               or: reader / {password}  (may not hold notes:admin)");
-            println!();
-            println!(
-                "Connect any MCP client to {resource_uri}: it discovers the authorization server,"
-            );
-            println!(
-                "registers itself, and opens the login page in your browser. Then try `whoami`,"
-            );
-            println!(
-                "`add_note`, and `purge_all_notes` (which asks for the notes:admin scope: step-up;"
-            );
-            println!(
-                "`demo` may hold it, `reader` may not: their second sign-in yields a token without it)."
-            );
-            println!(
-                "Third party:       {third_party_url} (sign in there as demo / the same password)"
-            );
-            println!(
-                "`third_party_profile` acts at the third party: the first call answers with a link to"
-            );
-            println!("connect your account there; open it, sign in, approve, and call it again.");
             app
         }
     };

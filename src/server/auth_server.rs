@@ -410,7 +410,11 @@ impl AuthServerBuilder {
         self
     }
 
-    /// The scopes clients may request.
+    /// The scopes clients may request. Self-registered clients (dynamic registration, client
+    /// ID metadata documents) may ask for any of them, whatever `scope` they registered: that
+    /// is recorded, not enforced, since a client can always register itself again with a
+    /// wider one, and as a ceiling it would only stop step-up. What a user receives is decided
+    /// by the user's own grants ([`AuthServerBuilder::groups`]) and consent.
     pub fn scopes_supported<I: IntoIterator<Item = S>, S: Into<String>>(
         mut self,
         scopes: I,
@@ -432,8 +436,8 @@ impl AuthServerBuilder {
         self
     }
 
-    /// A pre-registered confidential client allowed `scopes`. Secrets must have at least 32
-    /// characters.
+    /// A pre-registered confidential client allowed `scopes` (an enforced ceiling: a request
+    /// for more is `invalid_scope`). Secrets must have at least 32 characters.
     pub fn client<I: IntoIterator<Item = S>, S: Into<String>>(
         mut self,
         id: impl Into<String>,
@@ -449,7 +453,7 @@ impl AuthServerBuilder {
     }
 
     /// A pre-registered public client (PKCE, no secret) with its redirect URIs, allowed
-    /// `scopes`.
+    /// `scopes` (an enforced ceiling, unlike a self-registered client's `scope`).
     pub fn public_client<R, I>(mut self, id: impl Into<String>, redirect_uris: R, scopes: I) -> Self
     where
         R: IntoIterator,

@@ -46,6 +46,11 @@ async fn start_with_test_tokens() -> (String, String) {
 
 /// The quickstart's embedded stack (authorization server, third party) on loopback ports.
 async fn start_embedded() -> (String, String) {
+    let (base, mcp_url, _) = start_embedded_with_third_party().await;
+    (base, mcp_url)
+}
+
+async fn start_embedded_with_third_party() -> (String, String, String) {
     let (tp_listener, tp_addr) = listener().await;
     let (listener, addr) = listener().await;
     let base = format!("http://{addr}");
@@ -59,7 +64,7 @@ async fn start_embedded() -> (String, String) {
     .unwrap();
     spawn(tp_listener, third_party);
     spawn_with_peer(listener, app);
-    (base, mcp_url)
+    (base, mcp_url, format!("http://{tp_addr}"))
 }
 
 async fn rmcp_client_with_token(mcp_url: &str, token: String) -> RunningService<RoleClient, ()> {
@@ -432,4 +437,59 @@ async fn declining_the_new_scope_leaves_the_old_token_working() {
             .contains(r#"<li><code>notes:admin</code> <span class="new">new</span></li>"#)
     );
     session.client.cancel().await.unwrap();
+}
+
+/// What the quickstart prints is true: every address answers as it says, both users sign in
+/// with the printed password, the form comes prefilled with `demo`. (That `demo` steps up and
+/// `reader` does not is what the rmcp tests above and the TypeScript v2 tests show.)
+#[tokio::test]
+async fn quickstart_banner_claims_hold() {
+    let (base, mcp_url, third_party) = start_embedded_with_third_party().await;
+    let banner = quickstart::banner(&base, &mcp_url, &third_party, PASSWORD);
+    let urls: Vec<&str> = banner
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .map(|w| w.trim_end_matches([',', ':', ')']))
+        .collect();
+    assert_eq!(urls.len(), 4, "{banner}");
+    for url in urls {
+        let response = client().get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        if url == mcp_url {
+            // The MCP endpoint: the 401 that starts discovery.
+            assert_eq!(status, 401);
+            assert!(www_authenticate(&response).contains("resource_metadata="));
+        } else if url == third_party {
+            // The third party: an authorization server of its own.
+            let metadata = client()
+                .get(format!("{url}/.well-known/oauth-authorization-server"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(metadata.status(), 200);
+        } else {
+            assert_eq!(status, 200, "{url}");
+        }
+    }
+    for user in ["demo", "reader"] {
+        assert!(banner.contains(&format!("{user} / {PASSWORD}")), "{banner}");
+        // Each signs in with that password.
+        let mut oauth = OAuthState::new(mcp_url.as_str(), None).await.unwrap();
+        oauth
+            .start_authorization(AuthorizationRequest::new(REDIRECT).with_scopes(["mcp:tools"]))
+            .await
+            .unwrap();
+        let browser = browser();
+        let login = browser
+            .get(oauth.get_authorization_url().await.unwrap())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(form_field(&login, "username"), "demo", "prefilled");
+        sign_in_and_approve(&browser, &base, &login, user, PASSWORD).await;
+    }
+    assert!(banner.contains(&format!("reader / {PASSWORD}  (may not hold notes:admin)")));
 }
