@@ -210,17 +210,7 @@ impl Flow {
             html.contains(redirect_host),
             "the consent page names the redirect host"
         );
-        let approved = self
-            .browser
-            .post(format!("{}/oauth/consent", self.base))
-            .form(&[
-                ("request", hidden(&html, "request")),
-                ("csrf", hidden(&html, "csrf")),
-                ("decision", "approve".into()),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let approved = answer_consent(&self.browser, &self.base, &html, "approve").await;
         assert_eq!(approved.status(), 303);
         query(approved.headers()["location"].to_str().unwrap())
     }
@@ -697,17 +687,7 @@ async fn login_and_consent_forms_resist_csrf_and_wrong_passwords() {
         .unwrap();
     assert_eq!(stranger.status(), 401);
     // Denying sends access_denied back.
-    let denied = flow
-        .browser
-        .post(format!("{}/oauth/consent", flow.base))
-        .form(&[
-            ("request", hidden(&consent, "request")),
-            ("csrf", hidden(&consent, "csrf")),
-            ("decision", "deny".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let denied = answer_consent(&flow.browser, &flow.base, &consent, "deny").await;
     assert_eq!(
         query(denied.headers()["location"].to_str().unwrap())["error"],
         "access_denied"
@@ -862,17 +842,7 @@ async fn self_registered_clients_may_ask_for_any_supported_scope_configured_ones
     assert_eq!(consent.status(), 200, "signed in: the consent page");
     let html = consent.text().await.unwrap();
     assert!(html.contains("<code>notes:read</code>"), "{html}");
-    let approved = flow
-        .browser
-        .post(format!("{}/oauth/consent", flow.base))
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("decision", "approve".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let approved = answer_consent(&flow.browser, &flow.base, &html, "approve").await;
     let q = query(approved.headers()["location"].to_str().unwrap());
     assert!(q.contains_key("code"), "{q:?}");
 

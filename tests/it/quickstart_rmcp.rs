@@ -331,21 +331,12 @@ async fn submit_prefilled_login_and_approve(
 async fn rmcp_oauth_client_discovers_registers_logs_in_and_calls_tools() {
     use rmcp::transport::auth::{AuthClient, AuthorizationRequest, OAuthState};
 
-    // The quickstart's stand-in third party, on another port.
-    let (tp_listener, tp_addr) = listener().await;
-    let (listener, addr) = listener().await;
-    let base = format!("http://{addr}");
-    let mcp_url = format!("{base}/mcp");
-    let third_party_url = format!("http://{tp_addr}");
-    let (app, third_party) = quickstart::embedded_stack(
-        quickstart::auth_server_builder(&base, &mcp_url, "demo-password"),
-        &mcp_url,
-        &third_party_url,
-        "demo-password",
-    )
-    .unwrap();
-    spawn(tp_listener, third_party);
-    spawn(listener, app);
+    // The quickstart's stack, with its stand-in third party on another port.
+    let QuickstartStack {
+        base,
+        mcp_url,
+        third_party: third_party_url,
+    } = start_quickstart().await;
 
     let mut oauth = OAuthState::new(mcp_url.as_str(), None).await.unwrap();
     oauth

@@ -135,19 +135,7 @@ async fn loopback_clients_are_not_locked_out_but_remote_ones_are_limited() {
 async fn registration_flood_through_a_local_proxy_is_not_exempt_as_loopback() {
     // The quickstart as it runs (peer address, no trusted proxy): a request relayed by a
     // proxy on the same machine has a loopback peer but says it was forwarded; it is counted.
-    let (tp_listener, tp_addr) = listener().await;
-    let (listener, addr) = listener().await;
-    let base = format!("http://{addr}");
-    let mcp_url = format!("{base}/mcp");
-    let (app_router, third_party) = crate::quickstart::embedded_stack(
-        crate::quickstart::auth_server_builder(&base, &mcp_url, "pw"),
-        &mcp_url,
-        &format!("http://{tp_addr}"),
-        "pw",
-    )
-    .unwrap();
-    spawn(tp_listener, third_party);
-    spawn_with_peer(listener, app_router);
+    let base = start_quickstart().await.base;
     for i in 0..20 {
         let ok = register(&base, Some("198.51.100.7"), app()).await;
         assert_eq!(ok.status(), 201, "{i}");

@@ -15,7 +15,6 @@ use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationReque
 use rmcp::transport::streamable_http_client::{
     InsufficientScopeError, StreamableHttpClientTransportConfig,
 };
-use serde_json::Value;
 use tokio::sync::Mutex;
 use tower_mcp_auth::validate::{JwtKey, JwtValidator};
 
@@ -23,7 +22,7 @@ use crate::quickstart;
 use crate::support::*;
 
 const REDIRECT: &str = "http://127.0.0.1:4567/callback";
-const PASSWORD: &str = "demo-password";
+const PASSWORD: &str = QUICKSTART_PASSWORD;
 
 fn set(scopes: &str) -> BTreeSet<&str> {
     scopes.split(' ').filter(|s| !s.is_empty()).collect()
@@ -44,27 +43,10 @@ async fn start_with_test_tokens() -> (String, String) {
     (base.clone(), format!("{base}/mcp"))
 }
 
-/// The quickstart's embedded stack (authorization server, third party) on loopback ports.
+/// The quickstart's embedded stack: its base and MCP URLs.
 async fn start_embedded() -> (String, String) {
-    let (base, mcp_url, _) = start_embedded_with_third_party().await;
-    (base, mcp_url)
-}
-
-async fn start_embedded_with_third_party() -> (String, String, String) {
-    let (tp_listener, tp_addr) = listener().await;
-    let (listener, addr) = listener().await;
-    let base = format!("http://{addr}");
-    let mcp_url = format!("{base}/mcp");
-    let (app, third_party) = quickstart::embedded_stack(
-        quickstart::auth_server_builder(&base, &mcp_url, PASSWORD),
-        &mcp_url,
-        &format!("http://{tp_addr}"),
-        PASSWORD,
-    )
-    .unwrap();
-    spawn(tp_listener, third_party);
-    spawn_with_peer(listener, app);
-    (base, mcp_url, format!("http://{tp_addr}"))
+    let stack = start_quickstart().await;
+    (stack.base, stack.mcp_url)
 }
 
 async fn rmcp_client_with_token(mcp_url: &str, token: String) -> RunningService<RoleClient, ()> {
@@ -165,14 +147,7 @@ async fn bearer_challenge_keeps_granted_scopes_so_replacing_clients_do_not_ping_
 #[tokio::test]
 async fn metadata_scopes_supported_are_the_quickstart_policy_scopes() {
     let (base, _) = start_embedded().await;
-    let metadata: Value = client()
-        .get(format!("{base}/.well-known/oauth-protected-resource/mcp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = get_json(&format!("{base}/.well-known/oauth-protected-resource/mcp")).await;
     let listed: Vec<&str> = metadata["scopes_supported"]
         .as_array()
         .unwrap()
@@ -192,14 +167,7 @@ async fn metadata_scopes_supported_are_the_quickstart_policy_scopes() {
         "mcp:tools notes:admin notes:read notes:write"
     );
     // The authorization server lets clients ask for the same.
-    let as_metadata: Value = client()
-        .get(format!("{base}/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let as_metadata = get_json(&format!("{base}/.well-known/oauth-authorization-server")).await;
     assert_eq!(
         as_metadata["scopes_supported"]
             .as_array()
@@ -315,20 +283,6 @@ async fn finish(session: &SignedIn, redirect: &reqwest::Response) {
         .expect("code exchange");
 }
 
-async fn consent_answer(session: &SignedIn, consent: &str, decision: &str) -> reqwest::Response {
-    session
-        .browser
-        .post(format!("{}/oauth/consent", session.base))
-        .form(&[
-            ("request", form_field(consent, "request")),
-            ("csrf", form_field(consent, "csrf")),
-            ("decision", decision.to_owned()),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn rmcp_client_steps_up_to_admin_as_demo_after_consenting_to_the_new_scope() {
     let session = sign_in("demo").await;
@@ -350,7 +304,7 @@ async fn rmcp_client_steps_up_to_admin_as_demo_after_consenting_to_the_new_scope
             "{consent}"
         );
     }
-    let back = consent_answer(&session, &consent, "approve").await;
+    let back = answer_consent(&session.browser, &session.base, &consent, "approve").await;
     assert_eq!(back.status(), 303);
     finish(&session, &back).await;
     let purged = session
@@ -416,7 +370,7 @@ async fn declining_the_new_scope_leaves_the_old_token_working() {
     let (_, answer) = step_up(&session).await;
     let consent = answer.text().await.unwrap();
     assert!(consent.contains(r#"<span class="new">new</span>"#));
-    let back = consent_answer(&session, &consent, "deny").await;
+    let back = answer_consent(&session.browser, &session.base, &consent, "deny").await;
     assert_eq!(back.status(), 303);
     let location = back.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.contains("error=access_denied"), "{location}");
@@ -444,7 +398,11 @@ async fn declining_the_new_scope_leaves_the_old_token_working() {
 /// `reader` does not is what the rmcp tests above and the TypeScript v2 tests show.)
 #[tokio::test]
 async fn quickstart_banner_claims_hold() {
-    let (base, mcp_url, third_party) = start_embedded_with_third_party().await;
+    let QuickstartStack {
+        base,
+        mcp_url,
+        third_party,
+    } = start_quickstart().await;
     let banner = quickstart::banner(&base, &mcp_url, &third_party, PASSWORD);
     let urls: Vec<&str> = banner
         .split_whitespace()

@@ -385,18 +385,76 @@ pub async fn sign_in_and_approve(
         .unwrap();
     assert_eq!(consent.status(), 200, "the consent page");
     let html = consent.text().await.unwrap();
-    let back = browser
+    let back = answer_consent(browser, base, &html, "approve").await;
+    assert_eq!(back.status(), 303, "back to the client");
+    back
+}
+
+/// The person's answer (`approve` or `deny`) on the consent page `html` of the server at `base`.
+pub async fn answer_consent(
+    browser: &reqwest::Client,
+    base: &str,
+    html: &str,
+    decision: &str,
+) -> reqwest::Response {
+    browser
         .post(format!("{base}/oauth/consent"))
         .form(&[
-            ("request", form_field(&html, "request")),
-            ("csrf", form_field(&html, "csrf")),
-            ("decision", "approve".to_owned()),
+            ("request", form_field(html, "request")),
+            ("csrf", form_field(html, "csrf")),
+            ("decision", decision.to_owned()),
         ])
         .send()
         .await
-        .unwrap();
-    assert_eq!(back.status(), 303, "back to the client");
-    back
+        .unwrap()
+}
+
+/// `GET url` as JSON.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The quickstart's embedded stack (MCP endpoint, authorization server, stand-in third party)
+/// served on loopback ports, with the peer address known as when it runs.
+pub struct QuickstartStack {
+    /// The issuer and public URL.
+    pub base: String,
+    /// The MCP endpoint.
+    pub mcp_url: String,
+    /// The stand-in third party's URL.
+    pub third_party: String,
+}
+
+/// The dev users' password in [`start_quickstart`]'s stack.
+pub const QUICKSTART_PASSWORD: &str = "demo-password";
+
+pub async fn start_quickstart() -> QuickstartStack {
+    let (tp_listener, tp_addr) = listener().await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mcp_url = format!("{base}/mcp");
+    let third_party = format!("http://{tp_addr}");
+    let (app, third_party_app) = crate::quickstart::embedded_stack(
+        crate::quickstart::auth_server_builder(&base, &mcp_url, QUICKSTART_PASSWORD),
+        &mcp_url,
+        &third_party,
+        QUICKSTART_PASSWORD,
+    )
+    .unwrap();
+    spawn(tp_listener, third_party_app);
+    spawn_with_peer(listener, app);
+    QuickstartStack {
+        base,
+        mcp_url,
+        third_party,
+    }
 }
 
 /// The audit events (`tower_mcp_auth::audit`, debug and up) written while its subscriber is the

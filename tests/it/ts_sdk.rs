@@ -46,24 +46,6 @@ async fn install_sdk() {
         .await;
 }
 
-/// The quickstart's embedded stack on loopback ports; returns the MCP endpoint's URL.
-async fn start_quickstart() -> String {
-    let (tp_listener, tp_addr) = listener().await;
-    let (listener, addr) = listener().await;
-    let base = format!("http://{addr}");
-    let mcp_url = format!("{base}/mcp");
-    let (app, third_party) = quickstart::embedded_stack(
-        quickstart::auth_server_builder(&base, &mcp_url, "demo-password"),
-        &mcp_url,
-        &format!("http://{tp_addr}"),
-        "demo-password",
-    )
-    .unwrap();
-    spawn(tp_listener, third_party);
-    spawn_with_peer(listener, app);
-    mcp_url
-}
-
 /// Runs `script` with Node against `mcp_url` and returns its one-line JSON report.
 async fn run_node(script: &str, args: &[&str]) -> Value {
     let run = tokio::process::Command::new("node")
@@ -88,7 +70,7 @@ async fn run_node(script: &str, args: &[&str]) -> Value {
 /// against a fresh quickstart stack.
 async fn v2(scenario: &str) -> Value {
     install_sdk().await;
-    let mcp_url = start_quickstart().await;
+    let mcp_url = start_quickstart().await.mcp_url;
     let report = run_node("e2e-v2.mjs", &[&mcp_url, scenario]).await;
     assert!(report.get("fatal").is_none(), "{report}");
     report
@@ -101,7 +83,7 @@ fn scope_set(scope: &Value) -> BTreeSet<&str> {
 #[tokio::test]
 async fn typescript_sdk_client_registers_logs_in_calls_tools_and_connects_the_third_party() {
     install_sdk().await;
-    let mcp_url = start_quickstart().await;
+    let mcp_url = start_quickstart().await.mcp_url;
     let report = run_node("e2e.mjs", &[&mcp_url]).await;
     assert!(report["client_id"].as_str().unwrap().starts_with("app-"));
     assert_eq!(

@@ -10,6 +10,7 @@
 // (then the report carries `fatal`). Scenarios: stepup-demo, stepup-reader, stepup-decline,
 // atag-elicitation, atag-no-elicitation, atag-decline, atag-cancel.
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
+import { browse, field, form } from "./browser.mjs";
 
 const [mcpUrl, scenario, password = "demo-password"] = process.argv.slice(2);
 const base = new URL(mcpUrl).origin;
@@ -40,21 +41,6 @@ const provider = {
   discoveryState: () => store.discovery,
 };
 
-// A browser: keeps cookies by host (not port), as browsers do.
-const jar = new Map();
-async function browse(url, init = {}) {
-  const u = new URL(url);
-  const cookie = [...jar.entries()].filter(([k]) => k.startsWith(u.hostname + "|")).map(([k, v]) => `${k.split("|")[1]}=${v}`).join("; ");
-  const res = await fetch(url, { ...init, redirect: "manual", headers: { ...(init.headers || {}), cookie } });
-  for (const c of res.headers.getSetCookie()) {
-    const [pair] = c.split(";");
-    const i = pair.indexOf("=");
-    jar.set(u.hostname + "|" + pair.slice(0, i), pair.slice(i + 1));
-  }
-  return res;
-}
-const field = (html, name) => html.match(new RegExp(`name="${name}" value="([^"]*)"`))[1];
-const form = (o) => ({ method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: new URLSearchParams(o).toString() });
 
 // The person at an authorization server: follows redirects, signs in on a login page, answers a
 // consent page with `decision`, until a redirect goes to `stopAt`. Reports what was shown.

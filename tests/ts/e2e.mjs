@@ -3,6 +3,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
+import { browse, field, form } from "./browser.mjs";
 
 const mcpUrl = process.argv[2];
 const redirectUrl = "http://127.0.0.1:4567/callback";
@@ -22,21 +23,6 @@ const provider = {
   codeVerifier() { return codeVerifier; },
 };
 
-// A browser: keeps cookies per host:port-less origin as browsers do (by host).
-const jar = new Map();
-async function browse(url, init = {}) {
-  const u = new URL(url);
-  const cookie = [...jar.entries()].filter(([k]) => k.startsWith(u.hostname + "|")).map(([k, v]) => `${k.split("|")[1]}=${v}`).join("; ");
-  const res = await fetch(url, { ...init, redirect: "manual", headers: { ...(init.headers || {}), cookie } });
-  for (const c of res.headers.getSetCookie()) {
-    const [pair] = c.split(";");
-    const i = pair.indexOf("=");
-    jar.set(u.hostname + "|" + pair.slice(0, i), pair.slice(i + 1));
-  }
-  return res;
-}
-const field = (html, name) => html.match(new RegExp(`name="${name}" value="([^"]*)"`))[1];
-const form = (o) => ({ method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: new URLSearchParams(o).toString() });
 
 let transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider });
 let client = new Client({ name: "ts-sdk-e2e", version: "1.0.0" });
