@@ -14,8 +14,13 @@
 //! - `DEMO_PASSWORD`: the password of the dev users `demo` (may hold every scope, so a
 //!   step-up to `notes:admin` succeeds) and `reader` (may not hold `notes:admin`: its step-up
 //!   yields a token without it); random per run when unset, printed.
-//! - `JWKS_URL` and `ISSUER`: validate an external identity provider's tokens instead (e.g. a
-//!   Keycloak realm) and run no authorization server.
+//! - `ISSUER`: validate an external identity provider's tokens instead (Keycloak, Auth0, Okta,
+//!   Entra ID, Cognito, any OpenID provider) and run no authorization server. Its keys are
+//!   found through its discovery document unless `JWKS_URL` names them; at start-up the
+//!   issuer is checked byte for byte against the provider's own. `INTROSPECTION_URL` with
+//!   `INTROSPECTION_CLIENT_ID` and `INTROSPECTION_CLIENT_SECRET` accepts opaque tokens through
+//!   RFC 7662 introspection (beside JWTs when `JWKS_URL` is set too, instead of them
+//!   otherwise); `REQUIRE_AT_JWT=1` accepts only JWTs typed `at+jwt` (RFC 9068).
 //! - `OIDC_ISSUER`, `OIDC_CLIENT_ID`, `OIDC_CLIENT_SECRET`: also let users sign in at this
 //!   OpenID Connect provider (register `$PUBLIC_URL/oauth/callback/oidc` there).
 //! - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: also let users sign in with GitHub (an OAuth
@@ -29,11 +34,13 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
-use tower_mcp_auth::atag::{AtagLayer, External, ExternalService};
+use tower_mcp_auth::atag::{External, ExternalService};
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
 use tower_mcp_auth::resource::ProtectedResourceBuilder;
 use tower_mcp_auth::server::{AuthServer, AuthServerBuilder, GitHubProvider, OidcProvider};
-use tower_mcp_auth::validate::{JwksValidator, TokenValidator};
+use tower_mcp_auth::validate::{
+    ByFormat, IntrospectionValidator, JwksValidator, TokenValidator, discovery,
+};
 use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
 
 /// The scope every request needs (the baseline a client asks for first).
@@ -160,8 +167,9 @@ pub fn policy() -> ToolPolicy {
         .unwrap_or_else(|e| panic!("the quickstart policy is valid: {e}"))
 }
 
-/// The whole application: the MCP endpoint at `/mcp` behind the bearer and tool policy layers,
-/// and the protected resource metadata routes beside it.
+/// The whole application without a third party (the external identity provider mode): the
+/// MCP endpoint at `/mcp` behind the bearer and tool policy layers, and the protected resource
+/// metadata routes beside it. With no ATAG layer, `third_party_profile` is not offered.
 pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum::Router {
     let bearer = bearer(validator, &resource);
     axum::Router::new()
@@ -181,22 +189,26 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
 pub fn app_with_third_party<V: TokenValidator>(
     resource: ProtectedResource,
     validator: V,
-    atag: AtagLayer,
+    auth: &AuthServer,
     third_party_issuer: &str,
-) -> axum::Router {
+) -> Result<axum::Router, tower_mcp_auth::ConfigError> {
     let bearer = bearer(validator, &resource);
     let notes = Notes::with_third_party(third_party_issuer);
-    axum::Router::new()
+    // One policy value for both layers: an ATAG layer built from it is what lets the policy
+    // layer offer the tools that need the third party.
+    let policy = policy();
+    let atag = auth.atag_layer(&policy)?;
+    Ok(axum::Router::new()
         .nest_service(
             "/mcp",
             ServiceBuilder::new()
                 .layer(bearer)
-                .layer(policy().layer(&resource))
+                .layer(policy.layer(&resource))
                 .layer(atag)
                 .service(mcp_service(&resource, notes)),
         )
         .layer(cors())
-        .merge(resource.router())
+        .merge(resource.router()))
 }
 
 /// The bearer layer: every request needs `mcp:tools`; a client without a token is told to ask
@@ -330,9 +342,9 @@ pub fn embedded_stack(
     let app = app_with_third_party(
         resource,
         auth.validator(resource_uri)?,
-        auth.atag_layer(&policy())?,
+        &auth,
         third_party_url,
-    )
+    )?
     .merge(auth.router());
     Ok((app, third_party.router()))
 }
@@ -392,6 +404,141 @@ connect your account there; open it, sign in, approve, and call it again.
     )
 }
 
+/// The external identity provider mode: tokens come from `issuer`, verified with its published
+/// keys, or by asking its introspection endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalIdp {
+    /// The provider's issuer, exactly as its tokens carry it.
+    pub issuer: String,
+    /// Its JWKS URL; found through discovery when unset (and no introspection is set).
+    pub jwks_url: Option<String>,
+    /// RFC 7662: the endpoint, and our client id and secret there.
+    pub introspection: Option<(String, String, String)>,
+    /// Only JWTs typed `at+jwt`.
+    pub require_at_jwt: bool,
+    /// How long an introspection answer is reused (default 60 s): a revoked opaque token is
+    /// refused at most this long after its revocation.
+    pub introspection_cache: Option<std::time::Duration>,
+}
+
+impl ExternalIdp {
+    /// From `ISSUER` (or the older `JWKS_URL` alone, which then needs `ISSUER` too),
+    /// `JWKS_URL`, `INTROSPECTION_*` and `REQUIRE_AT_JWT`; `None` for the embedded default.
+    pub fn from_env() -> Option<Result<ExternalIdp, String>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let jwks_url = var("JWKS_URL");
+        let issuer = match (var("ISSUER"), &jwks_url) {
+            (Some(issuer), _) => issuer,
+            (None, Some(_)) => return Some(Err("ISSUER is required with JWKS_URL".into())),
+            (None, None) => return None,
+        };
+        let introspection = match (
+            var("INTROSPECTION_URL"),
+            var("INTROSPECTION_CLIENT_ID"),
+            var("INTROSPECTION_CLIENT_SECRET"),
+        ) {
+            (Some(url), Some(id), Some(secret)) => Some((url, id, secret)),
+            (None, None, None) => None,
+            _ => {
+                return Some(Err(
+                    "INTROSPECTION_URL needs INTROSPECTION_CLIENT_ID and INTROSPECTION_CLIENT_SECRET"
+                        .into(),
+                ));
+            }
+        };
+        Some(Ok(ExternalIdp {
+            issuer,
+            jwks_url,
+            introspection,
+            require_at_jwt: var("REQUIRE_AT_JWT").is_some_and(|v| v == "1" || v == "true"),
+            introspection_cache: None,
+        }))
+    }
+
+    /// The validator for tokens of this provider audienced to `resource`, checked against the
+    /// provider at start-up (issuer byte for byte, keys reachable and usable).
+    pub async fn validator(
+        &self,
+        resource: &str,
+    ) -> Result<Box<dyn TokenValidator>, Box<dyn std::error::Error>> {
+        let introspection = match &self.introspection {
+            Some((url, id, secret)) => {
+                let mut builder = IntrospectionValidator::builder(url, resource)
+                    .client_credentials(id, secret)
+                    .issuer(&self.issuer);
+                if let Some(ttl) = self.introspection_cache {
+                    builder = builder.cache_ttl(ttl);
+                }
+                Some(builder.build()?)
+            }
+            None => None,
+        };
+        let jwks_url = match (&self.jwks_url, &introspection) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(_)) => None,
+            (None, None) => {
+                let provider =
+                    discovery::discover(&reqwest::Client::new(), &self.issuer, false).await?;
+                Some(
+                    provider
+                        .jwks_uri
+                        .ok_or("the provider publishes no jwks_uri: set JWKS_URL")?,
+                )
+            }
+        };
+        let jwks = match jwks_url {
+            Some(url) => {
+                let mut builder = JwksValidator::builder(url, &self.issuer, resource);
+                if self.require_at_jwt {
+                    builder = builder.expected_type("at+jwt");
+                }
+                Some(builder.build_checked().await?)
+            }
+            None => None,
+        };
+        Ok(match (jwks, introspection) {
+            (Some(jwks), Some(opaque)) => Box::new(ByFormat::new(jwks, opaque)),
+            (Some(jwks), None) => Box::new(jwks),
+            (None, Some(opaque)) => Box::new(opaque),
+            (None, None) => return Err("no way to validate tokens".into()),
+        })
+    }
+
+    /// What the quickstart prints in this mode: what the provider must issue.
+    pub fn banner(&self, resource: &ProtectedResource) -> String {
+        let how = match (&self.jwks_url, &self.introspection) {
+            (_, Some((url, _, _))) if self.jwks_url.is_none() => {
+                format!("opaque tokens, asked of {url} (RFC 7662)")
+            }
+            (_, Some((url, _, _))) => format!("JWTs, and opaque tokens asked of {url}"),
+            (Some(url), None) => format!("JWTs verified with the keys at {url}"),
+            (None, None) => "JWTs verified with the keys its discovery document names".into(),
+        };
+        let typ = if self.require_at_jwt {
+            " typed at+jwt (RFC 9068),"
+        } else {
+            ""
+        };
+        format!(
+            "\
+Resource metadata: {metadata}
+Tokens:            {how}
+The identity provider must issue access tokens{typ} with
+  iss   exactly {issuer}
+  aud   {resource} (RFC 8707 resource indicator, or an audience mapper)
+  scope (or scp) from: {scopes}
+  sub, exp; client_id or azp if you want the client named
+and let clients that register themselves ask for those scopes, now and later (step-up).
+Tools that need a third-party account are not offered in this mode (no ATAG layer).
+",
+            metadata = resource.metadata_url(),
+            issuer = self.issuer,
+            resource = resource.resource(),
+            scopes = resource.scopes_supported(),
+        )
+    }
+}
+
 /// Upstream identity providers configured through the environment, beside the dev login.
 fn with_upstream_providers(
     mut builder: AuthServerBuilder,
@@ -443,15 +590,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = bind(port).await?;
     println!("MCP endpoint:      {resource_uri}");
 
-    let app = match std::env::var("JWKS_URL").ok().filter(|v| !v.is_empty()) {
+    let app = match ExternalIdp::from_env() {
         // An external identity provider issues the tokens.
-        Some(jwks_url) => {
-            let issuer = std::env::var("ISSUER").map_err(|_| "ISSUER is required with JWKS_URL")?;
-            let resource = resource_builder(&resource_uri, &issuer).build()?;
-            println!("Resource metadata: {}", resource.metadata_url());
-            println!("Validating tokens of {issuer} with keys from {jwks_url}");
-            let validator =
-                JwksValidator::builder(jwks_url, &issuer, resource.resource()).build()?;
+        Some(external) => {
+            let external = external?;
+            let resource = resource_builder(&resource_uri, &external.issuer).build()?;
+            let validator = external.validator(resource.resource()).await?;
+            print!("{}", external.banner(&resource));
             app(resource, validator)
         }
         // The embedded default: our own authorization server, in this process.

@@ -40,4 +40,27 @@ pub enum ConfigError {
     /// A scope string that is not an RFC 6749 scope token.
     #[error("`{0}` is not a valid scope token")]
     InvalidScope(String),
+    /// The identity provider publishes another value than the one configured (a start-up
+    /// check, e.g. [`JwksValidatorBuilder::build_checked`](crate::validate::JwksValidatorBuilder::build_checked)).
+    #[error(
+        "{what}: `{configured}` is configured, but the identity provider says `{found}` ({hint})"
+    )]
+    ProviderMismatch {
+        /// Which value.
+        what: &'static str,
+        /// The value configured.
+        configured: String,
+        /// The value the provider publishes.
+        found: String,
+        /// What tells them apart.
+        hint: String,
+    },
+    /// The identity provider could not be asked, or answered something unusable, at start-up.
+    #[error("identity provider `{url}`: {reason}")]
+    ProviderUnavailable {
+        /// What was asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
 }

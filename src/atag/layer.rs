@@ -64,6 +64,7 @@ struct Shared {
 
 impl AtagLayer {
     pub(crate) fn new(state: Arc<AtagState>, policy: ToolPolicy) -> Self {
+        policy.serve_services();
         AtagLayer {
             shared: Arc::new(Shared {
                 state,

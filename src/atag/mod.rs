@@ -129,8 +129,10 @@ mod rmcp_support {
                 .cloned()
                 .map(External)
                 .ok_or_else(|| {
-                    ErrorData::invalid_request(
-                        "this tool needs a connected third-party account (no ExternalToken)",
+                    // Not the client's fault: the stack serving this tool lacks an AtagLayer
+                    // (normally the policy layer answers such calls before they get here).
+                    ErrorData::internal_error(
+                        "this tool needs a connected third-party account, and the server has no ATAG layer to provide it",
                         None,
                     )
                 })

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use regex::{RegexSet, RegexSetBuilder};
 use serde_json::Value;
@@ -76,6 +77,11 @@ pub(crate) struct Compiled {
     /// Required scope → the scopes that imply it.
     implied_by: HashMap<String, Vec<String>>,
     groups: Option<GroupMapping>,
+    /// Whether some tool rule names a third-party service.
+    has_services: bool,
+    /// Whether an ATAG layer was built from this policy (`AuthServer::atag_layer`): only then
+    /// can tools that need a service be served.
+    services_served: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -404,6 +410,36 @@ impl ToolPolicy {
             .collect()
     }
 
+    /// Whether the tool `name` can be served here: a tool that needs a third-party service
+    /// ([`ToolPolicyBuilder::needs_service`]) only once an ATAG layer has been built from this
+    /// policy value (or a clone of it). Without one, the policy layer hides such tools from
+    /// `tools/list` and answers their calls with a tool error saying so: connecting an account
+    /// would be impossible, and the tool would fail without the user's token.
+    ///
+    /// ```
+    /// use tower_mcp_auth::ToolPolicy;
+    ///
+    /// let policy = ToolPolicy::builder()
+    ///     .default_scopes(["mcp:tools"])
+    ///     .tool("github_*", ["mcp:tools"])
+    ///     .needs_service("github", ["repo"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(policy.serves("whoami"));
+    /// assert!(!policy.serves("github_list_repos")); // no ATAG layer built from `policy`
+    /// ```
+    pub fn serves(&self, name: &str) -> bool {
+        !self.0.has_services
+            || self.0.services_served.load(Ordering::Relaxed)
+            || self.service_need(name).is_none()
+    }
+
+    /// Called by the ATAG layer built from this policy: tools that need services are served.
+    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
+    pub(crate) fn serve_services(&self) {
+        self.0.services_served.store(true, Ordering::Relaxed);
+    }
+
     /// Shorthand for `decide(..).is_allowed()`.
     pub fn permits(&self, kind: Kind, name: &str, ctx: &AuthContext) -> bool {
         self.decide(kind, name, ctx).is_allowed()
@@ -662,6 +698,7 @@ impl ToolPolicyBuilder {
         {
             return Err(invalid("tool_group_template needs exactly one `{tool}`"));
         }
+        let has_services = tools.iter().any(|(_, rule)| rule.service.is_some());
         Ok(ToolPolicy(Arc::new(Compiled {
             default,
             indexes: [
@@ -673,6 +710,8 @@ impl ToolPolicyBuilder {
             separator: self.separator,
             implied_by,
             groups: self.groups,
+            has_services,
+            services_served: AtomicBool::new(false),
         })))
     }
 }

@@ -79,9 +79,10 @@ impl ListFilter {
         for (key, kind, field) in LISTS {
             if let Some(Value::Array(items)) = result.get_mut(key) {
                 items.retain(|item| {
-                    item.get(field)
-                        .and_then(Value::as_str)
-                        .is_some_and(|name| self.policy.permits(kind, name, &self.ctx))
+                    item.get(field).and_then(Value::as_str).is_some_and(|name| {
+                        self.policy.permits(kind, name, &self.ctx)
+                            && (kind != Kind::Tool || self.policy.serves(name))
+                    })
                 });
                 changed = true;
             }

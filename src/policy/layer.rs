@@ -244,6 +244,8 @@ enum Verdict {
     Allow,
     Refuse(Decision, String, String),
     Invalid(&'static str),
+    /// A permitted tool that needs a third-party service no ATAG layer serves here.
+    Unserved(String),
 }
 
 impl Shared {
@@ -439,6 +441,36 @@ impl Shared {
             let id = message.id.clone().unwrap_or(Value::Null);
             match self.judge_one(message, ctx) {
                 Verdict::Allow => {}
+                Verdict::Unserved(tool) => {
+                    tracing::error!(target: AUDIT, subject = ctx.subject(), client_id = ctx.client_id(), tool, "tool needs a third-party service, but no ATAG layer was built from this policy");
+                    let text = format!(
+                        "{tool} needs a connected third-party account, which this server cannot provide (it has no ATAG layer). Ask its operator."
+                    );
+                    if mcp.batch {
+                        return Some(rpc_error(
+                            StatusCode::BAD_REQUEST,
+                            &Value::Null,
+                            -32600,
+                            &text,
+                            None,
+                        ));
+                    }
+                    // A server configuration gap, not a malformed request: a tool error the
+                    // client shows as it is.
+                    let mut result =
+                        json!({"content": [{"type": "text", "text": text}], "isError": true});
+                    if message
+                        .protocol_version
+                        .as_deref()
+                        .is_some_and(|v| v >= "2026-07-28")
+                    {
+                        result["resultType"] = json!("complete");
+                    }
+                    return Some(json_response(
+                        StatusCode::OK,
+                        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                    ));
+                }
                 Verdict::Invalid(reason) => {
                     tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method = message.method.as_deref(), reason, "invalid request refused");
                     let id = if mcp.batch { Value::Null } else { id };
@@ -512,6 +544,9 @@ impl Shared {
             }
         };
         match decision {
+            Decision::Allow if method == "tools/call" && !self.policy.serves(&target) => {
+                Verdict::Unserved(target)
+            }
             Decision::Allow => {
                 tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target.as_str(), "operation allowed");
                 Verdict::Allow

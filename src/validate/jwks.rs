@@ -254,7 +254,15 @@ impl Shared {
             }
         }
         if keys.is_empty() {
-            return Err("JWKS holds no usable verification key".into());
+            let published: Vec<&str> = entries
+                .iter()
+                .filter_map(|e| e.get("alg").or_else(|| e.get("kty")))
+                .filter_map(Value::as_str)
+                .collect();
+            return Err(format!(
+                "JWKS holds no usable verification key: it publishes {published:?}, the accepted algorithms are {:?}",
+                self.core.algorithms
+            ));
         }
         Ok(keys)
     }
@@ -392,7 +400,63 @@ impl JwksValidatorBuilder {
         self
     }
 
-    /// Builds the validator. Nothing is fetched yet (see [`JwksValidator::prefetch`]).
+    /// Builds the validator and checks it against the identity provider, so a configuration
+    /// that would refuse every token fails at start-up instead, naming both values:
+    ///
+    /// - the provider's discovery document (see [`discover`](super::discovery::discover)) must
+    ///   name exactly the configured issuer (a trailing slash, or `localhost` for
+    ///   `127.0.0.1`, makes every token's `iss` differ);
+    /// - the key set must be reachable, at the configured JWKS URL (a `jwks_uri` in the
+    ///   document that differs is logged: a proxy may serve the same keys elsewhere);
+    /// - some key must be usable with an accepted algorithm.
+    ///
+    /// The keys fetched are kept: the first request needs no fetch.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_mcp_auth::ConfigError> {
+    /// use tower_mcp_auth::validate::JwksValidator;
+    ///
+    /// let validator = JwksValidator::builder(
+    ///     "https://id.example.com/realms/mcp/protocol/openid-connect/certs",
+    ///     "https://id.example.com/realms/mcp",
+    ///     "https://mcp.example.com/mcp",
+    /// )
+    /// .build_checked()
+    /// .await?;
+    /// # let _ = validator; Ok(()) }
+    /// ```
+    pub async fn build_checked(self) -> Result<JwksValidator, ConfigError> {
+        let insecure = self.allow_insecure_http;
+        let validator = self.build()?;
+        let shared = &validator.0;
+        let issuers = shared.core.rules.issuers();
+        let issuer = issuers.first().ok_or(ConfigError::NoKeys)?;
+        let provider = super::discovery::discover(&shared.client, issuer, insecure).await?;
+        match provider.jwks_uri.as_deref() {
+            Some(published) if published != shared.url => {
+                tracing::warn!(configured = %shared.url, published, "the JWKS URL differs from the provider's jwks_uri");
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(issuer = %issuer, "the provider's discovery document has no jwks_uri");
+            }
+        }
+        // A fetch succeeds only with a key usable with an accepted algorithm.
+        validator
+            .prefetch()
+            .await
+            .map_err(|e| ConfigError::ProviderUnavailable {
+                url: shared.url.clone(),
+                reason: match e {
+                    super::TokenError::Unavailable(detail) => detail,
+                    other => other.to_string(),
+                },
+            })?;
+        Ok(validator)
+    }
+
+    /// Builds the validator. Nothing is fetched yet (see [`JwksValidator::prefetch`], and
+    /// [`JwksValidatorBuilder::build_checked`] for start-up checks).
     pub fn build(mut self) -> Result<JwksValidator, ConfigError> {
         parse_http_url("JWKS URL", &self.url, self.allow_insecure_http)?;
         if let Some(leeway) = self.leeway {

@@ -31,6 +31,8 @@ pub use jwt::{JwtKey, JwtValidator, JwtValidatorBuilder};
 mod fetch;
 
 #[cfg(feature = "jwks")]
+pub mod discovery;
+#[cfg(feature = "jwks")]
 pub mod jwks;
 #[cfg(feature = "jwks")]
 pub use jwks::{JwksValidator, JwksValidatorBuilder};
@@ -199,6 +201,12 @@ impl ClaimRules {
         }
         self.leeway = leeway;
         Ok(())
+    }
+
+    /// The accepted issuers, the first one as configured first.
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn issuers(&self) -> &[String] {
+        &self.issuers
     }
 
     pub(crate) fn add_issuer(&mut self, issuer: String) {

@@ -11,6 +11,8 @@ mod atag;
 mod bearer;
 #[cfg(feature = "server")]
 mod code_flow;
+#[cfg(feature = "atag")]
+mod external_idp;
 mod introspection;
 mod jwks;
 mod jwt;

@@ -55,11 +55,17 @@ async fn rmcp_client_lists_and_calls_tools_and_tool_reads_auth_context() {
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    // `purge_all_notes` needs notes:admin: the policy layer hides it from this caller.
-    assert_eq!(
-        names,
-        ["add_note", "list_notes", "third_party_profile", "whoami"]
-    );
+    // `purge_all_notes` needs notes:admin: the policy layer hides it from this caller; and
+    // `third_party_profile` needs a third-party account, which this stack (external identity
+    // provider mode: no ATAG layer) cannot connect.
+    assert_eq!(names, ["add_note", "list_notes", "whoami"]);
+    let unserved = client
+        .call_tool(CallToolRequestParams::new("third_party_profile"))
+        .await
+        .expect("a tool result, not a JSON-RPC error");
+    assert_eq!(unserved.is_error, Some(true));
+    let text = serde_json::to_value(&unserved.content).unwrap().to_string();
+    assert!(text.contains("no ATAG layer"), "{text}");
 
     let result = client
         .call_tool(CallToolRequestParams::new("whoami"))

@@ -69,9 +69,13 @@ async fn run_node(script: &str, args: &[&str]) -> Value {
 /// The v2 client (`@modelcontextprotocol/client`) in `scenario` of `tests/ts/e2e-v2.mjs`,
 /// against a fresh quickstart stack.
 async fn v2(scenario: &str) -> Value {
+    v2_against(&start_quickstart().await.mcp_url, scenario).await
+}
+
+/// The v2 client in `scenario` against the MCP endpoint `mcp_url`.
+pub(crate) async fn v2_against(mcp_url: &str, scenario: &str) -> Value {
     install_sdk().await;
-    let mcp_url = start_quickstart().await.mcp_url;
-    let report = run_node("e2e-v2.mjs", &[&mcp_url, scenario]).await;
+    let report = run_node("e2e-v2.mjs", &[mcp_url, scenario]).await;
     assert!(report.get("fatal").is_none(), "{report}");
     report
 }

@@ -57,7 +57,15 @@ async function walk(url, { stopAt, username = "demo", decision = "approve" }) {
       continue;
     }
     const html = await res.text();
-    if (html.includes('name="password"')) {
+    // oidc-provider's dev pages (an external identity provider): any login name signs in.
+    const action = html.match(/action="([^"]+)"/)?.[1];
+    if (html.includes('name="prompt" value="login"')) {
+      seen.login = true;
+      [url, init] = [action, form({ prompt: "login", login: username, password })];
+    } else if (html.includes('name="prompt" value="consent"')) {
+      seen.consent = true;
+      [url, init] = [action, form({ prompt: "consent" })];
+    } else if (html.includes('name="password"')) {
       if (seen.login) throw new Error(`sign-in as ${username} refused at ${origin} (${res.status}): ${html.match(/color:#b00">([^<]*)/)?.[1]}`);
       seen.login = true;
       [url, init] = [`${origin}/oauth/login`, form({ request: field(html, "request"), csrf: field(html, "csrf"), username, password })];
