@@ -20,7 +20,9 @@
 //!   issuer is checked byte for byte against the provider's own. `INTROSPECTION_URL` with
 //!   `INTROSPECTION_CLIENT_ID` and `INTROSPECTION_CLIENT_SECRET` accepts opaque tokens through
 //!   RFC 7662 introspection (beside JWTs when `JWKS_URL` is set too, instead of them
-//!   otherwise); `REQUIRE_AT_JWT=1` accepts only JWTs typed `at+jwt` (RFC 9068).
+//!   otherwise); `REQUIRE_AT_JWT=1` accepts only JWTs typed `at+jwt` (RFC 9068);
+//!   `EXTRA_AUDIENCE` accepts a further `aud` (Entra ID v2 tokens name the API's application
+//!   id there).
 //! - `OIDC_ISSUER`, `OIDC_CLIENT_ID`, `OIDC_CLIENT_SECRET`: also let users sign in at this
 //!   OpenID Connect provider (register `$PUBLIC_URL/oauth/callback/oidc` there).
 //! - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: also let users sign in with GitHub (an OAuth
@@ -416,6 +418,9 @@ pub struct ExternalIdp {
     pub introspection: Option<(String, String, String)>,
     /// Only JWTs typed `at+jwt`.
     pub require_at_jwt: bool,
+    /// A further accepted audience, for providers that cannot put the resource URI in `aud`
+    /// (Entra ID v2 tokens carry the API's application id).
+    pub extra_audience: Option<String>,
     /// How long an introspection answer is reused (default 60 s): a revoked opaque token is
     /// refused at most this long after its revocation.
     pub introspection_cache: Option<std::time::Duration>,
@@ -451,6 +456,7 @@ impl ExternalIdp {
             jwks_url,
             introspection,
             require_at_jwt: var("REQUIRE_AT_JWT").is_some_and(|v| v == "1" || v == "true"),
+            extra_audience: var("EXTRA_AUDIENCE"),
             introspection_cache: None,
         }))
     }
@@ -468,6 +474,9 @@ impl ExternalIdp {
                     .issuer(&self.issuer);
                 if let Some(ttl) = self.introspection_cache {
                     builder = builder.cache_ttl(ttl);
+                }
+                if let Some(audience) = &self.extra_audience {
+                    builder = builder.also_audience(audience);
                 }
                 Some(builder.build()?)
             }
@@ -491,6 +500,9 @@ impl ExternalIdp {
                 let mut builder = JwksValidator::builder(url, &self.issuer, resource);
                 if self.require_at_jwt {
                     builder = builder.expected_type("at+jwt");
+                }
+                if let Some(audience) = &self.extra_audience {
+                    builder = builder.also_audience(audience);
                 }
                 Some(builder.build_checked().await?)
             }
@@ -525,7 +537,7 @@ Resource metadata: {metadata}
 Tokens:            {how}
 The identity provider must issue access tokens{typ} with
   iss   exactly {issuer}
-  aud   {resource} (RFC 8707 resource indicator, or an audience mapper)
+  aud   {resource} (RFC 8707 resource indicator, or an audience mapper){extra}
   scope (or scp) from: {scopes}
   sub, exp; client_id or azp if you want the client named
 and let clients that register themselves ask for those scopes, now and later (step-up).
@@ -535,6 +547,11 @@ Tools that need a third-party account are not offered in this mode (no ATAG laye
             issuer = self.issuer,
             resource = resource.resource(),
             scopes = resource.scopes_supported(),
+            extra = self
+                .extra_audience
+                .as_ref()
+                .map(|a| format!(" or {a}"))
+                .unwrap_or_default(),
         )
     }
 }

@@ -44,6 +44,22 @@ const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// - When no fetch has succeeded, or the last one failed and the key is unknown, validation
 ///   fails with [`TokenError::Unavailable`] (503), not `invalid_token`.
 ///
+/// # What the identity provider must issue
+///
+/// - `iss` exactly the configured issuer: [`JwksValidatorBuilder::build_checked`] compares it
+///   with the provider's discovery document at start-up (a trailing slash, or `localhost`
+///   for `127.0.0.1`, would refuse every token) and names both values when they differ;
+/// - `aud` holding this resource's canonical URI (RFC 8707 resource indicators, or an audience
+///   mapper), or a value added with [`JwksValidatorBuilder::also_audience`];
+/// - `sub` and `exp`; the scopes in `scope` (space-separated) or `scp` (string or array); the
+///   client in `client_id`, `azp` or `cid` (optional);
+/// - a signature by a key of its JWKS, with an accepted algorithm; and, with
+///   [`JwksValidatorBuilder::expected_type`], the JOSE `typ` (`at+jwt` for RFC 9068 tokens).
+///
+/// Such tokens cannot be revoked before `exp`: keep them short-lived, or use opaque tokens
+/// with [`IntrospectionValidator`](super::IntrospectionValidator). The README's "Use your
+/// identity provider" says how to set up Keycloak, Auth0, Okta, Entra ID, Cognito and Google.
+///
 /// ```no_run
 /// use tower_mcp_auth::validate::JwksValidator;
 ///

@@ -101,8 +101,11 @@ async fn start_idp(resource: &str, opaque: bool) -> Idp {
 }
 
 /// The quickstart in external mode in front of a fresh oidc-provider; `configure` adjusts the
-/// mode's settings. Returns the provider and the MCP endpoint.
-async fn start(opaque: bool, configure: impl FnOnce(&Idp, &mut ExternalIdp)) -> (Idp, String) {
+/// mode's settings. Returns the provider, the MCP endpoint and what the quickstart prints.
+async fn start(
+    opaque: bool,
+    configure: impl FnOnce(&Idp, &mut ExternalIdp),
+) -> (Idp, String, String) {
     let (listener, addr) = listener().await;
     let base = format!("http://{addr}");
     let mcp_url = format!("{base}/mcp");
@@ -119,8 +122,9 @@ async fn start(opaque: bool, configure: impl FnOnce(&Idp, &mut ExternalIdp)) -> 
         .validator(resource.resource())
         .await
         .expect("the configuration passes the start-up checks");
+    let banner = external.banner(&resource);
     spawn(listener, quickstart::app(resource, validator));
-    (idp, mcp_url)
+    (idp, mcp_url, banner)
 }
 
 /// The person at oidc-provider's dev pages: follows its redirects, signs in as `user` when
@@ -231,7 +235,18 @@ fn required_scope(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[tokio::test]
 async fn rmcp_client_signs_in_at_oidc_provider_calls_tools_and_steps_up() {
-    let (idp, mcp_url) = start(false, |_, external| external.require_at_jwt = true).await;
+    let (idp, mcp_url, banner) = start(false, |_, external| external.require_at_jwt = true).await;
+    // What the quickstart says the provider must issue is what this provider issues: the
+    // tokens below pass with exactly these values.
+    for claim in [
+        format!("iss   exactly {}", idp.issuer()),
+        format!("aud   {mcp_url}"),
+        "scope (or scp) from: mcp:tools notes:admin notes:read notes:write".to_owned(),
+        "typed at+jwt".to_owned(),
+        "not offered in this mode".to_owned(),
+    ] {
+        assert!(banner.contains(&claim), "{claim} in {banner}");
+    }
     let signed = sign_in(&idp, &mcp_url, "demo").await;
     let mut names: Vec<String> = signed
         .client
@@ -301,7 +316,7 @@ async fn rmcp_client_signs_in_at_oidc_provider_calls_tools_and_steps_up() {
 #[tokio::test]
 async fn opaque_tokens_are_introspected_and_a_revoked_one_is_refused_within_the_cache_window() {
     let cache = Duration::from_secs(1);
-    let (idp, mcp_url) = start(true, |idp, external| {
+    let (idp, mcp_url, _) = start(true, |idp, external| {
         external.introspection = Some((
             idp.get("introspection_endpoint"),
             idp.about["introspector"]["client_id"]
@@ -418,7 +433,7 @@ async fn issuer_mismatches_are_reported_at_start_up_with_both_values() {
 
 #[tokio::test]
 async fn typescript_v2_client_signs_in_at_oidc_provider_and_steps_up() {
-    let (_idp, mcp_url) = start(false, |_, _| {}).await;
+    let (_idp, mcp_url, _) = start(false, |_, _| {}).await;
     let report = crate::ts_sdk::v2_against(&mcp_url, "stepup-demo").await;
     let rounds = report["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 2, "{report}");
