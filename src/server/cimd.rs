@@ -22,7 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::auth_server::{AuthServer, Client};
+use super::auth_server::AuthServer;
+use super::clients::Client;
 
 const MAX_DOCUMENT: usize = 64 * 1024;
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -181,7 +182,7 @@ impl AuthServer {
             return Err("the document lists no redirect_uris".into());
         }
         for uri in &document.redirect_uris {
-            super::flow::check_redirect_uri(uri)
+            super::redirect::check_redirect_uri(uri)
                 .map_err(|e| format!("redirect URI `{uri}`: {e}"))?;
         }
         if !matches!(

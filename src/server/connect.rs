@@ -14,9 +14,12 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth_server::{AuthServer, no_store, oauth_error, parse_form, rng_failure};
-use super::flow::{digest, error_page, load, message_page, save, spend};
+use super::auth_server::AuthServer;
 use super::login::logged_in_user;
+use super::pages::{error_page, message_page};
+use super::primitives::digest;
+use super::primitives::{no_store, oauth_error, parse_form, rng_failure};
+use super::storage::{load, save, spend};
 use super::upstream::UpstreamError;
 use crate::atag::{AtagState, ExternalService, Link};
 
@@ -142,7 +145,7 @@ pub(super) async fn connect(
         Ok(link) => link,
         Err(response) => return response,
     };
-    let Some(state) = super::auth_server::random_token() else {
+    let Some(state) = super::primitives::random_token() else {
         return rng_failure();
     };
     let (url, verifier) = match crate::atag::authorization_url(
@@ -174,7 +177,7 @@ pub(super) async fn connect(
 }
 
 fn failure(server: &AuthServer, error: &UpstreamError) -> Response {
-    super::flow::upstream_error_page(
+    super::pages::upstream_error_page(
         server,
         error,
         "The service",
@@ -270,7 +273,7 @@ pub(super) async fn callback(
 }
 
 async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, Response> {
-    super::auth_server::bearer_caller(server, headers)
+    super::userinfo::bearer_caller(server, headers)
         .await
         .map(|ctx| ctx.subject().to_owned())
 }

@@ -15,11 +15,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::auth_server::{AuthServer, no_store, parse_form, random_token, rng_failure};
-use super::flow::{
-    PENDING_TTL, Pending, browser_cookie_name, consent_or_code, digest, error_page, load,
-    login_page, pending_from_form, pending_request, redirect_back, save, session_cookie, spend,
-};
+use super::auth_server::AuthServer;
+use super::authorize::{PENDING_TTL, Pending, pending_from_form, pending_request};
+use super::clients::Client;
+use super::consent::consent_or_code;
+use super::cookies::{browser_cookie_name, session_cookie};
+use super::pages::{error_page, page};
+use super::primitives::{digest, no_store, parse_form, random_token, rng_failure};
+use super::redirect::redirect_back;
+use super::storage::{load, save, spend};
 use super::upstream::{IdentityProvider, UpstreamError};
 
 use crate::bearer::policy::AUDIT;
@@ -95,7 +99,7 @@ async fn signed_in(
     server: &AuthServer,
     id: &str,
     pending: Pending,
-    client: &super::auth_server::Client,
+    client: &super::clients::Client,
     session: Session,
 ) -> Response {
     let cookie = match start_session(server, &session).await {
@@ -150,7 +154,7 @@ pub(super) async fn login(
         {
             Ok(n) => n,
             Err(e) => {
-                return super::auth_server::oauth_error(
+                return super::primitives::oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
                     &e.to_string(),
@@ -183,7 +187,7 @@ pub(super) async fn login(
 }
 
 fn upstream_failure(server: &AuthServer, error: &UpstreamError) -> Response {
-    super::flow::upstream_error_page(
+    super::pages::upstream_error_page(
         server,
         error,
         "The identity provider",
@@ -379,4 +383,35 @@ pub(super) async fn upstream_callback(
     };
     tracing::info!(target: AUDIT, provider = %provider_id, user = %session.subject, name = ?user.name, "upstream sign-in");
     signed_in(&server, &record.request, pending, &client, session).await
+}
+
+pub(super) fn login_page(
+    server: &AuthServer,
+    id: &str,
+    pending: &Pending,
+    client: &Client,
+    error: Option<&str>,
+) -> Response {
+    let (username, password) = server.0.prefill.clone().unwrap_or_default();
+    page(
+        server,
+        if error.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        "login.html",
+        minijinja::context! {
+            title => "Sign in",
+            client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
+            resource => pending.resource,
+            action => server.0.urls.endpoint("/oauth/login"),
+            dev => !server.0.users.is_empty(),
+            providers => server.0.providers.iter().map(|p| minijinja::context! {
+                name => p.display_name(),
+                action => server.0.urls.endpoint(&format!("/oauth/upstream/{}", p.id())),
+            }).collect::<Vec<_>>(),
+            request => id, csrf => pending.csrf, username, password, error,
+        },
+    )
 }

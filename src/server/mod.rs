@@ -11,24 +11,44 @@
 //! [`crate::store::Store`].
 
 mod auth_server;
+mod authorize;
 mod cimd;
+mod clients;
+mod code_grant;
+mod config;
 #[cfg(feature = "atag")]
 mod connect;
-mod flow;
+mod consent;
+mod cookies;
+mod introspect;
 mod keys;
 mod login;
+mod metadata;
+mod pages;
+mod primitives;
+mod redirect;
+mod refresh;
+mod registration;
+mod revocation;
 mod source;
+mod storage;
+mod token;
 mod upstream;
 mod urls;
+mod userinfo;
 
-pub use self::auth_server::{AuthServer, AuthServerBuilder, RevocationAwareValidator};
-pub(crate) use self::auth_server::{now as unix_now, random_token};
-pub(crate) use self::flow::digest;
+pub use self::auth_server::AuthServer;
+pub use self::config::AuthServerBuilder;
 pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
+// For the ATAG module.
+#[cfg_attr(not(feature = "atag"), allow(unused_imports))]
+pub(crate) use self::primitives::{digest, now as unix_now, random_token};
+pub use self::revocation::RevocationAwareValidator;
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
 pub use self::upstream::{
     GitHubProvider, IdentityProvider, OidcProvider, OidcProviderBuilder, UpstreamError,
     UpstreamStart, UpstreamUser,
 };
+#[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::upstream::{check_provider_id, http_client, send, token_error};
 pub use self::urls::PublicUrls;

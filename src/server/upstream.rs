@@ -309,7 +309,7 @@ pub(crate) fn token_error<E: std::error::Error>(
 }
 
 fn random() -> Result<String, UpstreamError> {
-    super::auth_server::random_token()
+    super::primitives::random_token()
         .ok_or_else(|| UpstreamError::Unavailable("no randomness available".into()))
 }
 

@@ -1,0 +1,163 @@
+//! The client registry: configured, registered and metadata-document clients, and client
+//! authentication at the token endpoint.
+
+use std::collections::HashMap;
+
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::auth_server::AuthServer;
+use super::primitives::oauth_error;
+use crate::Scopes;
+
+/// A registered client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Client {
+    pub(super) client_id: String,
+    /// SHA-256 of the secret (none for public clients): secrets are 256-bit random, so a fast
+    /// hash is enough and the secret itself is never stored.
+    pub(super) secret_sha256: Option<[u8; 32]>,
+    pub(super) scope: String,
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub(super) grant_types: Vec<String>,
+    /// Configured by the operator in code (`client`, `public_client`): its scope list is a
+    /// ceiling. Never stored, so every client read from the store (self-registered) is not.
+    #[serde(skip)]
+    pub(super) configured: bool,
+}
+
+impl Client {
+    /// What this client may ask for: a configured client its own list; a self-registered one
+    /// (dynamic registration, metadata document) any scope the server supports. A client can
+    /// register itself again with a wider `scope` at any time, so that self-declared list
+    /// would be no security boundary, only a trap for step-up: what a user receives is decided
+    /// by the user's own grants and consent.
+    pub(super) fn scope_ceiling(&self, server: &AuthServer) -> Scopes {
+        if self.configured {
+            Scopes::from_space_separated(&self.scope)
+        } else {
+            Scopes::new(&server.0.scopes_supported)
+        }
+    }
+
+    /// The scopes of a request for `requested`: the request itself if within the ceiling, the
+    /// registered (recorded) scope if the request names none, `None` (`invalid_scope`) if it
+    /// asks for more than the ceiling.
+    pub(super) fn requested_scope(
+        &self,
+        server: &AuthServer,
+        requested: Option<&str>,
+    ) -> Option<Scopes> {
+        match requested {
+            None => Some(Scopes::from_space_separated(&self.scope)),
+            Some(_) => self.scope_ceiling(server).narrow(requested),
+        }
+    }
+}
+
+/// How a request authenticated its client.
+pub(super) enum ClientAuth {
+    Basic,
+    Post,
+}
+
+impl AuthServer {
+    pub(super) async fn lookup_client(&self, id: &str) -> Result<Option<Client>, Response> {
+        if let Some(client) = self.0.clients.get(id) {
+            return Ok(Some(client.clone()));
+        }
+        if self.code_flow() && super::cimd::is_document_id(id) {
+            return match self.document_client(id).await {
+                Ok(client) => Ok(client),
+                Err(reason) => {
+                    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, %reason, "client metadata document refused");
+                    Ok(None)
+                }
+            };
+        }
+        super::storage::load(self, &format!("client:{id}"), false).await
+    }
+
+    /// Client authentication (`client_secret_basic` or `client_secret_post`, not both), with
+    /// the secret compared in constant time. Failures are 401 `invalid_client`, with a Basic
+    /// challenge where Basic was used (RFC 6749 §5.2).
+    pub(super) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<(Client, ClientAuth), Response> {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .map(|(_, creds)| creds.trim());
+        let (id, secret, how) = match (basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(_), _, Some(_)) => {
+                return Err(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "use one client authentication method",
+                ));
+            }
+            (Some(creds), _, None) => {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(creds)
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok());
+                let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                    return Err(invalid_client(true));
+                };
+                let decode = |s: &str| {
+                    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                };
+                match (decode(id), decode(secret)) {
+                    (Some(id), Some(secret)) => (id, secret, ClientAuth::Basic),
+                    _ => return Err(invalid_client(true)),
+                }
+            }
+            (None, Some(id), Some(secret)) => (id.clone(), secret.clone(), ClientAuth::Post),
+            (None, _, _) => return Err(invalid_client(false)),
+        };
+        let basic = matches!(how, ClientAuth::Basic);
+        let client = self.lookup_client(&id).await?;
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        match client {
+            Some(client)
+                if client
+                    .secret_sha256
+                    .is_some_and(|stored| bool::from(presented.ct_eq(&stored))) =>
+            {
+                Ok((client, how))
+            }
+            _ => {
+                tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, "client authentication failed");
+                Err(invalid_client(basic))
+            }
+        }
+    }
+}
+
+pub(super) fn invalid_client(basic: bool) -> Response {
+    let mut response = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
+    if basic {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"oauth\""),
+        );
+    }
+    response
+}

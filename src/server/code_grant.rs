@@ -1,0 +1,117 @@
+//! The `authorization_code` grant: single-use codes bound to client, redirect URI, PKCE
+//! challenge and resource.
+
+use std::collections::HashMap;
+
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::auth_server::AuthServer;
+use super::clients::Client;
+use super::primitives::{digest, oauth_error, required};
+use super::refresh::revoke_family;
+use super::storage::{load, save};
+use super::token::{invalid_grant, json_no_store, token_body};
+use crate::Scopes;
+use crate::bearer::policy::AUDIT;
+use crate::resource::canonical_audience;
+
+/// What an authorization code stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Grant {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) code_challenge: String,
+    pub(super) scope: String,
+    pub(super) resource: String,
+    pub(super) subject: String,
+    pub(super) family: String,
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+    #[serde(default)]
+    pub(super) nonce: Option<String>,
+}
+
+pub(super) async fn exchange_code(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, Response> {
+    let code = required(form, "code")?;
+    let key = digest(code);
+    // Atomic: of two concurrent redemptions exactly one gets the grant.
+    let Some(grant) = load::<Grant>(server, &format!("code:{key}"), true).await? else {
+        // A code seen before is a replay: revoke what it produced.
+        if let Some(family) = load::<String>(server, &format!("usedcode:{key}"), false).await? {
+            revoke_family(server, &family).await?;
+            tracing::warn!(target: AUDIT, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
+        }
+        return Err(invalid_grant(
+            "the code is invalid, expired or already used",
+        ));
+    };
+    save(
+        server,
+        &format!("usedcode:{key}"),
+        &grant.family,
+        server.0.refresh_token_ttl,
+    )
+    .await?;
+    if grant.client_id != client.client_id {
+        return Err(invalid_grant("the code was issued to another client"));
+    }
+    if form.get("redirect_uri") != Some(&grant.redirect_uri) {
+        return Err(invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    let verifier = form
+        .get("code_verifier")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if !well_formed || !bool::from(computed.as_bytes().ct_eq(grant.code_challenge.as_bytes())) {
+        return Err(invalid_grant("PKCE verification failed"));
+    }
+    if let Some(resource) = form.get("resource")
+        && canonical_audience(resource) != grant.resource.as_str()
+    {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the authorization request",
+        ));
+    }
+    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
+    server.keep_client(client).await;
+    let scope = Scopes::from_space_separated(&grant.scope);
+    let (mut body, _) = token_body(
+        server,
+        client,
+        &grant.subject,
+        &grant.resource,
+        &scope,
+        &grant.family,
+        None,
+    )
+    .await?;
+    if scope.iter().any(|s| s == "openid") {
+        body["id_token"] = json!(server.mint_id_token(
+            &grant.subject,
+            &client.client_id,
+            grant.nonce.as_deref(),
+            &grant.groups,
+        )?);
+    }
+    Ok(json_no_store(body))
+}

@@ -1,0 +1,540 @@
+//! [`AuthServerBuilder`]: everything an authorization server is configured with, checked once
+//! when it is built.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::auth_server::{AuthServer, Inner};
+use super::clients::Client;
+use super::login::DevUser;
+use super::source::{ClientAddress, ClientRegistration, PeerAddress, RegistrationPolicy};
+use super::upstream::IdentityProvider;
+use super::{PublicUrls, SigningKeys};
+use crate::ConfigError;
+use crate::policy::GroupMapping;
+use crate::resource::{check_scope_token, parse_http_url};
+use crate::store::{MemoryStore, Store};
+
+/// Dynamic registrations allowed per client address and hour, by default.
+pub(super) const DEFAULT_REGISTRATIONS_PER_HOUR: u64 = 20;
+
+/// Builder of [`AuthServer`].
+#[must_use]
+pub struct AuthServerBuilder {
+    base: String,
+    resources: Vec<String>,
+    scopes_supported: Vec<String>,
+    keys: Option<SigningKeys>,
+    store: Option<Arc<dyn Store>>,
+    clients: Vec<(String, String, Vec<String>)>,
+    public_clients: Vec<(String, Vec<String>, Vec<String>)>,
+    users: Vec<(String, String, Vec<String>)>,
+    providers: Vec<Arc<dyn IdentityProvider>>,
+    groups: Option<GroupMapping>,
+    user_scopes: Vec<String>,
+    prefill: bool,
+    access_token_ttl: Duration,
+    refresh_token_ttl: Duration,
+    refresh_grace: Duration,
+    cimd_development: bool,
+    client_address: Arc<dyn ClientAddress>,
+    registration_limit: Option<(u64, Duration)>,
+    registration_limit_loopback: bool,
+    registration_policy: Option<RegistrationPolicy>,
+    #[cfg(feature = "atag")]
+    services: Vec<crate::atag::ExternalService>,
+    #[cfg(feature = "atag")]
+    vault_keys: Option<super::EncryptionKeys>,
+}
+
+impl std::fmt::Debug for AuthServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServerBuilder")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthServerBuilder {
+    /// The defaults of [`AuthServer::builder`].
+    pub(super) fn new(base: String) -> Self {
+        AuthServerBuilder {
+            base,
+            resources: Vec::new(),
+            scopes_supported: Vec::new(),
+            keys: None,
+            store: None,
+            clients: Vec::new(),
+            public_clients: Vec::new(),
+            users: Vec::new(),
+            providers: Vec::new(),
+            groups: None,
+            user_scopes: Vec::new(),
+            prefill: false,
+            access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(30),
+            client_address: Arc::new(PeerAddress),
+            registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
+            registration_limit_loopback: false,
+            registration_policy: None,
+            #[cfg(feature = "atag")]
+            services: Vec::new(),
+            #[cfg(feature = "atag")]
+            vault_keys: None,
+            cimd_development: false,
+        }
+    }
+
+    /// A resource (canonical URI of an MCP endpoint) this server issues tokens for.
+    pub fn resource(mut self, uri: impl Into<String>) -> Self {
+        self.resources.push(uri.into());
+        self
+    }
+
+    /// The scopes clients may request. Self-registered clients (dynamic registration, client
+    /// ID metadata documents) may ask for any of them, whatever `scope` they registered: that
+    /// is recorded, not enforced, since a client can always register itself again with a
+    /// wider one, and as a ceiling it would only stop step-up. What a user receives is decided
+    /// by the user's own grants ([`AuthServerBuilder::groups`]) and consent.
+    pub fn scopes_supported<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        scopes: I,
+    ) -> Self {
+        self.scopes_supported
+            .extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Signing keys (default: one generated at start-up).
+    pub fn signing_keys(mut self, keys: SigningKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Where state lives (default: a [`MemoryStore`]).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A pre-registered confidential client allowed `scopes` (an enforced ceiling: a request
+    /// for more is `invalid_scope`). Secrets must have at least 32 characters.
+    pub fn client<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        id: impl Into<String>,
+        secret: impl Into<String>,
+        scopes: I,
+    ) -> Self {
+        self.clients.push((
+            id.into(),
+            secret.into(),
+            scopes.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// A pre-registered public client (PKCE, no secret) with its redirect URIs, allowed
+    /// `scopes` (an enforced ceiling, unlike a self-registered client's `scope`).
+    pub fn public_client<R, I>(mut self, id: impl Into<String>, redirect_uris: R, scopes: I) -> Self
+    where
+        R: IntoIterator,
+        R::Item: Into<String>,
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.public_clients.push((
+            id.into(),
+            redirect_uris.into_iter().map(Into::into).collect(),
+            scopes.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// A user of the embedded dev login (the default login: no outside service needed). Dev
+    /// users or an identity provider enable the authorization code flow.
+    pub fn dev_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((name.into(), password.into(), Vec::new()));
+        self
+    }
+
+    /// A dev login user who belongs to `groups` (see [`AuthServerBuilder::groups`]).
+    pub fn dev_user_in_groups<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        password: impl Into<String>,
+        groups: I,
+    ) -> Self {
+        self.users.push((
+            name.into(),
+            password.into(),
+            groups.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// An upstream identity provider users sign in with ([`super::OidcProvider`],
+    /// [`super::GitHubProvider`], or your own). With one provider and no dev users, the
+    /// authorization endpoint sends the browser straight to it; otherwise the sign-in page
+    /// offers each. Subjects of its users are `{provider id}|{subject}`.
+    pub fn identity_provider(mut self, provider: impl IdentityProvider) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// Maps users' groups (from the identity provider, or of dev users) to the scopes they may
+    /// be granted, with the policy model's [`GroupMapping`] (its `scopes` table). With a
+    /// mapping, a user gets at most the [`AuthServerBuilder::user_scopes`] plus what their
+    /// groups grant, whatever the client asks; without one, users may get any scope the client
+    /// may.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use tower_mcp_auth::policy::GroupMapping;
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// let mapping = GroupMapping {
+    ///     scopes: BTreeMap::from([("admins".to_owned(), vec!["notes:admin".to_owned()])]),
+    ///     ..GroupMapping::default()
+    /// };
+    /// let auth = AuthServer::builder("http://127.0.0.1:8080")
+    ///     .resource("http://127.0.0.1:8080/mcp")
+    ///     .scopes_supported(["mcp:tools", "notes:admin"])
+    ///     .dev_user_in_groups("alice", "pw", ["admins"])
+    ///     .dev_user("bob", "pw")
+    ///     .groups(mapping)
+    ///     .user_scopes(["mcp:tools"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = auth;
+    /// ```
+    pub fn groups(mut self, mapping: GroupMapping) -> Self {
+        self.groups = Some(mapping);
+        self
+    }
+
+    /// The scopes every user may be granted when a group mapping is set (default none).
+    pub fn user_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.user_scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Prefills the dev login form with the first user (for demos: one click signs in).
+    pub fn prefill_login(mut self, prefill: bool) -> Self {
+        self.prefill = prefill;
+        self
+    }
+
+    /// How long a rotated refresh token stays usable, until its successor is first used
+    /// (default 30 s): clients retry after lost responses and refresh from two places.
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace;
+        self
+    }
+
+    /// Development mode for client ID metadata documents: plain http and loopback or private
+    /// hosts are fetched too. Never in production: it opens the server to SSRF.
+    pub fn allow_development_client_metadata(mut self) -> Self {
+        self.cimd_development = true;
+        self
+    }
+
+    /// How the address of a client is found, for per-source limits (default [`PeerAddress`]:
+    /// the TCP peer, which needs `into_make_service_with_connect_info::<SocketAddr>()`). Behind
+    /// a reverse proxy use [`super::TrustedProxies`]. Requests whose address cannot be told
+    /// share one bucket.
+    pub fn client_address(mut self, extractor: impl ClientAddress) -> Self {
+        self.client_address = Arc::new(extractor);
+        self
+    }
+
+    /// At most `max` dynamic registrations per client address in each window of `per`
+    /// (default 20 per hour); beyond it, 429 with `Retry-After`. `None` lifts the limit.
+    ///
+    /// Clients on the server's own machine (a loopback address, with no `Forwarded`,
+    /// `X-Forwarded-For` or `X-Real-IP` header) are not counted by default: a person who
+    /// restarts a desktop client a few dozen times must not be locked out for an hour. A
+    /// request relayed by a local reverse proxy carries such a header, so it is counted; behind
+    /// a proxy, configure [`super::TrustedProxies`] so each client gets its own bucket. See
+    /// [`AuthServerBuilder::registration_limit_loopback`].
+    pub fn registration_limit(mut self, limit: Option<(u64, Duration)>) -> Self {
+        self.registration_limit = limit;
+        self
+    }
+
+    /// Whether the registration limit also counts loopback clients (default `false`: they are
+    /// exempt, see [`AuthServerBuilder::registration_limit`]).
+    pub fn registration_limit_loopback(mut self, count_loopback: bool) -> Self {
+        self.registration_limit_loopback = count_loopback;
+        self
+    }
+
+    /// A policy every new client must pass (dynamic registrations and client ID metadata
+    /// documents alike), after the built-in checks: `Err(reason)` refuses it with
+    /// `invalid_client_metadata`.
+    ///
+    /// ```
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// // Only client metadata documents from our own domain; registrations need a name.
+    /// let auth = AuthServer::builder("https://mcp.example.com")
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .dev_user("demo", "demo")
+    ///     .registration_policy(|client| match client.metadata_document {
+    ///         Some(url) if !url.starts_with("https://apps.example.com/") => {
+    ///             Err("unknown client publisher".into())
+    ///         }
+    ///         None if client.client_name.is_none() => Err("client_name is required".into()),
+    ///         _ => Ok(()),
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = auth;
+    /// ```
+    pub fn registration_policy<F>(mut self, policy: F) -> Self
+    where
+        F: Fn(&ClientRegistration<'_>) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.registration_policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// A third-party service tools may act at for the user (feature `atag`): enables the
+    /// `/atag/*` routes and [`AuthServer::atag_layer`].
+    #[cfg(feature = "atag")]
+    pub fn external_service(mut self, service: crate::atag::ExternalService) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// The keys sealing the third-party token vault (default: one generated at start-up, so
+    /// stored tokens die with the process; production deployments keep theirs). Separate from
+    /// the signing keys: either rotates alone.
+    #[cfg(feature = "atag")]
+    pub fn vault_keys(mut self, keys: super::EncryptionKeys) -> Self {
+        self.vault_keys = Some(keys);
+        self
+    }
+
+    /// Lifetime of refresh tokens (default 30 days).
+    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_token_ttl = ttl;
+        self
+    }
+
+    /// Lifetime of access tokens (default 15 minutes).
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_token_ttl = ttl;
+        self
+    }
+
+    /// Validates the configuration and prepares the metadata document.
+    pub fn build(self) -> Result<AuthServer, ConfigError> {
+        let urls = PublicUrls::new(&self.base)?;
+        if self.resources.is_empty() {
+            return Err(ConfigError::InvalidPolicy(
+                "an authorization server needs a resource".into(),
+            ));
+        }
+        let mut resources = Vec::new();
+        for r in &self.resources {
+            let url = parse_http_url("resource", r, false)?;
+            resources.push(crate::resource::canonical_uri(&url));
+        }
+        for s in &self.scopes_supported {
+            check_scope_token(s)?;
+        }
+        let mut clients = HashMap::new();
+        for (id, secret, scopes) in self.clients {
+            if secret.len() < 32 {
+                return Err(ConfigError::InvalidKey(format!(
+                    "the secret of client `{id}` is shorter than 32 characters"
+                )));
+            }
+            for s in &scopes {
+                check_scope_token(s)?;
+            }
+            let client = Client {
+                client_id: id.clone(),
+                secret_sha256: Some(Sha256::digest(secret.as_bytes()).into()),
+                scope: scopes.join(" "),
+                name: None,
+                redirect_uris: Vec::new(),
+                grant_types: vec!["client_credentials".into()],
+                configured: true,
+            };
+            clients.insert(id, client);
+        }
+        for (id, redirect_uris, scopes) in self.public_clients {
+            for uri in &redirect_uris {
+                super::redirect::check_redirect_uri(uri).map_err(|e| ConfigError::InvalidUrl {
+                    what: "redirect URI",
+                    url: uri.clone(),
+                    reason: e.into(),
+                })?;
+            }
+            let client = Client {
+                client_id: id.clone(),
+                secret_sha256: None,
+                scope: scopes.join(" "),
+                name: None,
+                redirect_uris,
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                configured: true,
+            };
+            clients.insert(id, client);
+        }
+        let code_flow = !self.users.is_empty() || !self.providers.is_empty();
+        for (name, _, _) in &self.users {
+            // `|` separates provider and subject in upstream users' subjects.
+            if name.is_empty() || name.contains('|') {
+                return Err(ConfigError::InvalidPolicy(format!(
+                    "dev user name `{name}` must be non-empty and free of `|`"
+                )));
+            }
+            // Machine clients' tokens carry their client id as the subject (RFC 9068): a user
+            // of that name would share its identity.
+            if clients.contains_key(name) {
+                return Err(ConfigError::InvalidPolicy(format!(
+                    "dev user `{name}` has the name of a machine client"
+                )));
+            }
+        }
+        let mut provider_ids = std::collections::HashSet::new();
+        for p in &self.providers {
+            super::upstream::check_provider_id(p.id())?;
+            if !provider_ids.insert(p.id().to_owned()) {
+                return Err(ConfigError::InvalidPolicy(format!(
+                    "two identity providers have the id `{}`",
+                    p.id()
+                )));
+            }
+        }
+        let mut metadata = json!({
+            "issuer": urls.issuer(),
+            "token_endpoint": urls.endpoint("/oauth/token"),
+            "jwks_uri": urls.endpoint("/oauth/jwks"),
+            "registration_endpoint": urls.endpoint("/oauth/register"),
+            "revocation_endpoint": urls.endpoint("/oauth/revoke"),
+            "introspection_endpoint": urls.endpoint("/oauth/introspect"),
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": self.scopes_supported,
+        });
+        if code_flow {
+            // Advertised only when someone can log in to authorize.
+            metadata["authorization_endpoint"] = json!(urls.endpoint("/oauth/authorize"));
+            metadata["grant_types_supported"] =
+                json!(["authorization_code", "refresh_token", "client_credentials"]);
+            metadata["response_types_supported"] = json!(["code"]);
+            metadata["response_modes_supported"] = json!(["query"]);
+            metadata["authorization_response_iss_parameter_supported"] = json!(true);
+            metadata["client_id_metadata_document_supported"] = json!(true);
+            metadata["token_endpoint_auth_methods_supported"] =
+                json!(["none", "client_secret_basic", "client_secret_post"]);
+            // OpenID Connect: an `openid` scope adds an id_token to the code exchange.
+            metadata["subject_types_supported"] = json!(["public"]);
+            metadata["userinfo_endpoint"] = json!(urls.endpoint("/oauth/userinfo"));
+            metadata["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+            metadata["claims_supported"] =
+                json!(["iss", "sub", "aud", "exp", "iat", "nonce", "groups"]);
+        }
+        let users = self
+            .users
+            .iter()
+            .map(|(name, password, groups)| DevUser {
+                name: name.clone(),
+                password_sha256: Sha256::digest(password.as_bytes()).into(),
+                groups: groups.clone(),
+            })
+            .collect();
+        // A prefilled form shows the password to every visitor: loopback issuers only.
+        let loopback = url::Url::parse(urls.issuer())
+            .ok()
+            .is_some_and(|u| crate::resource::is_loopback(&u));
+        let prefill = (self.prefill && loopback)
+            .then(|| {
+                self.users
+                    .first()
+                    .map(|(name, password, _)| (name.clone(), password.clone()))
+            })
+            .flatten();
+        // Browsers key cookies by host, not port: two servers on 127.0.0.1 must not share a
+        // cookie name, so the name carries a digest of the issuer.
+        let digest = Sha256::digest(urls.issuer().as_bytes());
+        let cookie_name = format!(
+            "tma_session_{:02x}{:02x}{:02x}{:02x}",
+            digest[0], digest[1], digest[2], digest[3]
+        );
+        let keys = match self.keys {
+            Some(keys) => keys,
+            None => SigningKeys::generate()?,
+        };
+        // A retired key must outlive every token it signed (plus validators' leeway).
+        keys.ensure_retention(self.access_token_ttl + Duration::from_secs(300));
+        let store: Arc<dyn Store> = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        #[cfg(feature = "atag")]
+        let atag = if self.services.is_empty() {
+            None
+        } else {
+            let mut services = HashMap::new();
+            for service in self.services {
+                service.check()?;
+                let id = service.id.clone();
+                if services.insert(id.clone(), service).is_some() {
+                    return Err(ConfigError::InvalidPolicy(format!(
+                        "two external services have the id `{id}`"
+                    )));
+                }
+            }
+            let keys = match self.vault_keys {
+                Some(keys) => keys,
+                None => super::EncryptionKeys::generate("vault-1")?,
+            };
+            Some(Arc::new(crate::atag::AtagState::new(
+                services,
+                store.clone(),
+                keys,
+                urls.clone(),
+                super::http_client(Duration::from_secs(10))?,
+            )))
+        };
+        Ok(AuthServer(Arc::new(Inner {
+            urls,
+            resources,
+            scopes_supported: self.scopes_supported,
+            keys,
+            store,
+            clients,
+            access_token_ttl: self.access_token_ttl,
+            refresh_token_ttl: self.refresh_token_ttl,
+            refresh_grace: self.refresh_grace,
+            metadata: Bytes::from(metadata.to_string()),
+            users,
+            providers: self.providers,
+            groups: self.groups,
+            user_scopes: self.user_scopes,
+            prefill,
+            cookie_name,
+            pages: super::pages::pages()?,
+            cimd_development: self.cimd_development,
+            client_address: self.client_address,
+            registration_limit: self.registration_limit,
+            registration_limit_loopback: self.registration_limit_loopback,
+            registration_policy: self.registration_policy,
+            #[cfg(feature = "atag")]
+            atag,
+        })))
+    }
+}

@@ -1,0 +1,202 @@
+//! Consent: remembered per user, client, resource and redirect URI; added scopes asked for
+//! again; the code issued once approved.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use super::auth_server::AuthServer;
+use super::authorize::{Pending, pending_from_form};
+use super::clients::Client;
+use super::code_grant::Grant;
+use super::login::{Session, logged_in_user};
+use super::pages::{error_page, page};
+use super::primitives::{digest, parse_form, random_token, rng_failure};
+use super::redirect::redirect_back;
+use super::storage::{load, save, spend};
+use crate::Scopes;
+use crate::bearer::policy::AUDIT;
+
+/// How long an authorization code lives (single use).
+const CODE_TTL: Duration = Duration::from_secs(60);
+
+/// Issues the code at once if the user approved these scopes for this client before; otherwise
+/// shows the consent page.
+pub(super) async fn consent_or_code(
+    server: &AuthServer,
+    id: &str,
+    mut pending: Pending,
+    client: &Client,
+    session: &Session,
+) -> Response {
+    let granted = server.user_scope(session, &pending.scope);
+    if granted != pending.scope {
+        // RFC 6749 §3.3: the token carries only what this user may hold, and says so.
+        let (kept, asked) = (
+            Scopes::from_space_separated(&granted),
+            Scopes::from_space_separated(&pending.scope),
+        );
+        let removed: Vec<&str> = kept.missing(&asked).collect();
+        tracing::info!(target: AUDIT, decision = "narrow", user = %session.subject, client_id = %client.client_id, requested = %pending.scope, granted = %granted, removed = ?removed, "authorization narrowed to the user's grants");
+    }
+    pending.scope = granted;
+    let user = session.subject.as_str();
+    let remembered = match remembered_consent(server, user, client, &pending).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let requested = Scopes::from_space_separated(&pending.scope);
+    if remembered
+        .as_ref()
+        .is_some_and(|r| r.contains_all(requested.iter()))
+    {
+        // Atomic: concurrent submissions of one request issue one code.
+        return match spend(server, &format!("authreq:{id}")).await {
+            Ok(true) => issue_code(server, pending, session).await,
+            Ok(false) => error_page(
+                server,
+                StatusCode::BAD_REQUEST,
+                "this request was already answered",
+            ),
+            Err(response) => response,
+        };
+    }
+    let redirect_host = url::Url::parse(&pending.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    page(
+        server,
+        StatusCode::OK,
+        "consent.html",
+        minijinja::context! {
+            title => "Allow access?",
+            client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
+            user, resource => pending.resource, redirect_host,
+            // Added scopes are marked: the person sees what changes since they last allowed.
+            scopes => requested.iter().map(|scope| minijinja::context! {
+                name => scope,
+                new => remembered.as_ref().is_some_and(|r| !r.contains(scope)),
+            }).collect::<Vec<_>>(),
+            added => remembered.as_ref().is_some_and(|r| !r.contains_all(requested.iter())),
+            action => server.0.urls.endpoint("/oauth/consent"),
+            request => id, csrf => pending.csrf,
+        },
+    )
+}
+
+/// The scopes `user` allowed before for this client, resource and redirect URI.
+async fn remembered_consent(
+    server: &AuthServer,
+    user: &str,
+    client: &Client,
+    pending: &Pending,
+) -> Result<Option<Scopes>, Response> {
+    let remembered = load::<String>(server, &consent_key(user, client, pending), false).await?;
+    Ok(remembered.map(|s| Scopes::from_space_separated(&s)))
+}
+
+/// Consent is remembered per user, client, resource and redirect URI: a public client's code
+/// is never issued silently to a redirect (a loopback port) the user did not approve.
+fn consent_key(user: &str, client: &Client, pending: &Pending) -> String {
+    let scope_of = format!("{}|{}", pending.resource, pending.redirect_uri);
+    format!("consent:{user}:{}:{}", client.client_id, digest(&scope_of))
+}
+
+/// `POST /oauth/consent`.
+pub(super) async fn consent(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let session = match logged_in_user(&server, &headers).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return error_page(&server, StatusCode::UNAUTHORIZED, "sign in first"),
+        Err(response) => return response,
+    };
+    let user = session.subject.as_str();
+    let (id, mut pending, client) = match pending_from_form(&server, &headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    // Single use: a second submission of the same form finds nothing.
+    match spend(&server, &format!("authreq:{id}")).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "this request was already answered",
+            );
+        }
+        Err(response) => return response,
+    }
+    if form.get("decision").map(String::as_str) != Some("approve") {
+        tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, "consent denied");
+        return redirect_back(
+            &server,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied access"),
+            ],
+        );
+    }
+    pending.scope = server.user_scope(&session, &pending.scope);
+    // What was allowed before stays allowed: a narrower request later needs no new consent.
+    let allowed = match remembered_consent(&server, user, &client, &pending).await {
+        Ok(remembered) => remembered
+            .iter()
+            .flat_map(Scopes::iter)
+            .chain(pending.scope.split(' '))
+            .collect::<Scopes>(),
+        Err(response) => return response,
+    };
+    if let Err(response) = save(
+        &server,
+        &consent_key(user, &client, &pending),
+        &allowed.to_string(),
+        server.0.refresh_token_ttl,
+    )
+    .await
+    {
+        return response;
+    }
+    tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
+    issue_code(&server, pending, &session).await
+}
+
+async fn issue_code(server: &AuthServer, pending: Pending, session: &Session) -> Response {
+    let (Some(code), Some(family)) = (random_token(), random_token()) else {
+        return rng_failure();
+    };
+    let grant = Grant {
+        client_id: pending.client_id,
+        redirect_uri: pending.redirect_uri.clone(),
+        code_challenge: pending.code_challenge,
+        scope: pending.scope,
+        resource: pending.resource,
+        subject: session.subject.clone(),
+        family,
+        groups: session.groups.clone(),
+        nonce: pending.nonce,
+    };
+    if let Err(response) = save(server, &format!("code:{}", digest(&code)), &grant, CODE_TTL).await
+    {
+        return response;
+    }
+    redirect_back(
+        server,
+        &pending.redirect_uri,
+        pending.state.as_deref(),
+        &[("code", &code)],
+    )
+}

@@ -1,0 +1,128 @@
+//! Redirect URIs: what may be registered, how a request's URI matches a registered one, and the
+//! authorization response sent back to it.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use super::auth_server::AuthServer;
+use super::pages::error_page;
+use super::primitives::no_store;
+use crate::resource::is_loopback;
+
+/// Redirect URIs: https, or http on a loopback host (RFC 8252 native apps); no fragment, no
+/// credentials.
+pub(super) fn check_redirect_uri(uri: &str) -> Result<url::Url, &'static str> {
+    let url = url::Url::parse(uri).map_err(|_| "not an absolute URL")?;
+    if url.fragment().is_some() {
+        return Err("redirect URIs must not have a fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("redirect URIs must not carry credentials");
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err("plain http redirect URIs are only allowed on loopback hosts"),
+        _ => Err("redirect URIs must be https (or http on loopback)"),
+    }
+}
+
+/// Exact string match, except that a redirect URI registered on a loopback IP literal without a
+/// port accepts any port (RFC 8252 §7.3): the rest of the string must be identical, compared
+/// as written, never after URL normalization (which would fold `/x/../callback` into
+/// `/callback`).
+pub(super) fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    for host in ["http://127.0.0.1", "http://[::1]"] {
+        let Some(registered_rest) = registered.strip_prefix(host) else {
+            continue;
+        };
+        if !registered_rest.starts_with('/') {
+            return false;
+        }
+        let Some(port_and_rest) = requested
+            .strip_prefix(host)
+            .and_then(|r| r.strip_prefix(':'))
+        else {
+            return false;
+        };
+        let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
+        let valid_port = (1..=5).contains(&digits)
+            && port_and_rest[..digits].parse::<u16>().is_ok_and(|p| p > 0);
+        return valid_port && &port_and_rest[digits..] == registered_rest;
+    }
+    false
+}
+
+/// Sends the authorization response back to the client: code or error, `state`, and `iss`
+/// (RFC 9207) in every case.
+pub(super) fn redirect_back(
+    server: &AuthServer,
+    redirect_uri: &str,
+    state: Option<&str>,
+    params: &[(&str, &str)],
+) -> Response {
+    let Ok(mut url) = url::Url::parse(redirect_uri) else {
+        return error_page(server, StatusCode::BAD_REQUEST, "invalid redirect URI");
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", server.issuer());
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(url.as_str()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    no_store(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_matches;
+
+    #[test]
+    fn loopback_port_rule_is_narrow() {
+        let r = "http://127.0.0.1/callback";
+        assert!(redirect_matches(r, "http://127.0.0.1:4567/callback"));
+        assert!(redirect_matches("http://[::1]/cb", "http://[::1]:80/cb"));
+        for bad in [
+            "http://127.0.0.1:4567/x/../callback",
+            "http://127.0.0.1:4567/callback/",
+            "http://127.0.0.1:4567/callback?x=1",
+            "http://127.0.0.1:0/callback",
+            "http://127.0.0.1:99999/callback",
+            "http://2130706433:4567/callback",
+            "http://localhost:4567/callback",
+            "http://127.0.0.1.evil.example:4567/callback",
+            "http://127.0.0.1:4567@evil.example/callback",
+        ] {
+            assert!(!redirect_matches(r, bad), "{bad}");
+        }
+        // A URI registered with a port, or on `localhost`, must match exactly.
+        assert!(!redirect_matches(
+            "http://127.0.0.1:3000/cb",
+            "http://127.0.0.1:3001/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost/cb",
+            "http://localhost:3001/cb"
+        ));
+        assert!(redirect_matches(
+            "https://app.example/cb",
+            "https://app.example/cb"
+        ));
+        assert!(!redirect_matches(
+            "https://app.example/cb",
+            "https://APP.example/cb"
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! The `refresh_token` grant: rotation with a grace window, reuse detection that revokes the
+//! family, one use of a token at a time; and refresh-token revocation.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::response::Response;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::auth_server::AuthServer;
+use super::clients::Client;
+use super::primitives::{digest, oauth_error, required};
+use super::storage::{load, save};
+use super::token::{invalid_grant, json_no_store, token_body};
+use crate::Scopes;
+use crate::bearer::policy::AUDIT;
+use crate::resource::canonical_audience;
+use crate::store::Store;
+
+/// How long a refresh may hold its token's lock (a crashed holder frees it after this).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// How long a refresh waits for its token's lock.
+const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// What a refresh token stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Refresh {
+    pub(super) client_id: String,
+    pub(super) scope: String,
+    pub(super) resource: String,
+    pub(super) subject: String,
+    pub(super) family: String,
+    /// When this token was first used, i.e. rotated (seconds since the epoch).
+    pub(super) rotated_at: Option<u64>,
+    /// Whether a token issued in exchange for this one has been used: then this one is dead.
+    pub(super) successor_used: bool,
+    /// The store key of the token this one replaced.
+    pub(super) parent: Option<String>,
+    /// The store key of the live token issued in exchange for this one.
+    pub(super) child: Option<String>,
+}
+
+pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), Response> {
+    save(
+        server,
+        &format!("revoked-family:{family}"),
+        &true,
+        server.0.refresh_token_ttl,
+    )
+    .await
+}
+
+async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, Response> {
+    Ok(
+        load::<bool>(server, &format!("revoked-family:{family}"), false)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Refresh with rotation: each use returns a new refresh token, and the used one is rotated.
+/// A rotated token stays usable for the grace window (a client retrying after a lost response,
+/// or refreshing from two places) until its successor is first used; using it again in the
+/// window replaces that successor, which dies, so a token never forks into two live chains.
+/// A rotated token used after the window, or after its successor was used, is a theft signal:
+/// the whole family is revoked. Scope may only narrow.
+pub(super) async fn refresh(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, Response> {
+    let presented = required(form, "refresh_token")?;
+    let key = format!("rt:{}", digest(presented));
+    // One refresh of a token at a time, across instances (the lock is in the store): two
+    // concurrent uses would each mint a successor and leave two live chains.
+    let lock = format!("lock:{key}");
+    let acquired = crate::store::lock(
+        server.0.store.as_ref(),
+        &lock,
+        REFRESH_LOCK_TTL,
+        REFRESH_LOCK_WAIT,
+    )
+    .await
+    .map_err(|e| {
+        oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &e.to_string(),
+        )
+    })?;
+    if !acquired {
+        // Busy is transient: never `invalid_grant`, which makes clients drop the grant.
+        return Err(oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the refresh token is being used by another request; retry",
+        ));
+    }
+    let result = refresh_locked(server, client, form, &key).await;
+    let _ = server.0.store.delete(&lock).await;
+    result
+}
+
+async fn refresh_locked(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+    key: &str,
+) -> Result<Response, Response> {
+    let key = key.to_owned();
+    let Some(mut entry) = load::<Refresh>(server, &key, false).await? else {
+        return Err(invalid_grant("the refresh token is invalid or expired"));
+    };
+    if entry.client_id != client.client_id {
+        return Err(invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if family_revoked(server, &entry.family).await? {
+        return Err(invalid_grant("the refresh token was revoked"));
+    }
+    let now = super::primitives::now();
+    let grace_over = entry
+        .rotated_at
+        .is_some_and(|at| now.saturating_sub(at) > server.0.refresh_grace.as_secs());
+    if entry.successor_used || grace_over {
+        revoke_family(server, &entry.family).await?;
+        tracing::warn!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
+        return Err(invalid_grant("the refresh token was already used"));
+    }
+    let Some(scope) =
+        Scopes::from_space_separated(&entry.scope).narrow(form.get("scope").map(String::as_str))
+    else {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "a refresh may only narrow the scope",
+        ));
+    };
+    if let Some(resource) = form.get("resource")
+        && canonical_audience(resource) != entry.resource.as_str()
+    {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the grant",
+        ));
+    }
+    // Using this token retires the one it replaced, grace or not.
+    if let Some(parent_key) = &entry.parent
+        && let Some(mut parent) = load::<Refresh>(server, parent_key, false).await?
+        && !parent.successor_used
+    {
+        parent.successor_used = true;
+        save(server, parent_key, &parent, server.0.refresh_token_ttl).await?;
+    }
+    // A retry within the grace window: the successor handed out before dies.
+    if let Some(child) = entry.child.take() {
+        let _ = server.0.store.delete(&child).await;
+    }
+    let (body, child) = token_body(
+        server,
+        client,
+        &entry.subject,
+        &entry.resource,
+        &scope,
+        &entry.family,
+        Some(&key),
+    )
+    .await?;
+    entry.rotated_at.get_or_insert(now);
+    entry.child = child;
+    save(server, &key, &entry, server.0.refresh_token_ttl).await?;
+    server.keep_client(client).await;
+    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
+    Ok(json_no_store(body))
+}
+
+/// RFC 7009 for refresh tokens: revokes the token's whole family. `Ok(true)` if the token was
+/// one of ours (revoked if it belongs to `client`; a foreign client's request changes nothing).
+pub(super) async fn revoke_refresh_token(
+    server: &AuthServer,
+    client: &Client,
+    token: &str,
+) -> Result<bool, Response> {
+    let key = format!("rt:{}", digest(token));
+    let Some(entry) = load::<Refresh>(server, &key, false).await? else {
+        return Ok(false);
+    };
+    if entry.client_id == client.client_id {
+        revoke_family(server, &entry.family).await?;
+        let _ = server.0.store.delete(&key).await;
+        tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token revoked");
+    }
+    Ok(true)
+}

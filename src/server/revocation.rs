@@ -1,0 +1,151 @@
+//! RFC 7009 revocation, and the validator that refuses revoked access tokens.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use super::RingValidator;
+use super::auth_server::AuthServer;
+use super::primitives::{no_store, oauth_error, parse_form, required};
+use crate::store::Store;
+use crate::validate::TokenValidator;
+
+/// Validates our own access tokens and refuses those revoked at `/oauth/revoke`.
+#[derive(Clone)]
+pub struct RevocationAwareValidator {
+    inner: RingValidator,
+    store: Arc<dyn Store>,
+}
+
+impl RevocationAwareValidator {
+    pub(super) fn new(inner: RingValidator, store: Arc<dyn Store>) -> Self {
+        RevocationAwareValidator { inner, store }
+    }
+}
+
+impl std::fmt::Debug for RevocationAwareValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationAwareValidator")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenValidator for RevocationAwareValidator {
+    fn validate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> crate::validate::BoxFuture<'a, Result<crate::AuthContext, crate::validate::TokenError>>
+    {
+        Box::pin(async move {
+            let ctx = self.inner.validate(token).await?;
+            if is_revoked(self.store.as_ref(), &ctx)
+                .await
+                .map_err(|e| crate::validate::TokenError::Unavailable(e.to_string()))?
+            {
+                return Err(crate::validate::TokenError::Inactive);
+            }
+            Ok(ctx)
+        })
+    }
+
+    fn cache_ttl(&self) -> Option<Duration> {
+        // Revocation must show within a bounded time despite the bearer layer's cache.
+        Some(Duration::from_secs(30))
+    }
+}
+
+/// Whether the token's id or its grant family was revoked.
+pub(super) async fn is_revoked(
+    store: &dyn Store,
+    ctx: &crate::AuthContext,
+) -> Result<bool, crate::store::StoreError> {
+    for (claim, prefix) in [("jti", "revoked:"), ("fid", "revoked-family:")] {
+        if let Some(id) = ctx.claim(claim).and_then(Value::as_str)
+            && store.get(&format!("{prefix}{id}")).await?.is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Reads one of our access tokens for revocation or introspection, whatever its audience.
+pub(super) async fn own_token(server: &AuthServer, token: &str) -> Option<crate::AuthContext> {
+    for resource in &server.0.resources {
+        if let Ok(ctx) = server
+            .0
+            .keys
+            .validator(server.issuer(), resource.as_str())
+            .validate(token)
+            .await
+        {
+            return Some(ctx);
+        }
+    }
+    None
+}
+
+pub(super) async fn revoke(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let client = match super::token::grant_client(&server, &headers, &form).await {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    let token = match required(&form, "token") {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    // A refresh token revokes its whole grant family (and so the access tokens issued in it).
+    match super::refresh::revoke_refresh_token(&server, &client, token).await {
+        Ok(true) => {
+            let mut response = StatusCode::OK.into_response();
+            no_store(response.headers_mut());
+            return response;
+        }
+        Ok(false) => {}
+        Err(response) => return response,
+    }
+    // RFC 7009 §2.2: an unknown, invalid or foreign token is answered 200 all the same.
+    if let Some(ctx) = own_token(&server, token).await
+        && ctx.client_id() == Some(client.client_id.as_str())
+        && let Some(jti) = ctx.claim("jti").and_then(Value::as_str)
+    {
+        let left = ctx
+            .expires_at()
+            .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        if let Err(e) = server
+            .0
+            .store
+            .put(
+                &format!("revoked:{jti}"),
+                Bytes::from_static(b"1"),
+                left + Duration::from_secs(60),
+            )
+            .await
+        {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+        tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, jti, "access token revoked");
+    }
+    let mut response = StatusCode::OK.into_response();
+    no_store(response.headers_mut());
+    response
+}

@@ -1,0 +1,316 @@
+//! `POST /oauth/token`: client authentication, the `client_credentials` grant, the dispatch to
+//! the user grants, and the minting of access tokens and id_tokens.
+
+// Helpers return a ready `Response` as their error: boxing it would add an allocation to
+// every refusal for no gain.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::json;
+
+use super::auth_server::AuthServer;
+use super::clients::Client;
+use super::code_grant::exchange_code;
+use super::login::Session;
+use super::primitives::{
+    digest, no_store, now, oauth_error, parse_form, random_token, rng_failure,
+};
+use super::refresh::{Refresh, refresh};
+use super::storage::save;
+use crate::Scopes;
+use crate::resource::canonical_audience;
+
+pub(super) async fn token(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let grant = form.get("grant_type").map(String::as_str);
+    if matches!(grant, Some("authorization_code" | "refresh_token")) && server.code_flow() {
+        return user_grant(&server, &headers, &form).await;
+    }
+    let (client, _) = match server.authenticate(&headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match grant {
+        Some("client_credentials")
+            if client.grant_types.iter().any(|g| g == "client_credentials") => {}
+        Some("client_credentials") => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                "this client may not use client_credentials",
+            );
+        }
+        Some("authorization_code" | "refresh_token") => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "this server issues client_credentials tokens only",
+            );
+        }
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "unknown grant_type",
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            );
+        }
+    }
+    // RFC 8707: the resource the token is for; with one resource, it may be left out.
+    let resource = match form.get("resource") {
+        Some(r) => canonical_audience(r).into_owned(),
+        None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "resource is required",
+            );
+        }
+    };
+    if !server.0.resources.contains(&resource) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "this server issues no tokens for that resource",
+        );
+    }
+    let Some(scope) = client.requested_scope(&server, form.get("scope").map(String::as_str)) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "the client may not request these scopes",
+        );
+    };
+    let ttl = server.0.access_token_ttl.as_secs();
+    let access_token = match server.mint_access_token(
+        &client.client_id,
+        &client.client_id,
+        &resource,
+        &scope,
+        None,
+    ) {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
+    let mut response = axum::Json(json!({
+        "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope.to_string(),
+    }))
+    .into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+impl AuthServer {
+    /// Whether users can sign in (dev users or an identity provider): the authorization code
+    /// flow is served.
+    pub(super) fn code_flow(&self) -> bool {
+        !self.0.users.is_empty() || !self.0.providers.is_empty()
+    }
+
+    /// `requested` narrowed to what this user may be granted (see
+    /// [`AuthServerBuilder::groups`]). `openid` is an identity request, not a permission: it
+    /// is never removed.
+    pub(super) fn user_scope(&self, session: &Session, requested: &str) -> String {
+        let Some(mapping) = &self.0.groups else {
+            return requested.to_owned();
+        };
+        let granted_by_groups = session
+            .groups
+            .iter()
+            .filter_map(|g| mapping.scopes.get(g))
+            .flatten();
+        let allowed: std::collections::HashSet<&str> = self
+            .0
+            .user_scopes
+            .iter()
+            .chain(granted_by_groups)
+            .map(String::as_str)
+            .chain(["openid"])
+            .collect();
+        Scopes::from_space_separated(requested)
+            .iter()
+            .filter(|s| allowed.contains(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Signs an OpenID Connect id_token for `client_id`.
+    pub(super) fn mint_id_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+        groups: &[String],
+    ) -> Result<String, Response> {
+        let issued_at = now();
+        let mut claims = json!({
+            "iss": self.issuer(), "sub": subject, "aud": client_id,
+            "iat": issued_at, "exp": issued_at + self.0.access_token_ttl.as_secs(),
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        if !groups.is_empty() {
+            claims["groups"] = json!(groups);
+        }
+        self.0.keys.sign(&claims, "JWT").map_err(|e| {
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            )
+        })
+    }
+
+    /// Signs an access token (RFC 9068): `aud` is the resource, `fid` the grant family a
+    /// replayed code or refresh token revokes.
+    pub(super) fn mint_access_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        resource: &str,
+        scope: &Scopes,
+        family: Option<&str>,
+    ) -> Result<String, Response> {
+        let issued_at = now();
+        let Some(jti) = random_token() else {
+            return Err(rng_failure());
+        };
+        let mut claims = json!({
+            "iss": self.issuer(), "sub": subject, "client_id": client_id,
+            "aud": resource, "scope": scope.to_string(), "iat": issued_at,
+            "exp": issued_at + self.0.access_token_ttl.as_secs(), "jti": jti,
+        });
+        if let Some(family) = family {
+            claims["fid"] = json!(family);
+        }
+        self.0.keys.sign(&claims, "at+jwt").map_err(|e| {
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            )
+        })
+    }
+}
+
+/// Authenticates the client of a user grant: confidential clients with their secret, public
+/// clients by `client_id` alone (PKCE or the refresh token binds the rest).
+pub(super) async fn grant_client(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Client, Response> {
+    let has_secret =
+        headers.contains_key(header::AUTHORIZATION) || form.contains_key("client_secret");
+    if has_secret {
+        return server
+            .authenticate(headers, form)
+            .await
+            .map(|(client, _)| client);
+    }
+    let id = form
+        .get("client_id")
+        .ok_or_else(|| super::clients::invalid_client(false))?;
+    match server.lookup_client(id).await? {
+        Some(client) if client.secret_sha256.is_none() => Ok(client),
+        _ => Err(super::clients::invalid_client(false)),
+    }
+}
+
+pub(super) fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+/// `grant_type=authorization_code` and `grant_type=refresh_token`.
+pub(super) async fn user_grant(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Response {
+    let client = match grant_client(server, headers, form).await {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    let grant = form
+        .get("grant_type")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !client.grant_types.iter().any(|g| g == grant) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this client may not use this grant type",
+        );
+    }
+    let result = match grant {
+        "authorization_code" => exchange_code(server, &client, form).await,
+        _ => refresh(server, &client, form).await,
+    };
+    result.unwrap_or_else(|response| response)
+}
+
+/// The token response body (an access token, and a refresh token for clients allowed to
+/// refresh), and the store key of that refresh token.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn token_body(
+    server: &AuthServer,
+    client: &Client,
+    subject: &str,
+    resource: &str,
+    scope: &Scopes,
+    family: &str,
+    parent: Option<&str>,
+) -> Result<(serde_json::Value, Option<String>), Response> {
+    let access_token =
+        server.mint_access_token(subject, &client.client_id, resource, scope, Some(family))?;
+    let mut body = json!({
+        "access_token": access_token, "token_type": "Bearer",
+        "expires_in": server.0.access_token_ttl.as_secs(), "scope": scope.to_string(),
+    });
+    if client.grant_types.iter().any(|g| g == "refresh_token") {
+        let refresh_token = random_token().ok_or_else(rng_failure)?;
+        let entry = Refresh {
+            client_id: client.client_id.clone(),
+            scope: scope.to_string(),
+            resource: resource.to_owned(),
+            subject: subject.to_owned(),
+            family: family.to_owned(),
+            rotated_at: None,
+            successor_used: false,
+            parent: parent.map(str::to_owned),
+            child: None,
+        };
+        let key = format!("rt:{}", digest(&refresh_token));
+        save(server, &key, &entry, server.0.refresh_token_ttl).await?;
+        body["refresh_token"] = json!(refresh_token);
+        return Ok((body, Some(key)));
+    }
+    Ok((body, None))
+}
+
+pub(super) fn json_no_store(body: serde_json::Value) -> Response {
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    response
+}
