@@ -8,6 +8,7 @@
 #[cfg(feature = "atag")]
 #[cfg_attr(docsrs, doc(cfg(feature = "atag")))]
 pub mod atag;
+pub mod audit;
 pub mod bearer;
 pub mod challenge;
 mod context;
@@ -20,6 +21,7 @@ pub mod resource;
 pub mod server;
 pub mod store;
 pub mod validate;
+pub mod wire;
 
 pub use bearer::{BearerLayer, BearerService};
 #[cfg(feature = "rmcp")]

@@ -8,26 +8,27 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::ExternalToken;
-use super::state::{AUDIT, AtagState};
+use super::state::AtagState;
 use crate::AuthContext;
+use crate::audit;
 use crate::jsonrpc::McpRequest;
 use crate::policy::ToolPolicy;
 use crate::validate::BoxFuture;
+use crate::wire::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, code, json_response, rpc_error};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Body of the ATAG service's responses.
-pub type AtagBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type AtagBody = crate::wire::LayerBody;
 
 /// JSON-RPC error of 2025-11-25: URL elicitation required.
-pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+pub const URL_ELICITATION_REQUIRED: i64 = code::URL_ELICITATION_REQUIRED;
 
 /// How a client learns that a tool needs a service the user has not connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,7 +161,7 @@ impl Shared {
     fn plan<B>(&self, request: &Request<B>) -> Plan {
         let session = request
             .headers()
-            .get("mcp-session-id")
+            .get(&MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok());
         let Some(mcp) = request.extensions().get::<McpRequest>() else {
             return match (request.method(), session) {
@@ -194,7 +195,7 @@ impl Shared {
         }
         let header_version = request
             .headers()
-            .get("mcp-protocol-version")
+            .get(&MCP_PROTOCOL_VERSION)
             .and_then(|v| v.to_str().ok());
         let version = message.protocol_version.as_deref().or(header_version);
         let modern = version.is_some_and(|v| v >= "2026-07-28");
@@ -229,29 +230,6 @@ impl Shared {
 /// The key of our connect prompt among a 2026-07-28 result's `inputRequests`.
 fn input_key(service: &str) -> String {
     format!("connect_{service}")
-}
-
-fn full(body: Vec<u8>) -> AtagBody {
-    Full::new(Bytes::from(body))
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<AtagBody> {
-    let mut response = Response::new(full(body.to_string().into_bytes()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response<AtagBody> {
-    json_response(
-        status,
-        &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-    )
 }
 
 impl<S, ResBody> Service<Request<Full<Bytes>>> for AtagService<S>
@@ -307,7 +285,7 @@ where
                     let response = inner.call(request).await?;
                     if let Some(id) = response
                         .headers()
-                        .get("mcp-session-id")
+                        .get(&MCP_SESSION_ID)
                         .and_then(|v| v.to_str().ok())
                     {
                         shared.state.url_sessions.insert(id.to_owned(), ());
@@ -317,8 +295,9 @@ where
                 Plan::Batch => Ok(rpc_error(
                     StatusCode::BAD_REQUEST,
                     &Value::Null,
-                    -32600,
+                    code::INVALID_REQUEST,
                     "calls of tools that need a connected service cannot be batched",
+                    None,
                 )),
                 Plan::Misconfigured => {
                     tracing::error!(
@@ -327,8 +306,9 @@ where
                     Ok(rpc_error(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         &Value::Null,
-                        -32603,
+                        code::INTERNAL_ERROR,
                         "server misconfigured",
+                        None,
                     ))
                 }
                 Plan::Call {
@@ -389,16 +369,18 @@ impl Call<'_> {
             return Err(rpc_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &self.id,
-                -32603,
+                code::INTERNAL_ERROR,
                 "server misconfigured",
+                None,
             ));
         };
         let Some(service) = state.services.get(&self.service) else {
             return Err(rpc_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &self.id,
-                -32603,
+                code::INTERNAL_ERROR,
                 "unknown service",
+                None,
             ));
         };
         // An echoed requestState is checked before anything else: a forged, foreign, expired
@@ -414,12 +396,13 @@ impl Call<'_> {
                 )
                 .await
         {
-            tracing::warn!(target: AUDIT, user = ctx.subject(), tool = %self.tool, reason = refusal.message(), "requestState refused");
+            tracing::warn!(target: audit::TARGET, user = ctx.subject(), tool = %self.tool, reason = refusal.message(), "requestState refused");
             return Err(rpc_error(
                 StatusCode::OK,
                 &self.id,
-                -32602,
+                code::INVALID_PARAMS,
                 refusal.message(),
+                None,
             ));
         }
         match state.token_for(ctx.subject(), service, &self.scopes).await {
@@ -442,7 +425,7 @@ impl Call<'_> {
             // until it gives up). A later call asks again.
             Ok(None) if matches!(self.answer.as_deref(), Some("decline" | "cancel")) => {
                 let answer = self.answer.as_deref().unwrap_or_default();
-                tracing::info!(target: AUDIT, user = ctx.subject(), service = %service.id, tool = %self.tool, answer, "third-party connection declined");
+                tracing::info!(target: audit::TARGET, user = ctx.subject(), service = %service.id, tool = %self.tool, answer, "third-party connection declined");
                 let how = if answer == "cancel" {
                     "cancelled"
                 } else {
@@ -456,12 +439,13 @@ impl Call<'_> {
             }
             Ok(None) => Err(self.challenge(&ctx, service).await),
             Err(e) => {
-                tracing::warn!(target: AUDIT, service = %service.id, error = %e, "third-party token unavailable");
+                tracing::warn!(target: audit::TARGET, service = %service.id, error = %e, "third-party token unavailable");
                 Err(rpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &self.id,
-                    -32603,
+                    code::INTERNAL_ERROR,
                     &format!("{} is unavailable; try again later", service.name()),
+                    None,
                 ))
             }
         }
@@ -488,12 +472,13 @@ impl Call<'_> {
                 return rpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &self.id,
-                    -32603,
+                    code::INTERNAL_ERROR,
                     &e.to_string(),
+                    None,
                 );
             }
         };
-        tracing::info!(target: AUDIT, user = ctx.subject(), service = %service.id, tool = %self.tool, "third-party connection required");
+        tracing::info!(target: audit::TARGET, user = ctx.subject(), service = %service.id, tool = %self.tool, "third-party connection required");
         let name = service.name();
         let message = format!(
             "Connect your {name} account so that {} can act for you.",
@@ -514,7 +499,7 @@ impl Call<'_> {
             Mode::Elicitation => json_response(
                 StatusCode::OK,
                 &json!({"jsonrpc": "2.0", "id": self.id, "error": {
-                    "code": URL_ELICITATION_REQUIRED,
+                    "code": code::URL_ELICITATION_REQUIRED,
                     "message": format!("{name} authorization required"),
                     "data": {"elicitations": [{
                         "mode": "url", "elicitationId": elicitation, "url": url, "message": message,
@@ -528,8 +513,9 @@ impl Call<'_> {
                     return rpc_error(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         &self.id,
-                        -32603,
+                        code::INTERNAL_ERROR,
                         "cannot seal the request state",
+                        None,
                     );
                 };
                 json_response(
@@ -574,17 +560,9 @@ impl Call<'_> {
         }
     }
 
-    /// A `tools/call` result with `isError` and `text`; revision 2026-07-28 requires every
-    /// result to say what it is (`resultType`).
+    /// A `tools/call` result with `isError` and `text`.
     fn tool_error(&self, text: &str) -> Response<AtagBody> {
-        let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
-        if self.modern {
-            result["resultType"] = json!("complete");
-        }
-        json_response(
-            StatusCode::OK,
-            &json!({"jsonrpc": "2.0", "id": self.id, "result": result}),
-        )
+        crate::wire::tool_error(&self.id, text, self.modern)
     }
 }
 

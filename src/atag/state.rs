@@ -13,7 +13,7 @@ use super::vault::{TokenSet, TokenVault};
 use crate::server::{EncryptionKeys, PublicUrls, UpstreamError, digest, random_token as random};
 use crate::store::{Store, StoreError};
 
-pub(crate) use crate::bearer::policy::AUDIT;
+use crate::audit;
 /// How long a connect link (and the elicitation it belongs to) is valid.
 pub(crate) const LINK_TTL: Duration = Duration::from_secs(600);
 /// How long a `requestState` is accepted.
@@ -218,12 +218,12 @@ impl AtagState {
                     .put(user, &service.id, &fresh, self.ttl_of(&fresh))
                     .await
                     .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-                tracing::info!(target: AUDIT, user, service = %service.id, "third-party token refreshed");
+                tracing::info!(target: audit::TARGET, user, service = %service.id, "third-party token refreshed");
                 Ok(Some(fresh))
             }
             Err(UpstreamError::Refused(reason)) => {
                 // The grant is gone at the service: forget it, the user connects again.
-                tracing::info!(target: AUDIT, user, service = %service.id, %reason, "third-party refresh refused; token dropped");
+                tracing::info!(target: audit::TARGET, user, service = %service.id, %reason, "third-party refresh refused; token dropped");
                 let _ = self.vault.delete(user, &service.id).await;
                 Ok(None)
             }
@@ -237,7 +237,7 @@ impl AtagState {
             Err(super::VaultError::Store(e)) => Err(UpstreamError::Unavailable(e.to_string())),
             Err(e) => {
                 // A forged or foreign entry counts as none: the user connects again.
-                tracing::warn!(target: AUDIT, user, service, error = %e, "vault entry refused");
+                tracing::warn!(target: audit::TARGET, user, service, error = %e, "vault entry refused");
                 Ok(None)
             }
         }

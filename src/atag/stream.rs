@@ -7,6 +7,8 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::wire::sse::EventBoundary;
+
 pin_project_lite::pin_project! {
     /// The inner SSE body, with each event from `extra` inserted between two of its events
     /// (never inside one).
@@ -14,8 +16,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         extra: Option<UnboundedReceiver<Bytes>>,
-        // The last two bytes the inner body sent: an event ends with a blank line.
-        tail: [u8; 2],
+        // Whether the inner body's bytes so far end between two events.
+        boundary: EventBoundary,
         done: bool,
     }
 }
@@ -25,7 +27,7 @@ impl<B> JoinedSse<B> {
         JoinedSse {
             inner,
             extra: Some(extra),
-            tail: *b"\n\n",
+            boundary: EventBoundary::default(),
             done: false,
         }
     }
@@ -47,7 +49,7 @@ where
             return Poll::Ready(None);
         }
         // Between events: ours may go first.
-        if this.tail == b"\n\n"
+        if this.boundary.between_events()
             && let Some(extra) = this.extra.as_mut()
         {
             match extra.poll_recv(cx) {
@@ -59,16 +61,7 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let chunk = data.chunk();
-                    match chunk.len() {
-                        0 => {}
-                        1 => *this.tail = [this.tail[1], chunk[0]],
-                        n => *this.tail = [chunk[n - 2], chunk[n - 1]],
-                    }
-                    // `\r\n\r\n` ends an event too.
-                    if this.tail == b"\r\n" && chunk.ends_with(b"\r\n\r\n") {
-                        *this.tail = *b"\n\n";
-                    }
+                    this.boundary.feed(data.chunk());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -7,14 +7,11 @@ use http_body_util::Full;
 use super::cache::TokenCache;
 use super::credentials::CredentialError;
 use super::session::{Principal, SessionBindings, SessionCheck};
+use crate::audit;
 use crate::challenge::{BearerErrorCode, Challenge, json_error};
 use crate::validate::TokenError;
+use crate::wire::MCP_SESSION_ID;
 use crate::{AuthContext, ProtectedResource, RequiredScopes, Scopes};
-
-/// The `Mcp-Session-Id` header of Streamable HTTP (a `HeaderName`, so lookups skip parsing).
-pub(crate) const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
-/// Target of the audit events of every layer.
-pub(crate) const AUDIT: &str = "tower_mcp_auth::audit";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
@@ -40,11 +37,11 @@ impl Policy {
         let challenge = Challenge::new(self.resource.metadata_url());
         match error {
             CredentialError::Missing => {
-                tracing::debug!(target: AUDIT, decision = "deny", reason = "no bearer token", "request refused");
+                tracing::debug!(target: audit::TARGET, decision = "deny", reason = "no bearer token", "request refused");
                 challenge.scope(&self.challenge_scopes).into_response()
             }
             CredentialError::Invalid(description) => {
-                tracing::info!(target: AUDIT, decision = "deny", reason = description, "request refused");
+                tracing::info!(target: audit::TARGET, decision = "deny", reason = description, "request refused");
                 challenge
                     .error(BearerErrorCode::InvalidRequest, description)
                     .into_response()
@@ -54,7 +51,7 @@ impl Policy {
 
     pub(crate) fn refuse_token(&self, error: &TokenError) -> Response<Full<Bytes>> {
         if let TokenError::Unavailable(detail) = error {
-            tracing::warn!(target: AUDIT, decision = "deny", reason = %detail, "token validation unavailable");
+            tracing::warn!(target: audit::TARGET, decision = "deny", reason = %detail, "token validation unavailable");
             let mut response = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -65,7 +62,7 @@ impl Policy {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return response;
         }
-        tracing::info!(target: AUDIT, decision = "deny", reason = %error, "token refused");
+        tracing::info!(target: audit::TARGET, decision = "deny", reason = %error, "token refused");
         let description = error.to_string();
         Challenge::new(self.resource.metadata_url())
             .scope(&self.challenge_scopes)
@@ -83,7 +80,7 @@ impl Policy {
         if !ctx.scopes().contains_all(required.iter()) {
             let missing: Vec<&str> = ctx.scopes().missing(required).collect();
             tracing::info!(
-                target: AUDIT,
+                target: audit::TARGET,
                 decision = "deny",
                 subject = ctx.subject(),
                 client_id = ctx.client_id(),
@@ -116,7 +113,7 @@ impl Policy {
         let session_id = match (second, session_id.to_str()) {
             (None, Ok(id)) if !id.is_empty() => id,
             _ => {
-                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), reason = "malformed Mcp-Session-Id", "request refused");
+                tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), reason = "malformed Mcp-Session-Id", "request refused");
                 return Err(Box::new(json_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
@@ -131,7 +128,7 @@ impl Policy {
             SessionCheck::Owner => Ok(SessionAction::None),
             SessionCheck::Refused => {
                 tracing::warn!(
-                    target: AUDIT,
+                    target: audit::TARGET,
                     decision = "deny",
                     subject = ctx.subject(),
                     client_id = ctx.client_id(),

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::compiled::ToolPolicy;
 use super::rules::Kind;
 use crate::AuthContext;
+use crate::wire::sse::LineEnds;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -141,8 +142,7 @@ pin_project! {
         pending: BytesMut,
         // Bytes of `pending` already searched for an event end.
         scanned: usize,
-        // The previous chunk ended in `\r`: a `\n` opening the next one belongs to it.
-        after_cr: bool,
+        line_ends: LineEnds,
         started: bool,
         done: bool,
     }
@@ -155,34 +155,10 @@ impl<B> SseFilterBody<B> {
             filter,
             pending: BytesMut::new(),
             scanned: 0,
-            after_cr: false,
+            line_ends: LineEnds::default(),
             started: false,
             done: false,
         }
-    }
-}
-
-/// Appends `chunk` to `buf` with `\r\n` and `\r` turned into `\n`.
-fn push_normalized(buf: &mut BytesMut, chunk: &[u8], after_cr: &mut bool) {
-    let mut chunk = chunk;
-    if *after_cr && chunk.first() == Some(&b'\n') {
-        chunk = &chunk[1..];
-    }
-    *after_cr = false;
-    let mut i = 0;
-    while i < chunk.len() {
-        match chunk[i] {
-            b'\r' => {
-                buf.extend_from_slice(b"\n");
-                match chunk.get(i + 1) {
-                    Some(b'\n') => i += 1,
-                    Some(_) => {}
-                    None => *after_cr = true,
-                }
-            }
-            b => buf.extend_from_slice(&[b]),
-        }
-        i += 1;
     }
 }
 
@@ -242,7 +218,7 @@ where
                             *this.started = !data.is_empty();
                             data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
                         }
-                        push_normalized(this.pending, data, this.after_cr);
+                        this.line_ends.push(this.pending, data);
                     }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },

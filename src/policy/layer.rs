@@ -5,7 +5,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use tower_layer::Layer;
@@ -14,16 +13,15 @@ use tower_service::Service;
 use super::compiled::{Decision, ToolPolicy};
 use super::filter::{ListFilter, MAX_FILTERED, SseFilterBody, may_hold_list};
 use super::rules::Kind;
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 use crate::challenge::{BearerErrorCode, Challenge};
 use crate::jsonrpc::{self, McpMessage, McpRequest};
 use crate::validate::BoxFuture;
+use crate::wire::{BoxError, MCP_PROTOCOL_VERSION, code, rpc_error, tool_error};
 use crate::{AuthContext, ProtectedResource, RequiredScopes, Scopes};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Body of the policy service's responses.
-pub type PolicyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type PolicyBody = crate::wire::LayerBody;
 
 /// The default request body limit (rmcp's own default).
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;
@@ -33,9 +31,9 @@ const MAX_NAME: usize = 256;
 const MAX_URI: usize = 4096;
 
 /// JSON-RPC error code of a refusal by policy (implementation-defined server error range).
-pub const FORBIDDEN_CODE: i64 = -32003;
+pub const FORBIDDEN_CODE: i64 = code::FORBIDDEN;
 /// JSON-RPC error code of a header that disagrees with the body (protocol revision 2026-07-28).
-pub const HEADER_MISMATCH_CODE: i64 = -32020;
+pub const HEADER_MISMATCH_CODE: i64 = code::HEADER_MISMATCH;
 
 /// Applies [`ToolPolicyService`]; see the [module docs](crate::policy).
 #[derive(Debug, Clone)]
@@ -150,36 +148,6 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<PolicyBody> {
-    let mut response = Response::new(boxed(Full::new(Bytes::from(body.to_string()))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn rpc_error(
-    status: StatusCode,
-    id: &Value,
-    code: i64,
-    message: &str,
-    data: Option<Value>,
-) -> Response<PolicyBody> {
-    let mut error = json!({ "code": code, "message": message });
-    if let Some(data) = data {
-        error["data"] = data;
-    }
-    json_response(
-        status,
-        &json!({ "jsonrpc": "2.0", "id": id, "error": error }),
-    )
-}
-
 /// MCP methods that a case variant must not imitate.
 const POLICED_METHODS: [&str; 13] = [
     "tools/call",
@@ -260,11 +228,11 @@ impl Shared {
         let (mut parts, body) = request.into_parts();
         let Some(ctx) = parts.extensions.get::<AuthContext>().cloned() else {
             // Fail closed: the policy cannot judge an unauthenticated request.
-            tracing::error!(target: AUDIT, "ToolPolicyLayer without an AuthContext: put it inside BearerLayer");
+            tracing::error!(target: audit::TARGET, "ToolPolicyLayer without an AuthContext: put it inside BearerLayer");
             return rpc_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &Value::Null,
-                -32603,
+                code::INTERNAL_ERROR,
                 "authorization is misconfigured",
                 None,
             );
@@ -273,7 +241,7 @@ impl Shared {
             let mut response = rpc_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &Value::Null,
-                -32600,
+                code::INVALID_REQUEST,
                 "method not allowed",
                 None,
             );
@@ -285,11 +253,11 @@ impl Shared {
         let bytes = match Limited::new(body, self.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = "body too large", "request refused");
+                tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = "body too large", "request refused");
                 return rpc_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &Value::Null,
-                    -32600,
+                    code::INVALID_REQUEST,
                     &format!("request body exceeds {} bytes", self.max_body),
                     None,
                 );
@@ -298,7 +266,7 @@ impl Shared {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
                     &Value::Null,
-                    -32600,
+                    code::INVALID_REQUEST,
                     "the request body could not be read",
                     None,
                 );
@@ -307,7 +275,7 @@ impl Shared {
 
         let mut negotiated = parts
             .headers
-            .get("mcp-protocol-version")
+            .get(&MCP_PROTOCOL_VERSION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if parts.method == Method::POST {
@@ -321,7 +289,7 @@ impl Shared {
                 return rpc_error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     &Value::Null,
-                    -32600,
+                    code::INVALID_REQUEST,
                     "Content-Type must be application/json",
                     None,
                 );
@@ -329,7 +297,7 @@ impl Shared {
             let mcp = match jsonrpc::parse(&bytes) {
                 Ok(mcp) => mcp,
                 Err(e) => {
-                    tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = %e, "unparseable request refused");
+                    tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = %e, "unparseable request refused");
                     return rpc_error(
                         StatusCode::BAD_REQUEST,
                         &Value::Null,
@@ -357,7 +325,7 @@ impl Shared {
                 let decision = with_required(decision, &parts.extensions);
                 return self.refuse(decision, &Value::Null, &ctx, parts.method.as_str(), "");
             }
-            tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method = parts.method.as_str(), "operation allowed");
+            tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method = parts.method.as_str(), "operation allowed");
         }
 
         let filter = ListFilter {
@@ -389,7 +357,7 @@ impl Shared {
         };
         let id = message.id.clone().unwrap_or(Value::Null);
         let mismatch = |what: &str| {
-            tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = what, "header mismatch");
+            tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = what, "header mismatch");
             Some(rpc_error(
                 StatusCode::BAD_REQUEST,
                 &id,
@@ -442,7 +410,7 @@ impl Shared {
             match self.judge_one(message, ctx) {
                 Verdict::Allow => {}
                 Verdict::Unserved(tool) => {
-                    tracing::error!(target: AUDIT, subject = ctx.subject(), client_id = ctx.client_id(), tool, "tool needs a third-party service, but no ATAG layer was built from this policy");
+                    tracing::error!(target: audit::TARGET, subject = ctx.subject(), client_id = ctx.client_id(), tool, "tool needs a third-party service, but no ATAG layer was built from this policy");
                     let text = format!(
                         "{tool} needs a connected third-party account, which this server cannot provide (it has no ATAG layer). Ask its operator."
                     );
@@ -450,34 +418,26 @@ impl Shared {
                         return Some(rpc_error(
                             StatusCode::BAD_REQUEST,
                             &Value::Null,
-                            -32600,
+                            code::INVALID_REQUEST,
                             &text,
                             None,
                         ));
                     }
                     // A server configuration gap, not a malformed request: a tool error the
                     // client shows as it is.
-                    let mut result =
-                        json!({"content": [{"type": "text", "text": text}], "isError": true});
-                    if message
+                    let modern = message
                         .protocol_version
                         .as_deref()
-                        .is_some_and(|v| v >= "2026-07-28")
-                    {
-                        result["resultType"] = json!("complete");
-                    }
-                    return Some(json_response(
-                        StatusCode::OK,
-                        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
-                    ));
+                        .is_some_and(|v| v >= "2026-07-28");
+                    return Some(tool_error(&id, &text, modern));
                 }
                 Verdict::Invalid(reason) => {
-                    tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method = message.method.as_deref(), reason, "invalid request refused");
+                    tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method = message.method.as_deref(), reason, "invalid request refused");
                     let id = if mcp.batch { Value::Null } else { id };
                     return Some(rpc_error(
                         StatusCode::BAD_REQUEST,
                         &id,
-                        -32600,
+                        code::INVALID_REQUEST,
                         reason,
                         None,
                     ));
@@ -548,7 +508,7 @@ impl Shared {
                 Verdict::Unserved(target)
             }
             Decision::Allow => {
-                tracing::debug!(target: AUDIT, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target.as_str(), "operation allowed");
+                tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target.as_str(), "operation allowed");
                 Verdict::Allow
             }
             decision => Verdict::Refuse(decision, method.to_owned(), target),
@@ -567,12 +527,12 @@ impl Shared {
             Decision::Allow => rpc_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 id,
-                -32603,
+                code::INTERNAL_ERROR,
                 "internal error",
                 None,
             ),
             Decision::InsufficientScope { scopes } => {
-                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %scopes, "operation refused");
+                tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %scopes, "operation refused");
                 let description = if target.is_empty() {
                     format!("{method} requires the scopes: {scopes}")
                 } else {
@@ -596,7 +556,7 @@ impl Shared {
                 response
             }
             Decision::Forbidden { reason } => {
-                tracing::info!(target: AUDIT, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason, "operation refused");
+                tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason, "operation refused");
                 // No challenge: no scope would help, so the client must not step up.
                 let message = if target.is_empty() {
                     format!("{method} is not permitted: {reason}")
@@ -664,7 +624,7 @@ where
         return rpc_error(
             StatusCode::BAD_GATEWAY,
             &Value::Null,
-            -32603,
+            code::INTERNAL_ERROR,
             "encoded responses cannot be filtered; put compression outside the policy layer",
             None,
         );
@@ -680,7 +640,7 @@ where
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
                 &Value::Null,
-                -32603,
+                code::INTERNAL_ERROR,
                 "the response could not be filtered",
                 None,
             );

@@ -22,7 +22,7 @@ use super::pages::error_page;
 use super::primitives::{digest, parse_form, random_token, rng_failure};
 use super::redirect::{redirect_back, redirect_matches};
 use super::storage::{load, save};
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 use crate::resource::canonical_audience;
 
 /// How long a started authorization waits for login and consent.
@@ -64,7 +64,7 @@ pub(super) async fn authorize(
     let client = match server.lookup_client(client_id).await {
         Ok(Some(client)) if client.grant_types.iter().any(|g| g == "authorization_code") => client,
         Ok(_) => {
-            tracing::info!(target: AUDIT, decision = "deny", %client_id, reason = "unknown client", "authorization refused");
+            tracing::info!(target: audit::TARGET, decision = "deny", %client_id, reason = "unknown client", "authorization refused");
             return error_page(&server, StatusCode::BAD_REQUEST, "unknown client");
         }
         Err(response) => return response,
@@ -79,7 +79,7 @@ pub(super) async fn authorize(
             uri.clone()
         }
         Some(_) => {
-            tracing::info!(target: AUDIT, decision = "deny", %client_id, reason = "redirect URI not registered", "authorization refused");
+            tracing::info!(target: audit::TARGET, decision = "deny", %client_id, reason = "redirect URI not registered", "authorization refused");
             return error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
@@ -90,7 +90,7 @@ pub(super) async fn authorize(
     };
     let state = params.get("state").map(String::as_str);
     let fail = |error: &str, description: &str| {
-        tracing::info!(target: AUDIT, decision = "deny", client_id = %client.client_id, error, reason = description, requested_scope = params.get("scope").map(String::as_str), "authorization refused");
+        tracing::info!(target: audit::TARGET, decision = "deny", client_id = %client.client_id, error, reason = description, requested_scope = params.get("scope").map(String::as_str), "authorization refused");
         redirect_back(
             &server,
             &redirect_uri,
@@ -217,7 +217,7 @@ pub(super) async fn pending_request(
         ok &= csrf.ct_eq(pending.csrf.as_bytes());
     }
     if !bool::from(ok) {
-        tracing::warn!(target: AUDIT, "CSRF check failed on the authorization request");
+        tracing::warn!(target: audit::TARGET, "CSRF check failed on the authorization request");
         return Err(error_page(
             server,
             StatusCode::FORBIDDEN,

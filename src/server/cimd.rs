@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use crate::audit;
 
 const MAX_DOCUMENT: usize = 64 * 1024;
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -211,7 +212,7 @@ impl AuthServer {
             };
             policy(&registration).map_err(|reason| format!("refused by policy: {reason}"))?;
         }
-        tracing::info!(target: "tower_mcp_auth::audit", client_id, "client metadata document fetched");
+        tracing::info!(target: audit::TARGET, client_id, "client metadata document fetched");
         Ok((
             Client {
                 client_id: client_id.to_owned(),

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use super::auth_server::AuthServer;
 use super::primitives::oauth_error;
 use crate::Scopes;
+use crate::audit;
 
 /// A registered client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,7 +77,7 @@ impl AuthServer {
             return match self.document_client(id).await {
                 Ok(client) => Ok(client),
                 Err(reason) => {
-                    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, %reason, "client metadata document refused");
+                    tracing::info!(target: audit::TARGET, client_id = %id, %reason, "client metadata document refused");
                     Ok(None)
                 }
             };
@@ -140,7 +141,7 @@ impl AuthServer {
                 Ok((client, how))
             }
             _ => {
-                tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %id, "client authentication failed");
+                tracing::info!(target: audit::TARGET, client_id = %id, "client authentication failed");
                 Err(invalid_client(basic))
             }
         }

@@ -19,7 +19,7 @@ use super::refresh::revoke_family;
 use super::storage::{load, save};
 use super::token::{invalid_grant, json_no_store, token_body};
 use crate::Scopes;
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 use crate::resource::canonical_audience;
 
 /// What an authorization code stands for.
@@ -50,7 +50,7 @@ pub(super) async fn exchange_code(
         // A code seen before is a replay: revoke what it produced.
         if let Some(family) = load::<String>(server, &format!("usedcode:{key}"), false).await? {
             revoke_family(server, &family).await?;
-            tracing::warn!(target: AUDIT, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
+            tracing::warn!(target: audit::TARGET, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
         }
         return Err(invalid_grant(
             "the code is invalid, expired or already used",
@@ -92,7 +92,7 @@ pub(super) async fn exchange_code(
             "resource differs from the authorization request",
         ));
     }
-    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
+    tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
     server.keep_client(client).await;
     let scope = Scopes::from_space_separated(&grant.scope);
     let (mut body, _) = token_body(

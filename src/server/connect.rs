@@ -23,7 +23,7 @@ use super::storage::{load, save, spend};
 use super::upstream::UpstreamError;
 use crate::atag::{AtagState, ExternalService, Link};
 
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 
 /// A connect flow in progress, stored under the digest of its `state`.
 #[derive(Serialize, Deserialize)]
@@ -82,7 +82,7 @@ async fn claim<T: serde::de::DeserializeOwned>(
     let record = match load::<T>(server, key, false).await? {
         Some(record) if link_of(&record).service == service => record,
         _ => {
-            tracing::warn!(target: AUDIT, service, "unknown, used or expired connect link or state");
+            tracing::warn!(target: audit::TARGET, service, "unknown, used or expired connect link or state");
             return Err(gone());
         }
     };
@@ -99,7 +99,7 @@ async fn same_user(server: &AuthServer, headers: &HeaderMap, user: &str) -> Resu
     match logged_in_user(server, headers).await? {
         Some(session) if session.subject == user => Ok(()),
         Some(session) => {
-            tracing::warn!(target: AUDIT, signed_in = %session.subject, "a connect link was opened by another user");
+            tracing::warn!(target: audit::TARGET, signed_in = %session.subject, "a connect link was opened by another user");
             Err(error_page(
                 server,
                 StatusCode::FORBIDDEN,
@@ -217,7 +217,7 @@ pub(super) async fn callback(
         Err(response) => return response,
     };
     if params.contains_key("error") {
-        tracing::info!(target: AUDIT, user = %record.link.user, service = %service_id, "third-party authorization declined");
+        tracing::info!(target: audit::TARGET, user = %record.link.user, service = %service_id, "third-party authorization declined");
         return error_page(
             &server,
             StatusCode::FORBIDDEN,
@@ -239,7 +239,7 @@ pub(super) async fn callback(
     {
         Ok(tokens) => tokens,
         Err(e) => {
-            tracing::warn!(target: AUDIT, user = %record.link.user, service = %service_id, error = %e, "third-party code exchange failed");
+            tracing::warn!(target: audit::TARGET, user = %record.link.user, service = %service_id, error = %e, "third-party code exchange failed");
             return failure(&server, &e);
         }
     };
@@ -259,7 +259,7 @@ pub(super) async fn callback(
             &e.to_string(),
         );
     }
-    tracing::info!(target: AUDIT, user = %record.link.user, client_id = ?record.link.client_id, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
+    tracing::info!(target: audit::TARGET, user = %record.link.user, client_id = ?record.link.client_id, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
     atag.elicitation_complete(&record.link);
     message_page(
         &server,
@@ -332,7 +332,7 @@ pub(super) async fn disconnect(
     }
     match atag.vault.delete(&user, &service_id).await {
         Ok(()) => {
-            tracing::info!(target: AUDIT, %user, service = %service_id, "third-party account disconnected");
+            tracing::info!(target: audit::TARGET, %user, service = %service_id, "third-party account disconnected");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => oauth_error(

@@ -18,7 +18,7 @@ use super::primitives::{digest, parse_form, random_token, rng_failure};
 use super::redirect::redirect_back;
 use super::storage::{load, save, spend};
 use crate::Scopes;
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 
 /// How long an authorization code lives (single use).
 const CODE_TTL: Duration = Duration::from_secs(60);
@@ -40,7 +40,7 @@ pub(super) async fn consent_or_code(
             Scopes::from_space_separated(&pending.scope),
         );
         let removed: Vec<&str> = kept.missing(&asked).collect();
-        tracing::info!(target: AUDIT, decision = "narrow", user = %session.subject, client_id = %client.client_id, requested = %pending.scope, granted = %granted, removed = ?removed, "authorization narrowed to the user's grants");
+        tracing::info!(target: audit::TARGET, decision = "narrow", user = %session.subject, client_id = %client.client_id, requested = %pending.scope, granted = %granted, removed = ?removed, "authorization narrowed to the user's grants");
     }
     pending.scope = granted;
     let user = session.subject.as_str();
@@ -139,7 +139,7 @@ pub(super) async fn consent(
         Err(response) => return response,
     }
     if form.get("decision").map(String::as_str) != Some("approve") {
-        tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, "consent denied");
+        tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, "consent denied");
         return redirect_back(
             &server,
             &pending.redirect_uri,
@@ -170,7 +170,7 @@ pub(super) async fn consent(
     {
         return response;
     }
-    tracing::info!(target: AUDIT, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
+    tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
     issue_code(&server, pending, &session).await
 }
 

@@ -26,7 +26,7 @@ use super::redirect::redirect_back;
 use super::storage::{load, save, spend};
 use super::upstream::{IdentityProvider, UpstreamError};
 
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 /// Failed passwords allowed per authorization request.
 const MAX_LOGIN_ATTEMPTS: u64 = 5;
 /// How long a login session lasts.
@@ -142,7 +142,7 @@ pub(super) async fn login(
         }
     }
     let Some(user) = found else {
-        tracing::info!(target: AUDIT, user = %username, "dev login failed");
+        tracing::info!(target: audit::TARGET, user = %username, "dev login failed");
         // A sign-in request allows a few guesses, then it is spent: guessing needs a new
         // authorization request each time (and each of those a browser round trip). Counted
         // atomically, so parallel guesses are all counted.
@@ -163,7 +163,7 @@ pub(super) async fn login(
         };
         if attempts >= MAX_LOGIN_ATTEMPTS {
             let _ = server.0.store.delete(&format!("authreq:{id}")).await;
-            tracing::warn!(target: AUDIT, user = %username, "too many failed sign-in attempts; request spent");
+            tracing::warn!(target: audit::TARGET, user = %username, "too many failed sign-in attempts; request spent");
             return error_page(
                 &server,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -178,7 +178,7 @@ pub(super) async fn login(
             Some("Wrong user name or password."),
         );
     };
-    tracing::info!(target: AUDIT, user = %user.name, "dev login");
+    tracing::info!(target: audit::TARGET, user = %user.name, "dev login");
     let session = Session {
         subject: user.name.clone(),
         groups: user.groups.clone(),
@@ -218,7 +218,7 @@ pub(super) async fn begin_upstream(
     {
         Ok(start) => start,
         Err(e) => {
-            tracing::warn!(target: AUDIT, provider = provider.id(), error = %e, "upstream sign-in could not start");
+            tracing::warn!(target: audit::TARGET, provider = provider.id(), error = %e, "upstream sign-in could not start");
             return upstream_failure(server, &e);
         }
     };
@@ -296,7 +296,7 @@ pub(super) async fn upstream_callback(
     let record = match load::<UpstreamPending>(&server, &key, false).await {
         Ok(Some(record)) if record.provider == provider_id => record,
         Ok(_) => {
-            tracing::warn!(target: AUDIT, provider = %provider_id, "unknown, replayed or expired upstream callback state");
+            tracing::warn!(target: audit::TARGET, provider = %provider_id, "unknown, replayed or expired upstream callback state");
             return error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
@@ -314,7 +314,7 @@ pub(super) async fn upstream_callback(
         .map(|b| digest(&b))
         .unwrap_or_default();
     if !bool::from(browser.as_bytes().ct_eq(record.browser.as_bytes())) {
-        tracing::warn!(target: AUDIT, provider = %provider_id, "upstream callback from another browser");
+        tracing::warn!(target: audit::TARGET, provider = %provider_id, "upstream callback from another browser");
         return error_page(
             &server,
             StatusCode::FORBIDDEN,
@@ -342,7 +342,7 @@ pub(super) async fn upstream_callback(
     };
     if mixed_up {
         let iss = params.get("iss").map_or("-", String::as_str);
-        tracing::warn!(target: AUDIT, provider = %provider_id, %iss, "upstream response from another issuer");
+        tracing::warn!(target: audit::TARGET, provider = %provider_id, %iss, "upstream response from another issuer");
         return upstream_failure(&server, &UpstreamError::Refused("issuer mismatch".into()));
     }
     let (pending, client) = match pending_request(&server, &headers, &record.request, None).await {
@@ -350,7 +350,7 @@ pub(super) async fn upstream_callback(
         Err(response) => return response,
     };
     if let Some(error) = params.get("error") {
-        tracing::info!(target: AUDIT, provider = %provider_id, %error, "upstream sign-in declined");
+        tracing::info!(target: audit::TARGET, provider = %provider_id, %error, "upstream sign-in declined");
         return redirect_back(
             &server,
             &pending.redirect_uri,
@@ -373,7 +373,7 @@ pub(super) async fn upstream_callback(
     {
         Ok(user) => user,
         Err(e) => {
-            tracing::warn!(target: AUDIT, provider = %provider_id, error = %e, "upstream sign-in failed");
+            tracing::warn!(target: audit::TARGET, provider = %provider_id, error = %e, "upstream sign-in failed");
             return upstream_failure(&server, &e);
         }
     };
@@ -381,7 +381,7 @@ pub(super) async fn upstream_callback(
         subject: format!("{provider_id}|{}", user.subject),
         groups: user.groups,
     };
-    tracing::info!(target: AUDIT, provider = %provider_id, user = %session.subject, name = ?user.name, "upstream sign-in");
+    tracing::info!(target: audit::TARGET, provider = %provider_id, user = %session.subject, name = ?user.name, "upstream sign-in");
     signed_in(&server, &record.request, pending, &client, session).await
 }
 

@@ -14,7 +14,7 @@ use super::primitives::{digest, oauth_error, required};
 use super::storage::{load, save};
 use super::token::{invalid_grant, json_no_store, token_body};
 use crate::Scopes;
-use crate::bearer::policy::AUDIT;
+use crate::audit;
 use crate::resource::canonical_audience;
 use crate::store::Store;
 
@@ -127,7 +127,7 @@ async fn refresh_locked(
         .is_some_and(|at| now.saturating_sub(at) > server.0.refresh_grace.as_secs());
     if entry.successor_used || grace_over {
         revoke_family(server, &entry.family).await?;
-        tracing::warn!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
+        tracing::warn!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
         return Err(invalid_grant("the refresh token was already used"));
     }
     let Some(scope) =
@@ -174,7 +174,7 @@ async fn refresh_locked(
     entry.child = child;
     save(server, &key, &entry, server.0.refresh_token_ttl).await?;
     server.keep_client(client).await;
-    tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
+    tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
     Ok(json_no_store(body))
 }
 
@@ -192,7 +192,7 @@ pub(super) async fn revoke_refresh_token(
     if entry.client_id == client.client_id {
         revoke_family(server, &entry.family).await?;
         let _ = server.0.store.delete(&key).await;
-        tracing::info!(target: AUDIT, client_id = %client.client_id, user = %entry.subject, "refresh token revoked");
+        tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token revoked");
     }
     Ok(true)
 }

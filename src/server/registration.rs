@@ -16,6 +16,7 @@ use super::clients::Client;
 use super::primitives::{no_store, now, oauth_error, random_token, rng_failure};
 use super::source::ClientRegistration;
 use crate::Scopes;
+use crate::audit;
 use crate::store::Store;
 
 #[derive(Deserialize)]
@@ -131,7 +132,7 @@ pub(super) async fn register(
             metadata_document: None,
         };
         if let Err(reason) = policy(&registration) {
-            tracing::info!(target: crate::bearer::policy::AUDIT, ?source, %reason, "registration refused by policy");
+            tracing::info!(target: audit::TARGET, ?source, %reason, "registration refused by policy");
             return invalid(&reason);
         }
     }
@@ -153,7 +154,7 @@ pub(super) async fn register(
         let key = format!("regcount:{bucket}:{window}");
         match server.0.store.increment(&key, per).await {
             Ok(count) if count > max => {
-                tracing::warn!(target: crate::bearer::policy::AUDIT, source = %bucket, "registration limit reached");
+                tracing::warn!(target: audit::TARGET, source = %bucket, "registration limit reached");
                 let retry_after = ((window + 1) * period).saturating_sub(started);
                 let mut response = oauth_error(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -224,7 +225,7 @@ pub(super) async fn register(
             );
         }
     }
-    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client_id, ?source, "client registered");
+    tracing::info!(target: audit::TARGET, client_id = %client_id, ?source, "client registered");
     let mut document = json!({
         "client_id": client_id, "client_id_issued_at": now(),
         "grant_types": grant_types, "token_endpoint_auth_method": method,

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::RingValidator;
 use super::auth_server::AuthServer;
 use super::primitives::{no_store, oauth_error, parse_form, required};
+use crate::audit;
 use crate::store::Store;
 use crate::validate::TokenValidator;
 
@@ -143,7 +144,7 @@ pub(super) async fn revoke(
                 &e.to_string(),
             );
         }
-        tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, jti, "access token revoked");
+        tracing::info!(target: audit::TARGET, client_id = %client.client_id, jti, "access token revoked");
     }
     let mut response = StatusCode::OK.into_response();
     no_store(response.headers_mut());

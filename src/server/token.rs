@@ -23,6 +23,7 @@ use super::primitives::{
 use super::refresh::{Refresh, refresh};
 use super::storage::save;
 use crate::Scopes;
+use crate::audit;
 use crate::resource::canonical_audience;
 
 pub(super) async fn token(
@@ -111,7 +112,7 @@ pub(super) async fn token(
         Ok(token) => token,
         Err(response) => return response,
     };
-    tracing::info!(target: crate::bearer::policy::AUDIT, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
+    tracing::info!(target: audit::TARGET, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
     let mut response = axum::Json(json!({
         "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope.to_string(),
     }))
