@@ -91,8 +91,8 @@ impl EnvelopeError {
     /// The JSON-RPC error code.
     pub fn code(&self) -> i64 {
         match self {
-            EnvelopeError::Parse(_) => -32700,
-            EnvelopeError::Invalid(_) => -32600,
+            EnvelopeError::Parse(_) => crate::wire::code::PARSE_ERROR,
+            EnvelopeError::Invalid(_) => crate::wire::code::INVALID_REQUEST,
         }
     }
 }

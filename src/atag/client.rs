@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::services::{ClientAuthMethod, ExternalService};
 use super::vault::TokenSet;
-use crate::server::{UpstreamError, send, token_error};
+use crate::outbound::send;
+use crate::server::{UpstreamError, token_error};
 
 /// A token response as services send it. Slack puts user tokens under `authed_user`; GitHub
 /// separates scopes with commas: both are read here.

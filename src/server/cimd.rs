@@ -159,21 +159,10 @@ impl AuthServer {
                 response.status()
             ));
         }
-        if response
-            .content_length()
-            .is_some_and(|l| l > MAX_DOCUMENT as u64)
-        {
-            return Err("the client metadata document is too large".into());
-        }
         let ttl = max_age(response.headers());
-        let mut response = response;
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err("the client metadata document is too large".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = crate::outbound::read_capped(response, MAX_DOCUMENT)
+            .await
+            .map_err(|e| format!("the client metadata document is refused: {e}"))?;
         let document: Document = serde_json::from_slice(&body)
             .map_err(|e| format!("the client metadata is invalid: {e}"))?;
         if document.client_id != client_id {

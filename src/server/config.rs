@@ -507,7 +507,7 @@ impl AuthServerBuilder {
                 store.clone(),
                 keys,
                 urls.clone(),
-                super::http_client(Duration::from_secs(10))?,
+                crate::outbound::client(Duration::from_secs(10))?,
             )))
         };
         Ok(AuthServer(Arc::new(Inner {

@@ -50,5 +50,5 @@ pub use self::upstream::{
     UpstreamStart, UpstreamUser,
 };
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
-pub(crate) use self::upstream::{check_provider_id, http_client, send, token_error};
+pub(crate) use self::upstream::{check_provider_id, token_error};
 pub use self::urls::PublicUrls;

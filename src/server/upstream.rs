@@ -148,43 +148,6 @@ pub(crate) fn check_provider_id(id: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The `oauth2` crate's HTTP calls, made with our reqwest client.
-pub(crate) async fn send(
-    client: reqwest::Client,
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, reqwest::Error> {
-    let (parts, body) = request.into_parts();
-    let response = client
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await?;
-    let mut builder = http::Response::builder().status(response.status());
-    if let Some(headers) = builder.headers_mut() {
-        *headers = response.headers().clone();
-    }
-    let body = response.bytes().await?;
-    // Status and headers came from a valid response, so building cannot fail; if it did, an
-    // empty 500 makes the caller see a failed exchange, never a success.
-    Ok(builder.body(body.to_vec()).unwrap_or_else(|_| {
-        let mut failed = http::Response::new(Vec::new());
-        *failed.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-        failed
-    }))
-}
-
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
-    crate::validate::install_crypto_provider();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("tower-mcp-auth/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConfigError::InvalidPolicy(format!("HTTP client: {e}")))
-}
-
 /// Token response fields beyond OAuth's: the OpenID Connect `id_token`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IdTokenField {
@@ -281,7 +244,7 @@ impl CodeFlow {
     ) -> Result<StandardTokenResponse<IdTokenField, BasicTokenType>, UpstreamError> {
         let client = self.client(authorize, token, redirect_uri)?;
         let http = self.http.clone();
-        let caller = move |request| send(http.clone(), request);
+        let caller = move |request| crate::outbound::send(http.clone(), request);
         client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(kept.verifier.clone()))
@@ -461,10 +424,9 @@ impl OidcProvider {
         if !response.status().is_success() {
             return Err(unavailable(format!("{url} answered {}", response.status())));
         }
-        let body = response
-            .bytes()
+        let body = crate::outbound::read_capped(response, crate::outbound::MAX_OAUTH_RESPONSE)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(unavailable)?;
         let document: DiscoveryDocument =
             serde_json::from_slice(&body).map_err(|e| unavailable(e.to_string()))?;
         // OpenID Connect Discovery §4.3: the document must name exactly this issuer.
@@ -643,7 +605,7 @@ impl OidcProviderBuilder {
                 client_id: self.client_id,
                 client_secret: self.client_secret,
                 scopes: self.scopes,
-                http: http_client(self.timeout)?,
+                http: crate::outbound::client(self.timeout)?,
             },
             groups_claim: self.groups_claim,
             allow_insecure_http: self.allow_insecure_http,
@@ -775,7 +737,7 @@ impl GitHubProvider {
                 client_id: client_id.into(),
                 client_secret: Some(client_secret.into()),
                 scopes: vec!["read:user".into()],
-                http: http_client(Duration::from_secs(10))?,
+                http: crate::outbound::client(Duration::from_secs(10))?,
             },
             web: web.trim_end_matches('/').to_owned(),
             api: api.trim_end_matches('/').to_owned(),
@@ -827,10 +789,10 @@ impl GitHubProvider {
                 "GitHub {path} answered {status}"
             )));
         }
-        response
-            .json()
+        let body = crate::outbound::read_capped(response, crate::outbound::MAX_OAUTH_RESPONSE)
             .await
-            .map_err(|e| UpstreamError::Unavailable(e.to_string()))
+            .map_err(UpstreamError::Unavailable)?;
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Unavailable(e.to_string()))
     }
 
     async fn finish_inner(

@@ -62,6 +62,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 /// Takes the lock `key` in `store` (so it holds across instances), retrying every 20 ms for
 /// up to `wait`: `Ok(false)` if it stayed busy. The holder deletes `key` when done; one that
 /// dies frees it after `ttl`, which must exceed the work done under the lock.

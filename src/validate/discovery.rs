@@ -9,8 +9,8 @@
 
 use serde::Deserialize;
 
-use super::fetch::read_limited;
 use crate::ConfigError;
+use crate::outbound::read_limited;
 use crate::resource::parse_http_url;
 
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sha2::Digest;
 
-use super::fetch::{default_client, read_limited};
 use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
+use crate::outbound::{client as default_client, read_limited};
 use crate::resource::parse_http_url;
 use crate::{AuthContext, ConfigError};
 

@@ -8,9 +8,9 @@ use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use serde_json::Value;
 
-use super::fetch::{default_client, read_limited};
 use super::jwt::{JoseHeader, JwtCore, JwtKey, install_crypto_provider, jwk_algorithm};
 use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
+use crate::outbound::{client as default_client, read_limited};
 use crate::resource::parse_http_url;
 use crate::{AuthContext, ConfigError};
 

@@ -23,12 +23,9 @@ use crate::AuthContext;
 use crate::resource::canonical_audience;
 
 mod jwt;
-#[cfg(feature = "server")]
+#[cfg(any(feature = "jwks", feature = "introspection"))]
 pub(crate) use jwt::install_crypto_provider;
 pub use jwt::{JwtKey, JwtValidator, JwtValidatorBuilder};
-
-#[cfg(any(feature = "jwks", feature = "introspection"))]
-mod fetch;
 
 #[cfg(feature = "jwks")]
 pub mod discovery;

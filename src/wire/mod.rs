@@ -21,6 +21,8 @@ pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp
 
 /// JSON-RPC error codes the layers answer with.
 pub mod code {
+    /// JSON-RPC: the body is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
     /// JSON-RPC: the message is not a valid request.
     pub const INVALID_REQUEST: i64 = -32600;
     /// JSON-RPC: invalid parameters (a refused `requestState`).

@@ -38,6 +38,7 @@ impl LineEnds {
     }
 }
 
+#[cfg_attr(not(feature = "atag"), allow(dead_code))]
 /// Whether the bytes seen so far end between two events (at the start, or after a blank
 /// line), whatever line ends the stream uses.
 #[derive(Debug, Clone)]
@@ -57,6 +58,7 @@ impl Default for EventBoundary {
     }
 }
 
+#[cfg_attr(not(feature = "atag"), allow(dead_code))]
 impl EventBoundary {
     /// Takes in the next bytes of the stream.
     pub(crate) fn feed(&mut self, chunk: &[u8]) {
