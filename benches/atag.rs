@@ -17,7 +17,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use serde_json::json;
 use tower::{Layer, Service, service_fn};
-use tower_mcp_auth::atag::{ExternalService, TokenSet};
+use tower_mcp_auth::atag::{Atag, ExternalService, TokenSet};
 use tower_mcp_auth::policy::ToolPolicy;
 use tower_mcp_auth::server::AuthServer;
 use tower_mcp_auth::{AuthContext, ProtectedResource};
@@ -97,7 +97,10 @@ fn atag(c: &mut Criterion) {
     let auth = AuthServer::builder("https://mcp.example.com")
         .resource("https://mcp.example.com/mcp")
         .dev_user("demo", "demo")
-        .external_service(ExternalService::github("id", "secret"))
+        .build()
+        .unwrap();
+    let atag = Atag::builder(&auth)
+        .service(ExternalService::github("id", "secret"))
         .build()
         .unwrap();
     let policy = ToolPolicy::builder()
@@ -114,8 +117,7 @@ fn atag(c: &mut Criterion) {
     };
     runtime
         .block_on(
-            auth.vault()
-                .unwrap()
+            atag.vault()
                 .put("alice", "github", &tokens, Duration::from_secs(3600)),
         )
         .unwrap();
@@ -123,7 +125,7 @@ fn atag(c: &mut Criterion) {
     let mut policy_only = policy.layer(&resource).layer(inner());
     let mut with_atag = policy
         .layer(&resource)
-        .layer(auth.atag_layer(&policy).unwrap().layer(inner()));
+        .layer(atag.layer(&policy).unwrap().layer(inner()));
     let plain = call("whoami");
     let github = call("github_list_repos");
     for body in [&github, &plain] {

@@ -36,7 +36,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
-use tower_mcp_auth::atag::{External, ExternalService};
+use tower_mcp_auth::atag::{Atag, External, ExternalService};
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
 use tower_mcp_auth::resource::ProtectedResourceBuilder;
 use tower_mcp_auth::server::{AuthServer, AuthServerBuilder, GitHubProvider, OidcProvider};
@@ -191,7 +191,7 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
 pub fn app_with_third_party<V: TokenValidator>(
     resource: ProtectedResource,
     validator: V,
-    auth: &AuthServer,
+    atag: &Atag,
     third_party_issuer: &str,
 ) -> Result<axum::Router, tower_mcp_auth::ConfigError> {
     let bearer = bearer(validator, &resource);
@@ -199,7 +199,7 @@ pub fn app_with_third_party<V: TokenValidator>(
     // One policy value for both layers: an ATAG layer built from it is what lets the policy
     // layer offer the tools that need the third party.
     let policy = policy();
-    let atag = auth.atag_layer(&policy)?;
+    let atag = atag.layer(&policy)?;
     Ok(axum::Router::new()
         .nest_service(
             "/mcp",
@@ -324,8 +324,8 @@ pub fn auth_server_builder(
 }
 
 /// The embedded default, whole: the MCP endpoint behind the bearer, policy and ATAG layers
-/// with the authorization server beside it (from `auth`, which gains the third party as an
-/// external service), and the stand-in third party's own app to serve at
+/// with the authorization server (from `auth`) and the ATAG routes beside it (the third party
+/// as an external service), and the stand-in third party's own app to serve at
 /// `third_party_url`.
 pub fn embedded_stack(
     auth: AuthServerBuilder,
@@ -333,8 +333,9 @@ pub fn embedded_stack(
     third_party_url: &str,
     password: &str,
 ) -> Result<(axum::Router, axum::Router), Box<dyn std::error::Error>> {
-    let auth = auth
-        .external_service(third_party_service(third_party_url))
+    let auth = auth.build()?;
+    let atag = Atag::builder(&auth)
+        .service(third_party_service(third_party_url))
         .build()?;
     let public_url = auth.issuer().to_owned();
     let third_party = third_party_server(third_party_url, &public_url, password)?;
@@ -344,10 +345,11 @@ pub fn embedded_stack(
     let app = app_with_third_party(
         resource,
         auth.validator(resource_uri)?,
-        &auth,
+        &atag,
         third_party_url,
     )?
-    .merge(auth.router());
+    .merge(auth.router())
+    .merge(atag.router());
     Ok((app, third_party.router()))
 }
 

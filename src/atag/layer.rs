@@ -48,7 +48,7 @@ pub enum ChallengeMode {
     Atag401,
 }
 
-/// Applies [`AtagService`]. Made by [`crate::server::AuthServer::atag_layer`]; place it inside
+/// Applies [`AtagService`]. Made by [`Atag::layer`](super::Atag::layer); place it inside
 /// the bearer and policy layers (it reads the `AuthContext` and the parsed envelope).
 #[derive(Debug, Clone)]
 pub struct AtagLayer {

@@ -6,7 +6,9 @@
 //!   scopes, next to the tool scope rules.
 //! - [`TokenVault`]: users' tokens, sealed with AES-256-GCM, user and service bound as
 //!   associated data.
-//! - [`AtagLayer`] (from [`crate::server::AuthServer::atag_layer`]): for a `tools/call` that
+//! - [`Atag`], built on an [`AuthServer`](crate::server::AuthServer) with the services and the
+//!   vault keys: the layer, the routes and the vault.
+//! - [`AtagLayer`] (from [`Atag::layer`]): for a `tools/call` that
 //!   needs a service, injects the caller's token ([`ExternalToken`] in the request extensions,
 //!   refreshed when expired, one refresh at a time per user and service), or answers with a
 //!   challenge carrying a connect URL: URL-mode elicitation as the client's protocol revision
@@ -14,7 +16,7 @@
 //!   integrity-protected `requestState` for 2026-07-28), a tool error any client can show, or
 //!   the ATAG 401 for gateways.
 //! - The routes `/atag/connect/{service}` and `/atag/callback/{service}` (in
-//!   [`crate::server::AuthServer::router`]) run the flow in the browser, refusing any browser
+//!   [`Atag::router`]) run the flow in the browser, refusing any browser
 //!   whose signed-in user is not the one who called the tool; `/atag/connections` lists and
 //!   disconnects services.
 //!
@@ -23,7 +25,9 @@
 
 mod client;
 mod layer;
+mod routes;
 mod services;
+mod setup;
 mod state;
 mod stream;
 mod vault;
@@ -31,6 +35,7 @@ mod vault;
 pub(crate) use self::client::{authorization_url, exchange};
 pub use self::layer::{AtagBody, AtagLayer, AtagService, ChallengeMode, URL_ELICITATION_REQUIRED};
 pub use self::services::{ClientAuthMethod, ExternalService};
+pub use self::setup::{Atag, AtagBuilder};
 pub(crate) use self::state::{AtagState, LINK_TTL, Link};
 pub use self::vault::{TokenSet, TokenVault, VaultError};
 

@@ -79,7 +79,7 @@ pub(crate) struct Compiled {
     groups: Option<GroupMapping>,
     /// Whether some tool rule names a third-party service.
     has_services: bool,
-    /// Whether an ATAG layer was built from this policy (`AuthServer::atag_layer`): only then
+    /// Whether an ATAG layer was built from this policy (`Atag::layer`): only then
     /// can tools that need a service be served.
     services_served: AtomicBool,
 }

@@ -76,8 +76,6 @@ pub(super) struct Inner {
     pub(super) registration_limit: Option<(u64, Duration)>,
     pub(super) registration_limit_loopback: bool,
     pub(super) registration_policy: Option<RegistrationPolicy>,
-    #[cfg(feature = "atag")]
-    pub(super) atag: Option<Arc<crate::atag::AtagState>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -93,6 +91,18 @@ impl AuthServer {
     /// Starts a server whose issuer is the public base URL `base`.
     pub fn builder(base: impl Into<String>) -> AuthServerBuilder {
         AuthServerBuilder::new(base.into())
+    }
+
+    /// The store everything this server knows lives in.
+    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// The server's public URLs.
+    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
+    pub(crate) fn urls(&self) -> &PublicUrls {
+        &self.0.urls
     }
 
     /// The issuer identifier.
@@ -204,82 +214,8 @@ impl AuthServer {
                     post(super::consent::consent),
                 );
         }
-        #[cfg(feature = "atag")]
-        if self.0.atag.is_some() {
-            router = router
-                .route(
-                    &urls.local_path("/atag/connect/{service}"),
-                    get(super::connect::connect),
-                )
-                .route(
-                    &urls.local_path("/atag/callback/{service}"),
-                    get(super::connect::callback),
-                )
-                .route(
-                    &urls.local_path("/atag/connections"),
-                    get(super::connect::connections),
-                )
-                .route(
-                    &urls.local_path("/atag/connections/{service}"),
-                    axum::routing::delete(super::connect::disconnect),
-                );
-        }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.clone())
-    }
-}
-
-#[cfg(feature = "atag")]
-impl AuthServer {
-    /// The layer giving tools that need third-party services (per `policy`'s
-    /// [`needs_service`](crate::policy::ToolPolicyBuilder::needs_service) rules) the user's
-    /// token there, or challenging the client to connect. Fails if the policy names a service
-    /// not registered with [`AuthServerBuilder::external_service`].
-    ///
-    /// ```
-    /// use tower_mcp_auth::atag::ExternalService;
-    /// use tower_mcp_auth::policy::ToolPolicy;
-    /// use tower_mcp_auth::server::AuthServer;
-    ///
-    /// let auth = AuthServer::builder("https://mcp.example.com")
-    ///     .resource("https://mcp.example.com/mcp")
-    ///     .dev_user("demo", "demo")
-    ///     .external_service(ExternalService::github("Iv1.0123", "secret"))
-    ///     .build()
-    ///     .unwrap();
-    /// let policy = ToolPolicy::builder()
-    ///     .default_scopes(["mcp:tools"])
-    ///     .tool("github_*", ["mcp:tools"])
-    ///     .needs_service("github", ["repo"])
-    ///     .build()
-    ///     .unwrap();
-    /// let layer = auth.atag_layer(&policy).unwrap();
-    /// # let _ = layer;
-    /// ```
-    pub fn atag_layer(
-        &self,
-        policy: &crate::policy::ToolPolicy,
-    ) -> Result<crate::atag::AtagLayer, ConfigError> {
-        let Some(state) = &self.0.atag else {
-            return Err(ConfigError::InvalidPolicy(
-                "no external service is registered".into(),
-            ));
-        };
-        if let Some(unknown) = policy
-            .service_ids()
-            .into_iter()
-            .find(|id| !state.services.contains_key(*id))
-        {
-            return Err(ConfigError::InvalidPolicy(format!(
-                "the policy names service `{unknown}`, which is not registered"
-            )));
-        }
-        Ok(crate::atag::AtagLayer::new(state.clone(), policy.clone()))
-    }
-
-    /// The third-party token vault, if services are registered.
-    pub fn vault(&self) -> Option<&crate::atag::TokenVault> {
-        self.0.atag.as_ref().map(|state| &state.vault)
     }
 }

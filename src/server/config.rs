@@ -46,10 +46,6 @@ pub struct AuthServerBuilder {
     registration_limit: Option<(u64, Duration)>,
     registration_limit_loopback: bool,
     registration_policy: Option<RegistrationPolicy>,
-    #[cfg(feature = "atag")]
-    services: Vec<crate::atag::ExternalService>,
-    #[cfg(feature = "atag")]
-    vault_keys: Option<super::EncryptionKeys>,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -83,10 +79,6 @@ impl AuthServerBuilder {
             registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
             registration_limit_loopback: false,
             registration_policy: None,
-            #[cfg(feature = "atag")]
-            services: Vec::new(),
-            #[cfg(feature = "atag")]
-            vault_keys: None,
             cimd_development: false,
         }
     }
@@ -304,23 +296,6 @@ impl AuthServerBuilder {
         self
     }
 
-    /// A third-party service tools may act at for the user (feature `atag`): enables the
-    /// `/atag/*` routes and [`AuthServer::atag_layer`].
-    #[cfg(feature = "atag")]
-    pub fn external_service(mut self, service: crate::atag::ExternalService) -> Self {
-        self.services.push(service);
-        self
-    }
-
-    /// The keys sealing the third-party token vault (default: one generated at start-up, so
-    /// stored tokens die with the process; production deployments keep theirs). Separate from
-    /// the signing keys: either rotates alone.
-    #[cfg(feature = "atag")]
-    pub fn vault_keys(mut self, keys: super::EncryptionKeys) -> Self {
-        self.vault_keys = Some(keys);
-        self
-    }
-
     /// Lifetime of refresh tokens (default 30 days).
     pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
         self.refresh_token_ttl = ttl;
@@ -484,32 +459,6 @@ impl AuthServerBuilder {
         let store: Arc<dyn Store> = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
-        #[cfg(feature = "atag")]
-        let atag = if self.services.is_empty() {
-            None
-        } else {
-            let mut services = HashMap::new();
-            for service in self.services {
-                service.check()?;
-                let id = service.id.clone();
-                if services.insert(id.clone(), service).is_some() {
-                    return Err(ConfigError::InvalidPolicy(format!(
-                        "two external services have the id `{id}`"
-                    )));
-                }
-            }
-            let keys = match self.vault_keys {
-                Some(keys) => keys,
-                None => super::EncryptionKeys::generate("vault-1")?,
-            };
-            Some(Arc::new(crate::atag::AtagState::new(
-                services,
-                store.clone(),
-                keys,
-                urls.clone(),
-                crate::outbound::client(Duration::from_secs(10))?,
-            )))
-        };
         Ok(AuthServer(Arc::new(Inner {
             urls,
             resources,
@@ -533,8 +482,6 @@ impl AuthServerBuilder {
             registration_limit: self.registration_limit,
             registration_limit_loopback: self.registration_limit_loopback,
             registration_policy: self.registration_policy,
-            #[cfg(feature = "atag")]
-            atag,
         })))
     }
 }

@@ -34,9 +34,9 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// A signed-in user, as the login session remembers them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Session {
+pub(crate) struct Session {
     /// The subject of the tokens we issue: a dev user's name, or `{provider}|{subject}`.
-    pub(super) subject: String,
+    pub(crate) subject: String,
     /// Groups, from the dev user's configuration or the upstream provider.
     #[serde(default)]
     pub(super) groups: Vec<String>,
@@ -59,7 +59,7 @@ struct UpstreamPending {
     browser: String,
 }
 
-pub(super) async fn logged_in_user(
+pub(crate) async fn logged_in_user(
     server: &AuthServer,
     headers: &HeaderMap,
 ) -> Result<Option<Session>, Response> {

@@ -16,8 +16,6 @@ mod cimd;
 mod clients;
 mod code_grant;
 mod config;
-#[cfg(feature = "atag")]
-mod connect;
 mod consent;
 mod cookies;
 mod introspect;
@@ -40,9 +38,8 @@ mod userinfo;
 pub use self::auth_server::AuthServer;
 pub use self::config::AuthServerBuilder;
 pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
-// For the ATAG module.
-#[cfg_attr(not(feature = "atag"), allow(unused_imports))]
-pub(crate) use self::primitives::{digest, now as unix_now, random_token};
+// What modules built on the server (ATAG) use: its pages, sign-in session, store records and
+// HTTP primitives.
 pub use self::revocation::RevocationAwareValidator;
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
 pub use self::upstream::{
@@ -52,3 +49,13 @@ pub use self::upstream::{
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::upstream::{check_provider_id, token_error};
 pub use self::urls::PublicUrls;
+#[cfg_attr(not(feature = "atag"), allow(unused_imports))]
+pub(crate) use self::{
+    login::logged_in_user,
+    pages::{error_page, message_page, upstream_error_page},
+    primitives::{
+        digest, no_store, now as unix_now, oauth_error, parse_form, random_token, rng_failure,
+    },
+    storage::{load, save, spend},
+    userinfo::bearer_caller,
+};

@@ -66,7 +66,7 @@ pub(super) fn page(
 
 /// A page with a title and a message.
 #[cfg_attr(not(feature = "atag"), allow(dead_code))]
-pub(super) fn message_page(
+pub(crate) fn message_page(
     server: &AuthServer,
     status: StatusCode,
     title: &str,
@@ -82,7 +82,7 @@ pub(super) fn message_page(
 
 /// The page for a failed exchange with another party (`party`: "The identity provider",
 /// "The service"): 502 when it could not be reached, 403 with `refused` when it said no.
-pub(super) fn upstream_error_page(
+pub(crate) fn upstream_error_page(
     server: &AuthServer,
     error: &super::upstream::UpstreamError,
     party: &str,
@@ -101,7 +101,7 @@ pub(super) fn upstream_error_page(
 }
 
 /// An error shown to the person in the browser, never sent to a redirect URI we cannot trust.
-pub(super) fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
+pub(crate) fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
     page(
         server,
         status,

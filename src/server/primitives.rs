@@ -26,7 +26,7 @@ pub(crate) fn now() -> u64 {
 }
 
 /// An RFC 6749 §5.2 error response.
-pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let mut response = (
         status,
         axum::Json(json!({"error": error, "error_description": description})),
@@ -36,7 +36,7 @@ pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) ->
     response
 }
 
-pub(super) fn no_store(headers: &mut HeaderMap) {
+pub(crate) fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
@@ -50,7 +50,7 @@ pub(crate) fn random_token() -> Option<String> {
     Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-pub(super) fn rng_failure() -> Response {
+pub(crate) fn rng_failure() -> Response {
     oauth_error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "server_error",
@@ -72,7 +72,7 @@ pub(super) fn required<'a>(
     })
 }
 
-pub(super) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
+pub(crate) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
     let mut form = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         // RFC 6749 §3.2: parameters must not be repeated.

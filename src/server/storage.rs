@@ -11,7 +11,7 @@ use super::auth_server::AuthServer;
 use super::primitives::oauth_error;
 use crate::store::Store;
 
-pub(super) async fn load<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn load<T: for<'de> Deserialize<'de>>(
     server: &AuthServer,
     key: &str,
     take: bool,
@@ -34,7 +34,7 @@ pub(super) async fn load<T: for<'de> Deserialize<'de>>(
 
 /// Spends the single-use entry under `key`, atomically (of two racing uses, one wins):
 /// `Ok(false)` if it was spent already or expired.
-pub(super) async fn spend(server: &AuthServer, key: &str) -> Result<bool, Response> {
+pub(crate) async fn spend(server: &AuthServer, key: &str) -> Result<bool, Response> {
     server
         .0
         .store
@@ -50,7 +50,7 @@ pub(super) async fn spend(server: &AuthServer, key: &str) -> Result<bool, Respon
         })
 }
 
-pub(super) async fn save<T: Serialize>(
+pub(crate) async fn save<T: Serialize>(
     server: &AuthServer,
     key: &str,
     value: &T,

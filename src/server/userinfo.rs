@@ -12,7 +12,7 @@ use super::revocation::{is_revoked, own_token};
 
 /// The caller of an endpoint that takes this server's own access tokens (`Authorization:
 /// Bearer`): valid for one of our resources and not revoked, or a 401 with a Bearer challenge.
-pub(super) async fn bearer_caller(
+pub(crate) async fn bearer_caller(
     server: &AuthServer,
     headers: &HeaderMap,
 ) -> Result<crate::AuthContext, Response> {

@@ -1,5 +1,5 @@
 //! MCP wire facts every layer shares: header names, JSON-RPC error codes, the JSON-RPC error
-//! responses the layers answer with, and SSE framing ([`sse`]).
+//! responses the layers answer with, and SSE framing.
 
 pub(crate) mod sse;
 

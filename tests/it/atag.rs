@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
-use tower_mcp_auth::atag::{ChallengeMode, ExternalService, ExternalToken, TokenSet, TokenVault};
+use tower_mcp_auth::atag::{
+    Atag, ChallengeMode, ExternalService, ExternalToken, TokenSet, TokenVault,
+};
 use tower_mcp_auth::policy::ToolPolicy;
 use tower_mcp_auth::server::{AuthServer, EncryptionKeys, SigningKeys};
 use tower_mcp_auth::store::{MemoryStore, Store};
@@ -25,7 +27,7 @@ struct World {
     base: String,
     mcp: String,
     third_party: String,
-    auth: AuthServer,
+    atag: Atag,
     /// Requests to the third party's token endpoint.
     token_hits: Arc<AtomicUsize>,
     store: Arc<MemoryStore>,
@@ -107,13 +109,13 @@ async fn world(mode: ChallengeMode) -> World {
     let mcp = format!("{base}/mcp");
     let store = Arc::new(MemoryStore::default());
     let keys = SigningKeys::generate().unwrap();
-    let (auth, app) = gateway(&base, &third_party, store.clone(), keys.clone(), mode);
+    let (atag, app) = gateway(&base, &third_party, store.clone(), keys.clone(), mode);
     spawn(down_listener, app);
     World {
         base,
         mcp,
         third_party,
-        auth,
+        atag,
         token_hits,
         store,
         keys,
@@ -129,7 +131,7 @@ fn gateway(
     store: Arc<MemoryStore>,
     keys: SigningKeys,
     mode: ChallengeMode,
-) -> (AuthServer, axum::Router) {
+) -> (Atag, axum::Router) {
     let mcp = format!("{base}/mcp");
     let auth = AuthServer::builder(base)
         .resource(&mcp)
@@ -139,7 +141,10 @@ fn gateway(
         .dev_user("alice", "wonderland")
         .dev_user("bob", "builder")
         .public_client("app", ["http://127.0.0.1/callback"], ["mcp:tools"])
-        .external_service(
+        .build()
+        .unwrap();
+    let gateway = Atag::builder(&auth)
+        .service(
             ExternalService::custom(
                 "tp",
                 format!("{third_party}/oauth/authorize"),
@@ -162,8 +167,8 @@ fn gateway(
         .authorization_server(auth.issuer())
         .build()
         .unwrap();
-    let atag = auth
-        .atag_layer(&policy)
+    let atag = gateway
+        .layer(&policy)
         .unwrap()
         .mode(mode)
         .forward_header(http::HeaderName::from_static("x-service-token"));
@@ -179,8 +184,9 @@ fn gateway(
                 .layer(atag)
                 .service(tower::service_fn(echo)),
         )
-        .merge(auth.router());
-    (auth, app)
+        .merge(auth.router())
+        .merge(gateway.router());
+    (gateway, app)
 }
 
 /// Signs `user` in at the MCP server's authorization server in `browser` and returns an
@@ -753,7 +759,7 @@ async fn refresh_race(world: World, extra_mcps: Vec<String>) {
     let url = tool_error_link(&world, &token).await;
     connect(&world, &alice, &url).await;
     // Age the stored token: it expired a minute ago.
-    let vault = world.auth.vault().unwrap().clone();
+    let vault = world.atag.vault().clone();
     let mut tokens = vault.get("alice", "tp").await.unwrap().unwrap();
     let old_secret = tokens.access_token.clone();
     tokens.expires_at = Some(now() - 60);
@@ -927,7 +933,10 @@ fn policies_naming_unknown_services_are_refused() {
     let auth = AuthServer::builder("https://mcp.example.com")
         .resource("https://mcp.example.com/mcp")
         .dev_user("demo", "demo")
-        .external_service(ExternalService::github("id", "secret"))
+        .build()
+        .unwrap();
+    let atag = Atag::builder(&auth)
+        .service(ExternalService::github("id", "secret"))
         .build()
         .unwrap();
     let policy = ToolPolicy::builder()
@@ -936,7 +945,7 @@ fn policies_naming_unknown_services_are_refused() {
         .needs_service("atlassian", ["read:jira-work"])
         .build()
         .unwrap();
-    assert!(auth.atag_layer(&policy).is_err());
+    assert!(atag.layer(&policy).is_err());
     let presets = [
         ExternalService::google("id", "s"),
         ExternalService::slack("id", "s"),
@@ -945,11 +954,15 @@ fn policies_naming_unknown_services_are_refused() {
     ];
     let ids: Vec<String> = presets.iter().map(|s| s.id.clone()).collect();
     assert_eq!(ids, ["google", "slack", "atlassian", "microsoft"]);
-    let mut builder = AuthServer::builder("https://mcp.example.com")
-        .resource("https://mcp.example.com/mcp")
-        .dev_user("demo", "demo");
+    let mut builder = Atag::builder(&auth);
     for preset in presets {
-        builder = builder.external_service(preset);
+        builder = builder.service(preset);
     }
     assert!(builder.build().is_ok());
+    // No service at all, or two with one id: refused at build time.
+    assert!(Atag::builder(&auth).build().is_err());
+    let twice = Atag::builder(&auth)
+        .service(ExternalService::github("a", "s"))
+        .service(ExternalService::github("b", "s"));
+    assert!(twice.build().is_err());
 }

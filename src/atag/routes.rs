@@ -14,14 +14,13 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth_server::AuthServer;
-use super::login::logged_in_user;
-use super::pages::{error_page, message_page};
-use super::primitives::digest;
-use super::primitives::{no_store, oauth_error, parse_form, rng_failure};
-use super::storage::{load, save, spend};
-use super::upstream::UpstreamError;
-use crate::atag::{AtagState, ExternalService, Link};
+use super::setup::Atag;
+use super::{AtagState, ExternalService, Link};
+use crate::server::{
+    AuthServer, UpstreamError, bearer_caller, digest, error_page, load, logged_in_user,
+    message_page, no_store, oauth_error, parse_form, random_token, rng_failure, save, spend,
+    upstream_error_page,
+};
 
 use crate::audit;
 
@@ -32,14 +31,6 @@ struct ConnectState {
     verifier: String,
 }
 
-fn atag(server: &AuthServer) -> Result<Arc<AtagState>, Response> {
-    server
-        .0
-        .atag
-        .clone()
-        .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
-}
-
 /// What the browser routes start from.
 struct BrowserRequest {
     atag: Arc<AtagState>,
@@ -48,11 +39,12 @@ struct BrowserRequest {
 }
 
 fn browser_request(
-    server: &AuthServer,
+    atag: &Atag,
     service_id: &str,
     query: Option<String>,
 ) -> Result<BrowserRequest, Response> {
-    let atag = atag(server)?;
+    let server = &atag.auth;
+    let atag = atag.state.clone();
     let service = atag
         .services
         .get(service_id)
@@ -116,16 +108,17 @@ async fn same_user(server: &AuthServer, headers: &HeaderMap, user: &str) -> Resu
 
 /// `GET /atag/connect/{service}?link=…`.
 pub(super) async fn connect(
-    State(server): State<AuthServer>,
+    State(gateway): State<Atag>,
     Path(service_id): Path<String>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    let server = gateway.auth.clone();
     let BrowserRequest {
         atag,
         service,
         params,
-    } = match browser_request(&server, &service_id, query) {
+    } = match browser_request(&gateway, &service_id, query) {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -145,7 +138,7 @@ pub(super) async fn connect(
         Ok(link) => link,
         Err(response) => return response,
     };
-    let Some(state) = super::primitives::random_token() else {
+    let Some(state) = random_token() else {
         return rng_failure();
     };
     let (url, verifier) = match crate::atag::authorization_url(
@@ -177,7 +170,7 @@ pub(super) async fn connect(
 }
 
 fn failure(server: &AuthServer, error: &UpstreamError) -> Response {
-    super::pages::upstream_error_page(
+    upstream_error_page(
         server,
         error,
         "The service",
@@ -187,16 +180,17 @@ fn failure(server: &AuthServer, error: &UpstreamError) -> Response {
 
 /// `GET /atag/callback/{service}?code=…&state=…`.
 pub(super) async fn callback(
-    State(server): State<AuthServer>,
+    State(gateway): State<Atag>,
     Path(service_id): Path<String>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    let server = gateway.auth.clone();
     let BrowserRequest {
         atag,
         service,
         params,
-    } = match browser_request(&server, &service_id, query) {
+    } = match browser_request(&gateway, &service_id, query) {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -273,17 +267,15 @@ pub(super) async fn callback(
 }
 
 async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, Response> {
-    super::userinfo::bearer_caller(server, headers)
+    bearer_caller(server, headers)
         .await
         .map(|ctx| ctx.subject().to_owned())
 }
 
 /// `GET /atag/connections` (bearer token of this server): the caller's connected services.
-pub(super) async fn connections(State(server): State<AuthServer>, headers: HeaderMap) -> Response {
-    let atag = match atag(&server) {
-        Ok(atag) => atag,
-        Err(response) => return response,
-    };
+pub(super) async fn connections(State(gateway): State<Atag>, headers: HeaderMap) -> Response {
+    let server = gateway.auth.clone();
+    let atag = gateway.state.clone();
     let user = match bearer_user(&server, &headers).await {
         Ok(user) => user,
         Err(response) => return response,
@@ -315,14 +307,12 @@ pub(super) async fn connections(State(server): State<AuthServer>, headers: Heade
 /// `DELETE /atag/connections/{service}` (bearer token of this server): forgets the caller's
 /// token at the service.
 pub(super) async fn disconnect(
-    State(server): State<AuthServer>,
+    State(gateway): State<Atag>,
     Path(service_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let atag = match atag(&server) {
-        Ok(atag) => atag,
-        Err(response) => return response,
-    };
+    let server = gateway.auth.clone();
+    let atag = gateway.state.clone();
     let user = match bearer_user(&server, &headers).await {
         Ok(user) => user,
         Err(response) => return response,
