@@ -1,0 +1,161 @@
+//! Upstream identity providers: where the users of the authorization server sign in.
+//!
+//! The authorization server never sees a password of an upstream user: it sends the browser to
+//! the provider (authorization code flow with PKCE and `state`, plus a `nonce` for OpenID
+//! Connect), takes the code at its callback, and learns who signed in. Built in:
+//! [`OidcProvider`] for any OpenID Connect provider (discovery, id_token validated against the
+//! provider's JWKS), with [`OidcProvider::google`] preset, and [`GitHubProvider`] (OAuth App,
+//! user API). Other providers implement [`IdentityProvider`].
+
+use oauth2::RequestTokenError;
+use oauth2::basic::BasicErrorResponse;
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+use crate::validate::BoxFuture;
+
+mod code_flow;
+mod github;
+mod oidc;
+
+pub use self::github::GitHubProvider;
+pub use self::oidc::{OidcProvider, OidcProviderBuilder};
+
+/// Who signed in at an upstream provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UpstreamUser {
+    /// The provider's stable identifier of the user (OpenID `sub`, GitHub's numeric id). The
+    /// subject of our tokens is `{provider id}|{subject}`, so two providers never share one.
+    pub subject: String,
+    /// A name to show (login, email or display name), if the provider gave one.
+    pub name: Option<String>,
+    /// The user's groups at the provider (mapped to scopes by
+    /// [`crate::server::AuthServerBuilder::groups`]).
+    pub groups: Vec<String>,
+}
+
+impl UpstreamUser {
+    /// A user with this provider-side subject, no name and no groups.
+    pub fn new(subject: impl Into<String>) -> Self {
+        UpstreamUser {
+            subject: subject.into(),
+            name: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// With a display name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// With groups.
+    #[must_use]
+    pub fn with_groups<I: IntoIterator<Item = S>, S: Into<String>>(mut self, groups: I) -> Self {
+        self.groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// The start of an upstream sign-in.
+#[derive(Clone)]
+pub struct UpstreamStart {
+    /// Where the browser goes (the provider's authorization URL, carrying the given `state`).
+    pub url: String,
+    /// What [`IdentityProvider::finish`] needs back (PKCE verifier, nonce): kept in the store
+    /// under the state, never sent to the browser.
+    pub kept: String,
+}
+
+impl std::fmt::Debug for UpstreamStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamStart")
+            .field("url", &self.url)
+            .field("kept", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why an upstream sign-in failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The provider could not be reached or answered nonsense: try again later (502).
+    #[error("the identity provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused, or what it returned failed validation (403).
+    #[error("the identity provider refused the sign-in: {0}")]
+    Refused(String),
+}
+
+/// An upstream identity provider users sign in with.
+pub trait IdentityProvider: Send + Sync + 'static {
+    /// A short id, used in the callback path (`/oauth/callback/{id}`) and as the prefix of
+    /// subjects. Letters, digits, `-` and `_`.
+    fn id(&self) -> &str;
+
+    /// The name on the sign-in button.
+    fn display_name(&self) -> &str;
+
+    /// The provider's issuer identifier, if it has one: a callback whose RFC 9207 `iss`
+    /// parameter names another issuer is refused (mix-up defence).
+    fn issuer(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the provider promises `iss` in every authorization response (RFC 9207
+    /// `authorization_response_iss_parameter_supported`): then a response without it is
+    /// refused.
+    fn requires_iss(&self) -> bool {
+        false
+    }
+
+    /// Begins a sign-in: the URL to send the browser to, carrying `state`, and returning to
+    /// `redirect_uri`.
+    fn start<'a>(
+        &'a self,
+        redirect_uri: &'a str,
+        state: &'a str,
+    ) -> BoxFuture<'a, Result<UpstreamStart, UpstreamError>>;
+
+    /// Completes a sign-in with the `code` the provider sent back, and what `start` kept.
+    fn finish<'a>(
+        &'a self,
+        redirect_uri: &'a str,
+        code: &'a str,
+        kept: &'a str,
+    ) -> BoxFuture<'a, Result<UpstreamUser, UpstreamError>>;
+}
+
+pub(crate) fn check_provider_id(id: &str) -> Result<(), ConfigError> {
+    if id.is_empty()
+        || id.len() > 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::InvalidPolicy(format!(
+            "identity provider id `{id}` must be 1 to 32 letters, digits, `-` or `_`"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn token_error<E: std::error::Error>(
+    error: RequestTokenError<E, BasicErrorResponse>,
+) -> UpstreamError {
+    match error {
+        RequestTokenError::ServerResponse(e) => UpstreamError::Refused(e.to_string()),
+        // GitHub answers errors with 200 and an error object: that is a refusal too.
+        RequestTokenError::Parse(_, body) => {
+            match serde_json::from_slice::<BasicErrorResponse>(&body) {
+                Ok(e) => UpstreamError::Refused(e.to_string()),
+                Err(_) => UpstreamError::Unavailable("the token response is not understood".into()),
+            }
+        }
+        RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
+        RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
+    }
+}
