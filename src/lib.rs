@@ -14,6 +14,8 @@ pub mod challenge;
 mod context;
 mod error;
 pub mod jsonrpc;
+#[cfg(feature = "server")]
+mod oauth_client;
 #[cfg(any(feature = "jwks", feature = "introspection"))]
 mod outbound;
 pub mod policy;

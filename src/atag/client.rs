@@ -3,21 +3,14 @@
 
 use std::time::Duration;
 
-use oauth2::basic::{
-    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
-    BasicTokenType,
-};
-use oauth2::{
-    AccessToken, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    Scope, StandardRevocableToken, TokenResponse, TokenUrl,
-};
+use oauth2::basic::BasicTokenType;
+use oauth2::{AccessToken, RefreshToken, Scope, TokenResponse};
 use serde::{Deserialize, Serialize};
 
 use super::services::{ClientAuthMethod, ExternalService};
 use super::vault::TokenSet;
-use crate::outbound::send;
-use crate::server::{UpstreamError, token_error};
+use crate::oauth_client::{CodeClient, ScopeParam};
+use crate::server::UpstreamError;
 
 /// A token response as services send it. Slack puts user tokens under `authed_user`; GitHub
 /// separates scopes with commas: both are read here.
@@ -94,58 +87,35 @@ impl TokenResponse for ServiceTokens {
     }
 }
 
-type ServiceClient = oauth2::Client<
-    BasicErrorResponse,
-    ServiceTokens,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
-
-fn client(service: &ExternalService, redirect_uri: &str) -> Result<ServiceClient, UpstreamError> {
-    let bad = |e: oauth2::url::ParseError| UpstreamError::Unavailable(e.to_string());
-    let mut client = oauth2::Client::new(ClientId::new(service.client_id.clone()))
-        .set_auth_uri(AuthUrl::new(service.authorize_url.clone()).map_err(bad)?)
-        .set_token_uri(TokenUrl::new(service.token_url.clone()).map_err(bad)?)
-        .set_redirect_uri(RedirectUrl::new(redirect_uri.to_owned()).map_err(bad)?)
-        .set_auth_type(match service.auth_method {
-            ClientAuthMethod::Basic => AuthType::BasicAuth,
-            ClientAuthMethod::Post => AuthType::RequestBody,
-        });
-    if let Some(secret) = &service.client_secret {
-        client = client.set_client_secret(ClientSecret::new(secret.clone()));
-    }
-    Ok(client)
+fn client(service: &ExternalService, http: &reqwest::Client) -> CodeClient<ServiceTokens> {
+    CodeClient::new(
+        service.client_id.clone(),
+        service.client_secret.clone(),
+        service.authorize_url.clone(),
+        service.token_url.clone(),
+        http.clone(),
+    )
+    .secret_in_body(matches!(service.auth_method, ClientAuthMethod::Post))
 }
 
 /// The authorization URL for `scopes`, carrying `state`; and the PKCE verifier to keep.
 pub(crate) fn authorization_url(
+    http: &reqwest::Client,
     service: &ExternalService,
     redirect_uri: &str,
     state: &str,
     scopes: &[String],
 ) -> Result<(String, String), UpstreamError> {
-    let client = client(service, redirect_uri)?;
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = client
-        .authorize_url(|| CsrfToken::new(state.to_owned()))
-        .set_pkce_challenge(challenge);
-    match service.scope_param.as_deref() {
-        None | Some("scope") => {
-            request = request.add_scopes(scopes.iter().cloned().map(Scope::new));
-        }
-        Some(param) => request = request.add_extra_param(param.to_owned(), scopes.join(",")),
-    }
-    for (name, value) in &service.extra_params {
-        request = request.add_extra_param(name.clone(), value.clone());
-    }
-    let (url, _) = request.url();
-    Ok((url.into(), verifier.secret().clone()))
+    let scope_param = match service.scope_param.as_deref() {
+        None | Some("scope") => ScopeParam::Standard,
+        Some(param) => ScopeParam::Named(param),
+    };
+    let extra: Vec<(String, String)> = service
+        .extra_params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    client(service, http).authorization_url(redirect_uri, state, scopes, scope_param, &extra)
 }
 
 fn token_set(
@@ -179,15 +149,9 @@ pub(crate) async fn exchange(
     verifier: &str,
     asked: &[String],
 ) -> Result<TokenSet, UpstreamError> {
-    let client = client(service, redirect_uri)?;
-    let http = http.clone();
-    let caller = move |request| send(http.clone(), request);
-    let tokens = client
-        .exchange_code(AuthorizationCode::new(code.to_owned()))
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
-        .request_async(&caller)
-        .await
-        .map_err(token_error)?;
+    let tokens = client(service, http)
+        .exchange_code(redirect_uri, code, verifier)
+        .await?;
     Ok(token_set(tokens, None, asked))
 }
 
@@ -201,14 +165,9 @@ pub(crate) async fn refresh(
     let Some(refresh_token) = &current.refresh_token else {
         return Err(UpstreamError::Refused("no refresh token".into()));
     };
-    let client = client(service, redirect_uri)?;
-    let http = http.clone();
-    let caller = move |request| send(http.clone(), request);
-    let tokens = client
-        .exchange_refresh_token(&RefreshToken::new(refresh_token.clone()))
-        .request_async(&caller)
-        .await
-        .map_err(token_error)?;
+    let tokens = client(service, http)
+        .refresh(redirect_uri, refresh_token)
+        .await?;
     Ok(token_set(
         tokens,
         current.refresh_token.clone(),

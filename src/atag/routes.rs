@@ -142,6 +142,7 @@ pub(super) async fn connect(
         return rng_failure();
     };
     let (url, verifier) = match crate::atag::authorization_url(
+        &atag.http,
         &service,
         &atag.callback_uri(&service.id),
         &state,

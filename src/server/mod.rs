@@ -42,12 +42,12 @@ pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError
 // HTTP primitives.
 pub use self::revocation::RevocationAwareValidator;
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
+#[cfg_attr(not(feature = "atag"), allow(unused_imports))]
+pub(crate) use self::upstream::check_provider_id;
 pub use self::upstream::{
     GitHubProvider, IdentityProvider, OidcProvider, OidcProviderBuilder, UpstreamError,
     UpstreamStart, UpstreamUser,
 };
-#[cfg_attr(not(feature = "atag"), allow(unused_imports))]
-pub(crate) use self::upstream::{check_provider_id, token_error};
 pub use self::urls::PublicUrls;
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::{

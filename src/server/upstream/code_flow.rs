@@ -1,18 +1,12 @@
 //! The authorization code flow with PKCE, `state` and `nonce` against an upstream provider,
 //! on the `oauth2` crate with our outbound client.
 
-use oauth2::basic::{
-    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
-    BasicTokenType,
-};
-use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardRevocableToken, StandardTokenResponse, TokenUrl,
-};
+use oauth2::basic::BasicTokenType;
+use oauth2::{ExtraTokenFields, StandardTokenResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{UpstreamError, UpstreamStart, token_error};
+use super::{UpstreamError, UpstreamStart};
+use crate::oauth_client::{CodeClient, ScopeParam};
 
 /// Token response fields beyond OAuth's: the OpenID Connect `id_token`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -23,18 +17,8 @@ pub(super) struct IdTokenField {
 
 impl ExtraTokenFields for IdTokenField {}
 
-type CodeClient = oauth2::Client<
-    BasicErrorResponse,
-    StandardTokenResponse<IdTokenField, BasicTokenType>,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
+/// A provider's token response, with the OpenID Connect `id_token` if there is one.
+pub(super) type UpstreamTokens = StandardTokenResponse<IdTokenField, BasicTokenType>;
 
 /// What one code flow against a provider needs.
 #[derive(Clone)]
@@ -54,21 +38,14 @@ pub(super) struct Kept {
 }
 
 impl CodeFlow {
-    pub(super) fn client(
-        &self,
-        authorize: &str,
-        token: &str,
-        redirect_uri: &str,
-    ) -> Result<CodeClient, UpstreamError> {
-        let bad = |e: oauth2::url::ParseError| UpstreamError::Unavailable(e.to_string());
-        let mut client = oauth2::Client::new(ClientId::new(self.client_id.clone()))
-            .set_auth_uri(AuthUrl::new(authorize.to_owned()).map_err(bad)?)
-            .set_token_uri(TokenUrl::new(token.to_owned()).map_err(bad)?)
-            .set_redirect_uri(RedirectUrl::new(redirect_uri.to_owned()).map_err(bad)?);
-        if let Some(secret) = &self.client_secret {
-            client = client.set_client_secret(ClientSecret::new(secret.clone()));
-        }
-        Ok(client)
+    fn client(&self, authorize: &str, token: &str) -> CodeClient<UpstreamTokens> {
+        CodeClient::new(
+            self.client_id.clone(),
+            self.client_secret.clone(),
+            authorize,
+            token,
+            self.http.clone(),
+        )
     }
 
     pub(super) fn start(
@@ -79,25 +56,20 @@ impl CodeFlow {
         state: &str,
         nonce: Option<String>,
     ) -> Result<UpstreamStart, UpstreamError> {
-        let client = self.client(authorize, token, redirect_uri)?;
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut request = client
-            .authorize_url(|| CsrfToken::new(state.to_owned()))
-            .add_scopes(self.scopes.iter().cloned().map(Scope::new))
-            .set_pkce_challenge(challenge);
-        if let Some(nonce) = &nonce {
-            request = request.add_extra_param("nonce", nonce.clone());
-        }
-        let (url, _) = request.url();
-        let kept = serde_json::to_string(&Kept {
-            verifier: verifier.secret().clone(),
-            nonce,
-        })
-        .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-        Ok(UpstreamStart {
-            url: url.into(),
-            kept,
-        })
+        let extra: Vec<(String, String)> = nonce
+            .iter()
+            .map(|n| ("nonce".to_owned(), n.clone()))
+            .collect();
+        let (url, verifier) = self.client(authorize, token).authorization_url(
+            redirect_uri,
+            state,
+            &self.scopes,
+            ScopeParam::Standard,
+            &extra,
+        )?;
+        let kept = serde_json::to_string(&Kept { verifier, nonce })
+            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        Ok(UpstreamStart { url, kept })
     }
 
     pub(super) async fn exchange(
@@ -107,16 +79,10 @@ impl CodeFlow {
         redirect_uri: &str,
         code: &str,
         kept: &Kept,
-    ) -> Result<StandardTokenResponse<IdTokenField, BasicTokenType>, UpstreamError> {
-        let client = self.client(authorize, token, redirect_uri)?;
-        let http = self.http.clone();
-        let caller = move |request| crate::outbound::send(http.clone(), request);
-        client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(kept.verifier.clone()))
-            .request_async(&caller)
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        self.client(authorize, token)
+            .exchange_code(redirect_uri, code, &kept.verifier)
             .await
-            .map_err(token_error)
     }
 }
 

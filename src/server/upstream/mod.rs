@@ -7,8 +7,6 @@
 //! provider's JWKS), with [`OidcProvider::google`] preset, and [`GitHubProvider`] (OAuth App,
 //! user API). Other providers implement [`IdentityProvider`].
 
-use oauth2::RequestTokenError;
-use oauth2::basic::BasicErrorResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
@@ -79,16 +77,7 @@ impl std::fmt::Debug for UpstreamStart {
     }
 }
 
-/// Why an upstream sign-in failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
-    /// The provider could not be reached or answered nonsense: try again later (502).
-    #[error("the identity provider is unavailable: {0}")]
-    Unavailable(String),
-    /// The provider refused, or what it returned failed validation (403).
-    #[error("the identity provider refused the sign-in: {0}")]
-    Refused(String),
-}
+pub use crate::oauth_client::UpstreamError;
 
 /// An upstream identity provider users sign in with.
 pub trait IdentityProvider: Send + Sync + 'static {
@@ -141,21 +130,4 @@ pub(crate) fn check_provider_id(id: &str) -> Result<(), ConfigError> {
         )));
     }
     Ok(())
-}
-
-pub(crate) fn token_error<E: std::error::Error>(
-    error: RequestTokenError<E, BasicErrorResponse>,
-) -> UpstreamError {
-    match error {
-        RequestTokenError::ServerResponse(e) => UpstreamError::Refused(e.to_string()),
-        // GitHub answers errors with 200 and an error object: that is a refusal too.
-        RequestTokenError::Parse(_, body) => {
-            match serde_json::from_slice::<BasicErrorResponse>(&body) {
-                Ok(e) => UpstreamError::Refused(e.to_string()),
-                Err(_) => UpstreamError::Unavailable("the token response is not understood".into()),
-            }
-        }
-        RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
-        RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
-    }
 }
