@@ -85,6 +85,7 @@ where
     }
 
     /// Sends the secret in the request body (`client_secret_post`) instead of HTTP Basic.
+    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
     pub(crate) fn secret_in_body(mut self, in_body: bool) -> Self {
         self.secret_in_body = in_body;
         self
@@ -152,6 +153,7 @@ where
     }
 
     /// Exchanges a refresh token.
+    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
     pub(crate) async fn refresh(
         &self,
         redirect_uri: &str,
