@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use regex::{RegexSet, RegexSetBuilder};
 use serde_json::Value;
 
+use super::builder::ToolPolicyBuilder;
 use super::rules::{ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, ServiceNeed};
 use crate::resource::check_scope_token;
 use crate::{AuthContext, ConfigError, Scopes};
@@ -71,21 +72,21 @@ pub struct ToolPolicy(pub(crate) Arc<Compiled>);
 
 #[derive(Debug)]
 pub(crate) struct Compiled {
-    default: Option<Requirement>,
-    indexes: [Index; 4],
-    separator: Option<String>,
+    pub(super) default: Option<Requirement>,
+    pub(super) indexes: [Index; 4],
+    pub(super) separator: Option<String>,
     /// Required scope → the scopes that imply it.
-    implied_by: HashMap<String, Vec<String>>,
-    groups: Option<GroupMapping>,
+    pub(super) implied_by: HashMap<String, Vec<String>>,
+    pub(super) groups: Option<GroupMapping>,
     /// Whether some tool rule names a third-party service.
-    has_services: bool,
+    pub(super) has_services: bool,
     /// Whether an ATAG layer was built from this policy (`Atag::layer`): only then
     /// can tools that need a service be served.
-    services_served: AtomicBool,
+    pub(super) services_served: AtomicBool,
 }
 
 #[derive(Debug, Default)]
-struct Index {
+pub(super) struct Index {
     exact: HashMap<String, Vec<usize>>,
     /// Globs of the common form `literal*`, by literal prefix; looked up once per distinct
     /// prefix length, so thousands of them cost a handful of hash lookups.
@@ -106,13 +107,13 @@ struct CompiledRule {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Requirement {
-    all_of: Vec<String>,
-    any_of: Vec<String>,
-    conditions: Vec<ClaimCondition>,
+pub(super) struct Requirement {
+    pub(super) all_of: Vec<String>,
+    pub(super) any_of: Vec<String>,
+    pub(super) conditions: Vec<ClaimCondition>,
 }
 
-fn kind_index(kind: Kind) -> usize {
+pub(super) fn kind_index(kind: Kind) -> usize {
     match kind {
         Kind::Tool => 0,
         Kind::Resource => 1,
@@ -121,7 +122,7 @@ fn kind_index(kind: Kind) -> usize {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::InvalidPolicy(msg.into())
 }
 
@@ -151,7 +152,7 @@ fn build_set(patterns: &[String]) -> Result<RegexSet, ConfigError> {
 }
 
 impl Index {
-    fn build(rules: Vec<(usize, Rule)>) -> Result<Index, ConfigError> {
+    pub(super) fn build(rules: Vec<(usize, Rule)>) -> Result<Index, ConfigError> {
         let mut index = Index::default();
         let (mut patterns, mut pattern_ids) = (Vec::new(), Vec::new());
         for (order, rule) in rules {
@@ -513,205 +514,4 @@ fn groups_of<'a>(ctx: &'a AuthContext, claim: &str) -> impl Iterator<Item = &'a 
         _ => &[],
     };
     items.iter().filter_map(Value::as_str)
-}
-
-/// Builder of [`ToolPolicy`].
-///
-/// ```
-/// use tower_mcp_auth::policy::{ClaimCondition, Rule, ToolPolicy};
-///
-/// let policy = ToolPolicy::builder()
-///     .default_scopes(["mcp:tools"])
-///     .tool("notes_*", ["notes:read"])
-///     .tool_regex("^delete_.*$", ["notes:admin"])
-///     .deny_tool("shutdown")
-///     .rule(Rule::tool("audit_log").all_of(["notes:admin"]).when(ClaimCondition::ends_with("email", "@corp.example")))
-///     .method("tools/list", ["mcp:tools"])
-///     .scope_separator(":")
-///     .build()
-///     .unwrap();
-/// # let _ = policy;
-/// ```
-#[derive(Debug, Clone, Default)]
-#[must_use]
-pub struct ToolPolicyBuilder {
-    default_scopes: Option<Vec<String>>,
-    rules: Vec<Rule>,
-    separator: Option<String>,
-    implies: Vec<(String, Vec<String>)>,
-    groups: Option<GroupMapping>,
-}
-
-fn strings<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Vec<String> {
-    items.into_iter().map(Into::into).collect()
-}
-
-impl ToolPolicyBuilder {
-    /// Scopes needed by tools, resources and prompts no rule covers. Without this, they are
-    /// denied to everyone.
-    pub fn default_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
-        self.default_scopes = Some(strings(scopes));
-        self
-    }
-
-    /// Tools named `name` (a glob if it has `*` or `?`) need all of `scopes`.
-    pub fn tool<I: IntoIterator<Item = S>, S: Into<String>>(
-        self,
-        name: impl Into<String>,
-        scopes: I,
-    ) -> Self {
-        self.rule(Rule::tool(name).all_of(scopes))
-    }
-
-    /// Tools matching the regular expression need all of `scopes`.
-    pub fn tool_regex<I: IntoIterator<Item = S>, S: Into<String>>(
-        self,
-        regex: impl Into<String>,
-        scopes: I,
-    ) -> Self {
-        self.rule(Rule::tool_regex(regex).all_of(scopes))
-    }
-
-    /// Nobody may call tools named `name` (a glob if it has `*` or `?`).
-    pub fn deny_tool(self, name: impl Into<String>) -> Self {
-        self.rule(Rule::tool(name).deny())
-    }
-
-    /// Resources with URI `uri` (a glob if it has `*` or `?`) need all of `scopes`.
-    pub fn resource<I: IntoIterator<Item = S>, S: Into<String>>(
-        self,
-        uri: impl Into<String>,
-        scopes: I,
-    ) -> Self {
-        self.rule(Rule::resource(uri).all_of(scopes))
-    }
-
-    /// Prompts named `name` need all of `scopes`.
-    pub fn prompt<I: IntoIterator<Item = S>, S: Into<String>>(
-        self,
-        name: impl Into<String>,
-        scopes: I,
-    ) -> Self {
-        self.rule(Rule::prompt(name).all_of(scopes))
-    }
-
-    /// The MCP method (or `GET` / `DELETE`) needs all of `scopes`.
-    pub fn method<I: IntoIterator<Item = S>, S: Into<String>>(
-        self,
-        method: impl Into<String>,
-        scopes: I,
-    ) -> Self {
-        self.rule(Rule::method(method).all_of(scopes))
-    }
-
-    /// The tools of the rule added last act at a third-party `service` with the user's own
-    /// token (see [`Rule::needs_service`] and [`crate::atag`]).
-    ///
-    /// ```
-    /// use tower_mcp_auth::policy::ToolPolicy;
-    ///
-    /// let policy = ToolPolicy::builder()
-    ///     .default_scopes(["mcp:tools"])
-    ///     .tool("github_*", ["mcp:tools"])
-    ///     .needs_service("github", ["repo"])
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(policy.service_need("github_list_repos").unwrap().service, "github");
-    /// assert!(policy.service_need("whoami").is_none());
-    /// ```
-    pub fn needs_service<I: IntoIterator<Item = S>, S: Into<String>>(
-        mut self,
-        service: impl Into<String>,
-        scopes: I,
-    ) -> Self {
-        if let Some(last) = self.rules.pop() {
-            self.rules.push(last.needs_service(service, scopes));
-        }
-        self
-    }
-
-    /// Adds any rule.
-    pub fn rule(mut self, rule: Rule) -> Self {
-        self.rules.push(rule);
-        self
-    }
-
-    /// Scope hierarchy by prefix: with `":"`, a granted `files` covers `files:read`.
-    pub fn scope_separator(mut self, separator: impl Into<String>) -> Self {
-        self.separator = Some(separator.into());
-        self
-    }
-
-    /// A granted `scope` also counts as each of `implied`.
-    pub fn scope_implies<I: IntoIterator<Item = S>, S: Into<String>>(
-        mut self,
-        scope: impl Into<String>,
-        implied: I,
-    ) -> Self {
-        self.implies.push((scope.into(), strings(implied)));
-        self
-    }
-
-    /// Maps identity-provider groups to scopes and tools.
-    pub fn groups(mut self, mapping: GroupMapping) -> Self {
-        self.groups = Some(mapping);
-        self
-    }
-
-    /// Compiles the policy; fails on invalid patterns or scope strings.
-    pub fn build(self) -> Result<ToolPolicy, ConfigError> {
-        if self
-            .rules
-            .iter()
-            .any(|r| r.service.is_some() && (r.kind != Kind::Tool || r.deny))
-        {
-            return Err(invalid("only tool rules that allow can need a service"));
-        }
-        let mut by_kind: [Vec<(usize, Rule)>; 4] = Default::default();
-        for (order, rule) in self.rules.into_iter().enumerate() {
-            by_kind[kind_index(rule.kind)].push((order, rule));
-        }
-        let [tools, resources, prompts, methods] = by_kind;
-        let default = match self.default_scopes {
-            Some(scopes) => {
-                for s in &scopes {
-                    check_scope_token(s)?;
-                }
-                Some(Requirement {
-                    all_of: scopes,
-                    ..Requirement::default()
-                })
-            }
-            None => None,
-        };
-        let mut implied_by: HashMap<String, Vec<String>> = HashMap::new();
-        for (granter, implied) in self.implies {
-            for scope in implied {
-                implied_by.entry(scope).or_default().push(granter.clone());
-            }
-        }
-        if let Some(template) = self
-            .groups
-            .as_ref()
-            .and_then(|g| g.tool_group_template.as_deref())
-            && template.matches("{tool}").count() != 1
-        {
-            return Err(invalid("tool_group_template needs exactly one `{tool}`"));
-        }
-        let has_services = tools.iter().any(|(_, rule)| rule.service.is_some());
-        Ok(ToolPolicy(Arc::new(Compiled {
-            default,
-            indexes: [
-                Index::build(tools)?,
-                Index::build(resources)?,
-                Index::build(prompts)?,
-                Index::build(methods)?,
-            ],
-            separator: self.separator,
-            implied_by,
-            groups: self.groups,
-            has_services,
-            services_served: AtomicBool::new(false),
-        })))
-    }
 }

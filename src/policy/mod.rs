@@ -61,12 +61,15 @@
 //! # let _ = layer;
 //! ```
 
+mod builder;
 mod compiled;
 mod filter;
+mod judge;
 mod layer;
 mod rules;
 
-pub use self::compiled::{Decision, ToolPolicy, ToolPolicyBuilder};
+pub use self::builder::ToolPolicyBuilder;
+pub use self::compiled::{Decision, ToolPolicy};
 pub use self::layer::{
     DEFAULT_MAX_BODY, FORBIDDEN_CODE, HEADER_MISMATCH_CODE, PolicyBody, ToolPolicyLayer,
     ToolPolicyService,
