@@ -78,10 +78,30 @@ fn canonical_resource_uri(uri: &str) -> bool {
     }
 }
 
+/// A decision that refuses: the only kind [`Shared::refuse`] answers, so an allow can never
+/// reach it.
+pub(super) enum Refusal {
+    /// Scopes would help: a step-up challenge naming them.
+    InsufficientScope(Scopes),
+    /// Nothing would help.
+    Forbidden(&'static str),
+}
+
+impl Refusal {
+    /// The refusal in `decision`, if it refuses.
+    pub(super) fn of(decision: Decision) -> Option<Refusal> {
+        match decision {
+            Decision::Allow => None,
+            Decision::InsufficientScope { scopes } => Some(Refusal::InsufficientScope(scopes)),
+            Decision::Forbidden { reason } => Some(Refusal::Forbidden(reason)),
+        }
+    }
+}
+
 /// What one message needs.
 enum Verdict {
     Allow,
-    Refuse(Decision, String, String),
+    Refuse(Refusal, String, String),
     Invalid(&'static str),
     /// A permitted tool that needs a third-party service no ATAG layer serves here.
     Unserved(String),
@@ -89,12 +109,12 @@ enum Verdict {
 
 /// A scope refusal names the bearer layer's required scopes too: one challenge carries every
 /// scope the operation needs, so a token with exactly those works.
-pub(super) fn with_required(decision: Decision, extensions: &http::Extensions) -> Decision {
-    match (decision, extensions.get::<RequiredScopes>()) {
-        (Decision::InsufficientScope { scopes }, Some(required)) => Decision::InsufficientScope {
-            scopes: scopes.iter().chain(required.scopes().iter()).collect(),
-        },
-        (decision, _) => decision,
+pub(super) fn with_required(refusal: Refusal, extensions: &http::Extensions) -> Refusal {
+    match (refusal, extensions.get::<RequiredScopes>()) {
+        (Refusal::InsufficientScope(scopes), Some(required)) => {
+            Refusal::InsufficientScope(scopes.iter().chain(required.scopes().iter()).collect())
+        }
+        (refusal, _) => refusal,
     }
 }
 
@@ -174,7 +194,7 @@ impl Shared {
         extensions: &http::Extensions,
     ) -> Option<Response<PolicyBody>> {
         let mut scopes: Vec<String> = Vec::new();
-        let mut refused: Option<(Decision, String, String, Value)> = None;
+        let mut refused: Option<(Refusal, String, String, Value)> = None;
         for message in mcp.messages.iter().filter(|m| m.method.is_some()) {
             let id = message.id.clone().unwrap_or(Value::Null);
             match self.judge_one(message, ctx) {
@@ -212,28 +232,26 @@ impl Shared {
                         None,
                     ));
                 }
-                Verdict::Refuse(decision, method, target) => {
-                    if let Decision::InsufficientScope { scopes: needed } = &decision {
+                Verdict::Refuse(refusal, method, target) => {
+                    if let Refusal::InsufficientScope(needed) = &refusal {
                         scopes.extend(needed.iter().map(str::to_owned));
                     }
                     // A forbidden element decides the answer; otherwise the scopes add up.
-                    let forbidden = matches!(decision, Decision::Forbidden { .. });
+                    let forbidden = matches!(refusal, Refusal::Forbidden(_));
                     if refused.is_none() || forbidden {
-                        refused = Some((decision, method, target, id));
+                        refused = Some((refusal, method, target, id));
                     }
                 }
             }
         }
-        let (decision, method, target, id) = refused?;
+        let (refusal, method, target, id) = refused?;
         let id = if mcp.batch { Value::Null } else { id };
-        let decision = match decision {
-            Decision::InsufficientScope { .. } => Decision::InsufficientScope {
-                scopes: Scopes::new(&scopes),
-            },
-            other => other,
+        let refusal = match refusal {
+            Refusal::InsufficientScope(_) => Refusal::InsufficientScope(Scopes::new(&scopes)),
+            forbidden => forbidden,
         };
-        let decision = with_required(decision, extensions);
-        Some(self.refuse(decision, &id, ctx, &method, &target))
+        let refusal = with_required(refusal, extensions);
+        Some(self.refuse(refusal, &id, ctx, &method, &target))
     }
 
     fn judge_one(&self, message: &McpMessage, ctx: &AuthContext) -> Verdict {
@@ -273,35 +291,28 @@ impl Shared {
                 (decision, target)
             }
         };
-        match decision {
-            Decision::Allow if method == "tools/call" && !self.policy.serves(&target) => {
+        match Refusal::of(decision) {
+            Some(refusal) => Verdict::Refuse(refusal, method.to_owned(), target),
+            None if method == "tools/call" && !self.policy.serves(&target) => {
                 Verdict::Unserved(target)
             }
-            Decision::Allow => {
+            None => {
                 tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target.as_str(), "operation allowed");
                 Verdict::Allow
             }
-            decision => Verdict::Refuse(decision, method.to_owned(), target),
         }
     }
 
     pub(super) fn refuse(
         &self,
-        decision: Decision,
+        refusal: Refusal,
         id: &Value,
         ctx: &AuthContext,
         method: &str,
         target: &str,
     ) -> Response<PolicyBody> {
-        match decision {
-            Decision::Allow => rpc_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                id,
-                code::INTERNAL_ERROR,
-                "internal error",
-                None,
-            ),
-            Decision::InsufficientScope { scopes } => {
+        match refusal {
+            Refusal::InsufficientScope(scopes) => {
                 tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %scopes, "operation refused");
                 let description = if target.is_empty() {
                     format!("{method} requires the scopes: {scopes}")
@@ -325,7 +336,7 @@ impl Shared {
                     .insert(header::WWW_AUTHENTICATE, challenge);
                 response
             }
-            Decision::Forbidden { reason } => {
+            Refusal::Forbidden(reason) => {
                 tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason, "operation refused");
                 // No challenge: no scope would help, so the client must not step up.
                 let message = if target.is_empty() {

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::compiled::ToolPolicy;
 use super::filter::{ListFilter, MAX_FILTERED, SseFilterBody, may_hold_list};
-use super::judge::with_required;
+use super::judge::{Refusal, with_required};
 use super::rules::Kind;
 use crate::audit;
 use crate::jsonrpc::{self};
@@ -249,9 +249,9 @@ impl Shared {
             let decision = self
                 .policy
                 .decide(Kind::Method, parts.method.as_str(), &ctx);
-            if !decision.is_allowed() {
-                let decision = with_required(decision, &parts.extensions);
-                return self.refuse(decision, &Value::Null, &ctx, parts.method.as_str(), "");
+            if let Some(refusal) = Refusal::of(decision) {
+                let refusal = with_required(refusal, &parts.extensions);
+                return self.refuse(refusal, &Value::Null, &ctx, parts.method.as_str(), "");
             }
             tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method = parts.method.as_str(), "operation allowed");
         }
