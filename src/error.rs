@@ -37,6 +37,22 @@ pub enum ConfigError {
     /// A policy that cannot be compiled (bad pattern, malformed rule).
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
+    /// An authorization server that cannot work as configured (no resource, a dev user whose
+    /// name clashes, a validator for a resource it does not serve).
+    #[error("invalid authorization server configuration: {0}")]
+    InvalidServer(String),
+    /// An identity provider whose id is malformed or taken.
+    #[error("invalid identity provider: {0}")]
+    InvalidProvider(String),
+    /// A third-party service (ATAG) that is missing, duplicated, or not the one a policy names.
+    #[error("invalid external service: {0}")]
+    InvalidService(String),
+    /// A network address or CIDR that does not parse.
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    /// A page template that does not compile.
+    #[error("invalid page template: {0}")]
+    InvalidTemplate(String),
     /// A scope string that is not an RFC 6749 scope token.
     #[error("`{0}` is not a valid scope token")]
     InvalidScope(String),

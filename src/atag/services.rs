@@ -230,7 +230,12 @@ impl ExternalService {
     }
 
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        crate::server::check_provider_id(&self.id)?;
+        crate::server::check_provider_id(&self.id).map_err(|_| {
+            ConfigError::InvalidService(format!(
+                "service id `{}` must be 1 to 32 letters, digits, `-` or `_`",
+                self.id
+            ))
+        })?;
         parse_http_url(
             "authorize URL",
             &self.authorize_url,

@@ -72,7 +72,7 @@ impl Atag {
             .into_iter()
             .find(|id| !self.state.services.contains_key(*id))
         {
-            return Err(ConfigError::InvalidPolicy(format!(
+            return Err(ConfigError::InvalidService(format!(
                 "the policy names service `{unknown}`, which is not registered"
             )));
         }
@@ -139,7 +139,7 @@ impl AtagBuilder {
     /// Checks the services (at least one; ids unique) and builds.
     pub fn build(self) -> Result<Atag, ConfigError> {
         if self.services.is_empty() {
-            return Err(ConfigError::InvalidPolicy(
+            return Err(ConfigError::InvalidService(
                 "no external service is registered".into(),
             ));
         }
@@ -148,7 +148,7 @@ impl AtagBuilder {
             service.check()?;
             let id = service.id.clone();
             if services.insert(id.clone(), service).is_some() {
-                return Err(ConfigError::InvalidPolicy(format!(
+                return Err(ConfigError::InvalidService(format!(
                     "two external services have the id `{id}`"
                 )));
             }

@@ -120,7 +120,7 @@ impl AuthServer {
     pub fn validator(&self, resource: &str) -> Result<RevocationAwareValidator, ConfigError> {
         let resource = canonical_audience(resource).into_owned();
         if !self.0.resources.contains(&resource) {
-            return Err(ConfigError::InvalidPolicy(format!(
+            return Err(ConfigError::InvalidServer(format!(
                 "`{resource}` is not a resource of this authorization server"
             )));
         }

@@ -312,7 +312,7 @@ impl AuthServerBuilder {
     pub fn build(self) -> Result<AuthServer, ConfigError> {
         let urls = PublicUrls::new(&self.base)?;
         if self.resources.is_empty() {
-            return Err(ConfigError::InvalidPolicy(
+            return Err(ConfigError::InvalidServer(
                 "an authorization server needs a resource".into(),
             ));
         }
@@ -368,14 +368,14 @@ impl AuthServerBuilder {
         for (name, _, _) in &self.users {
             // `|` separates provider and subject in upstream users' subjects.
             if name.is_empty() || name.contains('|') {
-                return Err(ConfigError::InvalidPolicy(format!(
+                return Err(ConfigError::InvalidServer(format!(
                     "dev user name `{name}` must be non-empty and free of `|`"
                 )));
             }
             // Machine clients' tokens carry their client id as the subject (RFC 9068): a user
             // of that name would share its identity.
             if clients.contains_key(name) {
-                return Err(ConfigError::InvalidPolicy(format!(
+                return Err(ConfigError::InvalidServer(format!(
                     "dev user `{name}` has the name of a machine client"
                 )));
             }
@@ -384,7 +384,7 @@ impl AuthServerBuilder {
         for p in &self.providers {
             super::upstream::check_provider_id(p.id())?;
             if !provider_ids.insert(p.id().to_owned()) {
-                return Err(ConfigError::InvalidPolicy(format!(
+                return Err(ConfigError::InvalidProvider(format!(
                     "two identity providers have the id `{}`",
                     p.id()
                 )));

@@ -23,7 +23,7 @@ pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
     ];
     for (name, source) in templates {
         env.add_template_owned(name, source)
-            .map_err(|e| ConfigError::InvalidPolicy(format!("template {name}: {e}")))?;
+            .map_err(|e| ConfigError::InvalidTemplate(format!("{name}: {e}")))?;
     }
     Ok(env)
 }

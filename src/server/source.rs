@@ -91,7 +91,7 @@ impl TrustedProxies {
                 n.parse::<IpNet>()
                     .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| {
-                        ConfigError::InvalidPolicy(format!(
+                        ConfigError::InvalidAddress(format!(
                             "`{n}` is not an IP address or CIDR network"
                         ))
                     })

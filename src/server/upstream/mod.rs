@@ -125,7 +125,7 @@ pub(crate) fn check_provider_id(id: &str) -> Result<(), ConfigError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(ConfigError::InvalidPolicy(format!(
+        return Err(ConfigError::InvalidProvider(format!(
             "identity provider id `{id}` must be 1 to 32 letters, digits, `-` or `_`"
         )));
     }
