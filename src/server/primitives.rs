@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// Largest body any endpoint reads (form posts and registration documents are small).
@@ -27,11 +26,9 @@ pub(crate) fn now() -> u64 {
 
 /// An RFC 6749 §5.2 error response.
 pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut response = (
-        status,
-        axum::Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response();
+    // The same body the resource-server layers answer with, plus the HTTP/1.0 cache header
+    // RFC 6749 §5.1 asks token responses to carry.
+    let mut response = crate::challenge::json_error(status, error, description).into_response();
     no_store(response.headers_mut());
     response
 }
