@@ -36,7 +36,7 @@ pub(crate) use self::client::{authorization_url, exchange};
 pub use self::layer::{AtagBody, AtagLayer, AtagService, ChallengeMode, URL_ELICITATION_REQUIRED};
 pub use self::services::{ClientAuthMethod, ExternalService};
 pub use self::setup::{Atag, AtagBuilder};
-pub(crate) use self::state::{AtagState, LINK_TTL, Link};
+pub(crate) use self::state::{AtagState, LINK_TTL, Link, link_key};
 pub use self::vault::{TokenSet, TokenVault, VaultError};
 
 /// The user's token at a third-party service, put into the request extensions by

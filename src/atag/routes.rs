@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::setup::Atag;
-use super::{AtagState, ExternalService, Link};
+use super::{AtagState, ExternalService, Link, link_key};
 use crate::server::{
-    AuthServer, UpstreamError, bearer_caller, digest, error_page, load, logged_in_user,
+    AuthServer, Key, UpstreamError, bearer_caller, digest, error_page, load, logged_in_user,
     message_page, no_store, oauth_error, parse_form, random_token, rng_failure, save, spend,
     upstream_error_page,
 };
@@ -29,6 +29,11 @@ use crate::audit;
 struct ConnectState {
     link: Link,
     verifier: String,
+}
+
+/// The store key of a connect flow in progress (by digest of its `state`).
+fn state_key(state: &str) -> Key<ConnectState> {
+    Key::new("atag:state:", &digest(state))
 }
 
 /// What the browser routes start from.
@@ -65,13 +70,13 @@ fn browser_request(
 async fn claim<T: serde::de::DeserializeOwned>(
     server: &AuthServer,
     headers: &HeaderMap,
-    key: &str,
+    key: &Key<T>,
     service: &str,
     link_of: fn(&T) -> &Link,
     gone: &str,
 ) -> Result<T, Response> {
     let gone = || error_page(server, StatusCode::BAD_REQUEST, gone);
-    let record = match load::<T>(server, key, false).await? {
+    let record = match load(server, key).await? {
         Some(record) if link_of(&record).service == service => record,
         _ => {
             tracing::warn!(target: audit::TARGET, service, "unknown, used or expired connect link or state");
@@ -128,7 +133,7 @@ pub(super) async fn connect(
     let link = match claim::<Link>(
         &server,
         &headers,
-        &format!("atag:link:{}", digest(link_id)),
+        &link_key(link_id),
         &service_id,
         |link| link,
         "This link has expired or was already used. Call the tool again for a new one.",
@@ -152,14 +157,7 @@ pub(super) async fn connect(
         Err(e) => return failure(&server, &e),
     };
     let record = ConnectState { link, verifier };
-    if let Err(response) = save(
-        &server,
-        &format!("atag:state:{}", digest(&state)),
-        &record,
-        crate::atag::LINK_TTL,
-    )
-    .await
-    {
+    if let Err(response) = save(&server, &state_key(&state), &record, crate::atag::LINK_TTL).await {
         return response;
     }
     let mut response = StatusCode::SEE_OTHER.into_response();
@@ -201,7 +199,7 @@ pub(super) async fn callback(
     let record = match claim::<ConnectState>(
         &server,
         &headers,
-        &format!("atag:state:{}", digest(state)),
+        &state_key(state),
         &service_id,
         |record| &record.link,
         "This connection attempt is no longer valid. Call the tool again for a new link.",

@@ -174,7 +174,7 @@ impl AtagState {
         let key = TokenVault::key(user, &service.id);
         let local = self.refresh_locks.get_with(key.clone(), Default::default);
         let _held = local.lock().await;
-        let lock = format!("lock:{key}");
+        let lock = crate::server::lock_key(&key);
         let acquired = crate::store::lock(
             self.store.as_ref(),
             &lock,
@@ -290,11 +290,7 @@ impl AtagState {
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
         self.store
-            .put(
-                &format!("atag:link:{}", digest(&link)),
-                Bytes::from(bytes),
-                LINK_TTL,
-            )
+            .put(link_key(&link).as_str(), Bytes::from(bytes), LINK_TTL)
             .await?;
         let mut url =
             url::Url::parse(&self.urls.endpoint(&format!("/atag/connect/{}", service.id)))
@@ -358,7 +354,7 @@ impl AtagState {
         match self
             .store
             .put_if_absent(
-                &format!("atag:rs:{}", state.nonce),
+                &format!("atag:rs:{}", state.nonce), // spent request states
                 Bytes::from_static(b"1"),
                 ttl,
             )
@@ -370,4 +366,9 @@ impl AtagState {
             Err(_) => Err(StateRefusal::Unavailable),
         }
     }
+}
+
+/// The store key of the connect link `link` (by digest: the link itself is a secret).
+pub(crate) fn link_key(link: &str) -> crate::server::Key<Link> {
+    crate::server::Key::new("atag:link:", &digest(link))
 }

@@ -16,6 +16,7 @@ use super::auth_server::AuthServer;
 use super::clients::Client;
 use super::consent::consent_or_code;
 use super::cookies::{browser_cookie_name, session_cookie, set_cookie};
+use super::keyspace;
 use super::login::logged_in_user;
 use super::login::login_page;
 use super::pages::error_page;
@@ -155,7 +156,7 @@ pub(super) async fn authorize(
         resource,
         csrf,
     };
-    if let Err(response) = save(&server, &format!("authreq:{id}"), &pending, PENDING_TTL).await {
+    if let Err(response) = save(&server, &keyspace::pending(&id), &pending, PENDING_TTL).await {
         return response;
     }
     let mut response = match logged_in_user(&server, &headers).await {
@@ -199,7 +200,7 @@ pub(super) async fn pending_request(
     id: &str,
     csrf: Option<&[u8]>,
 ) -> Result<(Pending, Client), Response> {
-    let pending = match load::<Pending>(server, &format!("authreq:{id}"), false).await? {
+    let pending = match load(server, &keyspace::pending(id)).await? {
         Some(p) => p,
         None => {
             return Err(error_page(

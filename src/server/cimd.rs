@@ -95,13 +95,20 @@ impl AuthServer {
     /// The client a metadata document describes, fetched (fenced) or from the cache. `Ok(None)`
     /// when the document cannot be used: the caller shows its error page.
     pub(super) async fn document_client(&self, client_id: &str) -> Result<Option<Client>, String> {
-        let cache_key = format!("cimd:{client_id}");
-        if let Ok(Some(bytes)) = self.0.store.get(&cache_key).await {
-            return Ok(serde_json::from_slice(&bytes).ok());
+        let cache_key = super::keyspace::metadata_document(client_id);
+        // A cache that cannot be read or decoded is refetched: the document is the truth.
+        if let Ok(Some(bytes)) = self.0.store.get(cache_key.as_str()).await
+            && let Ok(client) = serde_json::from_slice(&bytes)
+        {
+            return Ok(Some(client));
         }
         let (client, ttl) = self.fetch_document(client_id).await?;
         if let Ok(bytes) = serde_json::to_vec(&client) {
-            let _ = self.0.store.put(&cache_key, Bytes::from(bytes), ttl).await;
+            let _ = self
+                .0
+                .store
+                .put(cache_key.as_str(), Bytes::from(bytes), ttl)
+                .await;
         }
         Ok(Some(client))
     }

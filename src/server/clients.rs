@@ -82,7 +82,7 @@ impl AuthServer {
                 }
             };
         }
-        super::storage::load(self, &format!("client:{id}"), false).await
+        super::storage::load(self, &super::keyspace::client(id)).await
     }
 
     /// Client authentication (`client_secret_basic` or `client_secret_post`, not both), with

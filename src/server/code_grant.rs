@@ -14,9 +14,10 @@ use subtle::ConstantTimeEq;
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use super::keyspace;
 use super::primitives::{digest, oauth_error, required};
 use super::refresh::revoke_family;
-use super::storage::{load, save};
+use super::storage::{load, save, take};
 use super::token::{invalid_grant, json_no_store, token_body};
 use crate::Scopes;
 use crate::audit;
@@ -46,9 +47,9 @@ pub(super) async fn exchange_code(
     let code = required(form, "code")?;
     let key = digest(code);
     // Atomic: of two concurrent redemptions exactly one gets the grant.
-    let Some(grant) = load::<Grant>(server, &format!("code:{key}"), true).await? else {
+    let Some(grant) = take(server, &keyspace::code(&key)).await? else {
         // A code seen before is a replay: revoke what it produced.
-        if let Some(family) = load::<String>(server, &format!("usedcode:{key}"), false).await? {
+        if let Some(family) = load(server, &keyspace::used_code(&key)).await? {
             revoke_family(server, &family).await?;
             tracing::warn!(target: audit::TARGET, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
         }
@@ -58,7 +59,7 @@ pub(super) async fn exchange_code(
     };
     save(
         server,
-        &format!("usedcode:{key}"),
+        &keyspace::used_code(&key),
         &grant.family,
         server.0.refresh_token_ttl,
     )

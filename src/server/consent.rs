@@ -12,6 +12,7 @@ use super::auth_server::AuthServer;
 use super::authorize::{Pending, pending_from_form};
 use super::clients::Client;
 use super::code_grant::Grant;
+use super::keyspace::{self, Key};
 use super::login::{Session, logged_in_user};
 use super::pages::{error_page, page};
 use super::primitives::{digest, parse_form, random_token, rng_failure};
@@ -54,7 +55,7 @@ pub(super) async fn consent_or_code(
         .is_some_and(|r| r.contains_all(requested.iter()))
     {
         // Atomic: concurrent submissions of one request issue one code.
-        return match spend(server, &format!("authreq:{id}")).await {
+        return match spend(server, &keyspace::pending(id)).await {
             Ok(true) => issue_code(server, pending, session).await,
             Ok(false) => error_page(
                 server,
@@ -95,15 +96,15 @@ async fn remembered_consent(
     client: &Client,
     pending: &Pending,
 ) -> Result<Option<Scopes>, Response> {
-    let remembered = load::<String>(server, &consent_key(user, client, pending), false).await?;
+    let remembered = load(server, &consent_key(user, client, pending)).await?;
     Ok(remembered.map(|s| Scopes::from_space_separated(&s)))
 }
 
 /// Consent is remembered per user, client, resource and redirect URI: a public client's code
 /// is never issued silently to a redirect (a loopback port) the user did not approve.
-fn consent_key(user: &str, client: &Client, pending: &Pending) -> String {
+fn consent_key(user: &str, client: &Client, pending: &Pending) -> Key<String> {
     let scope_of = format!("{}|{}", pending.resource, pending.redirect_uri);
-    format!("consent:{user}:{}:{}", client.client_id, digest(&scope_of))
+    keyspace::consent(user, &client.client_id, &digest(&scope_of))
 }
 
 /// `POST /oauth/consent`.
@@ -127,7 +128,7 @@ pub(super) async fn consent(
         Err(response) => return response,
     };
     // Single use: a second submission of the same form finds nothing.
-    match spend(&server, &format!("authreq:{id}")).await {
+    match spend(&server, &keyspace::pending(&id)).await {
         Ok(true) => {}
         Ok(false) => {
             return error_page(
@@ -189,8 +190,7 @@ async fn issue_code(server: &AuthServer, pending: Pending, session: &Session) ->
         groups: session.groups.clone(),
         nonce: pending.nonce,
     };
-    if let Err(response) = save(server, &format!("code:{}", digest(&code)), &grant, CODE_TTL).await
-    {
+    if let Err(response) = save(server, &keyspace::code(&digest(&code)), &grant, CODE_TTL).await {
         return response;
     }
     redirect_back(

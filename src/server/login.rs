@@ -20,10 +20,11 @@ use super::authorize::{PENDING_TTL, Pending, pending_from_form, pending_request}
 use super::clients::Client;
 use super::consent::consent_or_code;
 use super::cookies::{browser_cookie_name, session_cookie};
+use super::keyspace;
 use super::pages::{error_page, page};
 use super::primitives::{digest, no_store, parse_form, random_token, rng_failure};
 use super::redirect::redirect_back;
-use super::storage::{load, save, spend};
+use super::storage::{forget, load, save, spend};
 use super::upstream::{IdentityProvider, UpstreamError};
 
 use crate::audit;
@@ -52,7 +53,7 @@ pub(super) struct DevUser {
 
 /// An upstream sign-in in progress, stored under the digest of its `state`.
 #[derive(Serialize, Deserialize)]
-struct UpstreamPending {
+pub(super) struct UpstreamPending {
     request: String,
     provider: String,
     kept: String,
@@ -66,7 +67,7 @@ pub(crate) async fn logged_in_user(
     let Some(cookie) = session_cookie(headers, &server.0.cookie_name) else {
         return Ok(None);
     };
-    load::<Session>(server, &format!("session:{}", digest(&cookie)), false).await
+    load(server, &keyspace::session(&digest(&cookie))).await
 }
 
 /// Starts a login session and sets its cookie on `response`.
@@ -76,7 +77,7 @@ async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderV
     };
     save(
         server,
-        &format!("session:{}", digest(&secret)),
+        &keyspace::session(&digest(&secret)),
         session,
         SESSION_TTL,
     )
@@ -149,7 +150,7 @@ pub(super) async fn login(
         let attempts = match server
             .0
             .store
-            .increment(&format!("attempts:{id}"), PENDING_TTL)
+            .increment(&keyspace::login_attempts(&id), PENDING_TTL)
             .await
         {
             Ok(n) => n,
@@ -162,7 +163,7 @@ pub(super) async fn login(
             }
         };
         if attempts >= MAX_LOGIN_ATTEMPTS {
-            let _ = server.0.store.delete(&format!("authreq:{id}")).await;
+            forget(&server, &keyspace::pending(&id)).await;
             tracing::warn!(target: audit::TARGET, user = %username, "too many failed sign-in attempts; request spent");
             return error_page(
                 &server,
@@ -230,7 +231,7 @@ pub(super) async fn begin_upstream(
     };
     if let Err(response) = save(
         server,
-        &format!("upstream:{}", digest(&state)),
+        &keyspace::upstream_signin(&digest(&state)),
         &record,
         PENDING_TTL,
     )
@@ -292,8 +293,8 @@ pub(super) async fn upstream_callback(
         return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
     };
     // Checked before the state is spent, so a forged callback does not cancel the real one.
-    let key = format!("upstream:{}", digest(state));
-    let record = match load::<UpstreamPending>(&server, &key, false).await {
+    let key = keyspace::upstream_signin(&digest(state));
+    let record = match load(&server, &key).await {
         Ok(Some(record)) if record.provider == provider_id => record,
         Ok(_) => {
             tracing::warn!(target: audit::TARGET, provider = %provider_id, "unknown, replayed or expired upstream callback state");

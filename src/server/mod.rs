@@ -20,6 +20,7 @@ mod consent;
 mod cookies;
 mod introspect;
 mod keys;
+mod keyspace;
 mod login;
 mod metadata;
 mod pages;
@@ -51,6 +52,7 @@ pub use self::upstream::{
 pub use self::urls::PublicUrls;
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::{
+    keyspace::{Key, lock as lock_key},
     login::logged_in_user,
     pages::{error_page, message_page, upstream_error_page},
     primitives::{

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use super::keyspace::{self, Key};
 use super::primitives::{digest, oauth_error, required};
-use super::storage::{load, save};
+use super::storage::{forget, load, save};
 use super::token::{invalid_grant, json_no_store, token_body};
 use crate::Scopes;
 use crate::audit;
@@ -45,7 +46,7 @@ pub(super) struct Refresh {
 pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), Response> {
     save(
         server,
-        &format!("revoked-family:{family}"),
+        &keyspace::revoked_family(family),
         &true,
         server.0.refresh_token_ttl,
     )
@@ -53,11 +54,9 @@ pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(
 }
 
 async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, Response> {
-    Ok(
-        load::<bool>(server, &format!("revoked-family:{family}"), false)
-            .await?
-            .is_some(),
-    )
+    Ok(load(server, &keyspace::revoked_family(family))
+        .await?
+        .is_some())
 }
 
 /// Refresh with rotation: each use returns a new refresh token, and the used one is rotated.
@@ -72,10 +71,10 @@ pub(super) async fn refresh(
     form: &HashMap<String, String>,
 ) -> Result<Response, Response> {
     let presented = required(form, "refresh_token")?;
-    let key = format!("rt:{}", digest(presented));
+    let key = keyspace::refresh_token(&digest(presented));
     // One refresh of a token at a time, across instances (the lock is in the store): two
     // concurrent uses would each mint a successor and leave two live chains.
-    let lock = format!("lock:{key}");
+    let lock = keyspace::lock(key.as_str());
     let acquired = crate::store::lock(
         server.0.store.as_ref(),
         &lock,
@@ -107,10 +106,9 @@ async fn refresh_locked(
     server: &AuthServer,
     client: &Client,
     form: &HashMap<String, String>,
-    key: &str,
+    key: &Key<Refresh>,
 ) -> Result<Response, Response> {
-    let key = key.to_owned();
-    let Some(mut entry) = load::<Refresh>(server, &key, false).await? else {
+    let Some(mut entry) = load(server, key).await? else {
         return Err(invalid_grant("the refresh token is invalid or expired"));
     };
     if entry.client_id != client.client_id {
@@ -150,15 +148,22 @@ async fn refresh_locked(
     }
     // Using this token retires the one it replaced, grace or not.
     if let Some(parent_key) = &entry.parent
-        && let Some(mut parent) = load::<Refresh>(server, parent_key, false).await?
+        && let Some(mut parent) =
+            load(server, &Key::<Refresh>::from_stored(parent_key.clone())).await?
         && !parent.successor_used
     {
         parent.successor_used = true;
-        save(server, parent_key, &parent, server.0.refresh_token_ttl).await?;
+        save(
+            server,
+            &Key::from_stored(parent_key.clone()),
+            &parent,
+            server.0.refresh_token_ttl,
+        )
+        .await?;
     }
     // A retry within the grace window: the successor handed out before dies.
     if let Some(child) = entry.child.take() {
-        let _ = server.0.store.delete(&child).await;
+        forget(server, &Key::<Refresh>::from_stored(child)).await;
     }
     let (body, child) = token_body(
         server,
@@ -167,12 +172,12 @@ async fn refresh_locked(
         &entry.resource,
         &scope,
         &entry.family,
-        Some(&key),
+        Some(key.as_str()),
     )
     .await?;
     entry.rotated_at.get_or_insert(now);
     entry.child = child;
-    save(server, &key, &entry, server.0.refresh_token_ttl).await?;
+    save(server, key, &entry, server.0.refresh_token_ttl).await?;
     server.keep_client(client).await;
     tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
     Ok(json_no_store(body))
@@ -185,13 +190,13 @@ pub(super) async fn revoke_refresh_token(
     client: &Client,
     token: &str,
 ) -> Result<bool, Response> {
-    let key = format!("rt:{}", digest(token));
-    let Some(entry) = load::<Refresh>(server, &key, false).await? else {
+    let key = keyspace::refresh_token(&digest(token));
+    let Some(entry) = load(server, &key).await? else {
         return Ok(false);
     };
     if entry.client_id == client.client_id {
         revoke_family(server, &entry.family).await?;
-        let _ = server.0.store.delete(&key).await;
+        forget(server, &key).await;
         tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token revoked");
     }
     Ok(true)

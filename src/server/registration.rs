@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use super::keyspace;
 use super::primitives::{no_store, now, oauth_error, random_token, rng_failure};
 use super::source::ClientRegistration;
 use crate::Scopes;
@@ -151,7 +152,7 @@ pub(super) async fn register(
             Some(ip) => ip.to_string(),
             None => "unknown".to_owned(),
         };
-        let key = format!("regcount:{bucket}:{window}");
+        let key = keyspace::registration_count(&bucket, window);
         match server.0.store.increment(&key, per).await {
             Ok(count) if count > max => {
                 tracing::warn!(target: audit::TARGET, source = %bucket, "registration limit reached");
@@ -203,7 +204,7 @@ pub(super) async fn register(
         .0
         .store
         .put_if_absent(
-            &format!("client:{client_id}"),
+            keyspace::client(&client_id).as_str(),
             stored,
             UNUSED_REGISTRATION_TTL,
         )
@@ -258,11 +259,11 @@ impl AuthServer {
             return;
         }
         if let Ok(bytes) = serde_json::to_vec(client) {
-            let key = format!("client:{}", client.client_id);
+            let key = keyspace::client(&client.client_id);
             let _ = self
                 .0
                 .store
-                .put(&key, Bytes::from(bytes), self.0.refresh_token_ttl)
+                .put(key.as_str(), Bytes::from(bytes), self.0.refresh_token_ttl)
                 .await;
         }
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::RingValidator;
 use super::auth_server::AuthServer;
+use super::keyspace;
 use super::primitives::{no_store, oauth_error, parse_form, required};
 use crate::audit;
 use crate::store::Store;
@@ -66,12 +67,21 @@ pub(super) async fn is_revoked(
     store: &dyn Store,
     ctx: &crate::AuthContext,
 ) -> Result<bool, crate::store::StoreError> {
-    for (claim, prefix) in [("jti", "revoked:"), ("fid", "revoked-family:")] {
-        if let Some(id) = ctx.claim(claim).and_then(Value::as_str)
-            && store.get(&format!("{prefix}{id}")).await?.is_some()
-        {
-            return Ok(true);
-        }
+    if let Some(jti) = ctx.claim("jti").and_then(Value::as_str)
+        && store
+            .get(keyspace::revoked_token(jti).as_str())
+            .await?
+            .is_some()
+    {
+        return Ok(true);
+    }
+    if let Some(family) = ctx.claim("fid").and_then(Value::as_str)
+        && store
+            .get(keyspace::revoked_family(family).as_str())
+            .await?
+            .is_some()
+    {
+        return Ok(true);
     }
     Ok(false)
 }
@@ -132,7 +142,7 @@ pub(super) async fn revoke(
             .0
             .store
             .put(
-                &format!("revoked:{jti}"),
+                keyspace::revoked_token(jti).as_str(),
                 Bytes::from_static(b"1"),
                 left + Duration::from_secs(60),
             )

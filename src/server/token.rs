@@ -16,6 +16,7 @@ use serde_json::json;
 use super::auth_server::AuthServer;
 use super::clients::Client;
 use super::code_grant::exchange_code;
+use super::keyspace;
 use super::login::Session;
 use super::primitives::{
     digest, no_store, now, oauth_error, parse_form, random_token, rng_failure,
@@ -302,10 +303,10 @@ pub(super) async fn token_body(
             parent: parent.map(str::to_owned),
             child: None,
         };
-        let key = format!("rt:{}", digest(&refresh_token));
+        let key = keyspace::refresh_token(&digest(&refresh_token));
         save(server, &key, &entry, server.0.refresh_token_ttl).await?;
         body["refresh_token"] = json!(refresh_token);
-        return Ok((body, Some(key)));
+        return Ok((body, Some(key.into_string())));
     }
     Ok((body, None))
 }

@@ -1154,3 +1154,40 @@ async fn client_metadata_on_private_addresses_is_not_fetched_in_production_mode(
         .unwrap();
     assert_eq!(doc["client_id_metadata_document_supported"], true);
 }
+
+#[tokio::test]
+async fn corrupt_refresh_record_is_unavailable_not_invalid_grant() {
+    // A record that no longer decodes must not read as "no such token": a client told
+    // `invalid_grant` drops its grant, though nothing was wrong with it.
+    let store = std::sync::Arc::new(MemoryStore::default());
+    let flow = setup_with({
+        let store = store.clone();
+        move |b| b.store(store)
+    })
+    .await;
+    let code = flow.code().await["code"].clone();
+    let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let key = format!(
+        "rt:{}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(refresh_token.as_bytes()))
+    );
+    assert!(store.get(&key).await.unwrap().is_some(), "the record's key");
+    let garbage = bytes::Bytes::from_static(b"{not json");
+    store
+        .put(&key, garbage.clone(), std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    let response = flow
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &refresh_token),
+        ])
+        .await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    // Nothing was changed or spent by the refusal.
+    assert_eq!(store.get(&key).await.unwrap(), Some(garbage));
+}
