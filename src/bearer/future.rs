@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::ResponseBody;
+use super::admission::{Admission, SessionAction};
 use super::cache::TokenKey;
-use super::policy::{Policy, SessionAction};
 use super::service::admit;
 use crate::AuthContext;
 use crate::validate::{BoxFuture, TokenError};
@@ -37,7 +37,7 @@ pin_project! {
             validation: BoxFuture<'static, Result<AuthContext, TokenError>>,
             request: Option<Request<B>>,
             inner: S,
-            policy: Arc<Policy>,
+            admission: Arc<Admission>,
             key: TokenKey,
             token: Arc<str>,
         },
@@ -45,7 +45,7 @@ pin_project! {
             #[pin]
             future: F,
             action: Option<SessionAction>,
-            policy: Arc<Policy>,
+            admission: Arc<Admission>,
         },
         Refused {
             response: Option<Response<Full<Bytes>>>,
@@ -65,12 +65,16 @@ where
         }
     }
 
-    pub(crate) fn calling(future: S::Future, action: SessionAction, policy: Arc<Policy>) -> Self {
+    pub(crate) fn calling(
+        future: S::Future,
+        action: SessionAction,
+        admission: Arc<Admission>,
+    ) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
                 action: Some(action),
-                policy,
+                admission,
             },
         }
     }
@@ -79,7 +83,7 @@ where
         validation: BoxFuture<'static, Result<AuthContext, TokenError>>,
         request: Request<B>,
         inner: S,
-        policy: Arc<Policy>,
+        admission: Arc<Admission>,
         key: TokenKey,
         token: Arc<str>,
     ) -> Self {
@@ -88,7 +92,7 @@ where
                 validation,
                 request: Some(request),
                 inner,
-                policy,
+                admission,
                 key,
                 token,
             },
@@ -112,7 +116,7 @@ where
                     validation,
                     request,
                     inner,
-                    policy,
+                    admission,
                     key,
                     token,
                 } => {
@@ -120,23 +124,23 @@ where
                     let request = request.take().expect(POLLED_AFTER_COMPLETION);
                     let next = match result {
                         Ok(ctx) => {
-                            if let Some(cache) = &policy.cache {
+                            if let Some(cache) = &admission.cache {
                                 cache.insert(*key, token.clone(), ctx.clone());
                             }
-                            admit(policy, ctx, request, inner)
+                            admit(admission, ctx, request, inner)
                         }
-                        Err(e) => ResponseFuture::refused(policy.refuse_token(&e)),
+                        Err(e) => ResponseFuture::refused(admission.refuse_token(&e)),
                     };
                     state.set(next.state);
                 }
                 StateProj::Calling {
                     future,
                     action,
-                    policy,
+                    admission,
                 } => {
                     let response = ready!(future.poll(cx))?;
                     if let Some(action) = action.take() {
-                        policy.after_response(action, &response);
+                        admission.after_response(action, &response);
                     }
                     return Poll::Ready(Ok(response.map(Either::Left)));
                 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::BearerService;
+use super::admission::Admission;
 use super::cache::TokenCache;
-use super::policy::Policy;
 use super::session::SessionBindings;
 use crate::validate::TokenValidator;
 use crate::{ProtectedResource, RequiredScopes, Scopes};
@@ -23,14 +23,14 @@ pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug)]
 pub struct BearerLayer<V> {
     pub(crate) validator: Arc<V>,
-    pub(crate) policy: Arc<Policy>,
+    pub(crate) admission: Arc<Admission>,
 }
 
 impl<V> Clone for BearerLayer<V> {
     fn clone(&self) -> Self {
         BearerLayer {
             validator: self.validator.clone(),
-            policy: self.policy.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -41,7 +41,7 @@ impl<V: TokenValidator> BearerLayer<V> {
     pub fn new(validator: V, resource: ProtectedResource) -> Self {
         let cache = TokenCache::new(DEFAULT_TOKEN_CACHE_CAPACITY, validator.cache_ttl());
         BearerLayer {
-            policy: Arc::new(Policy {
+            admission: Arc::new(Admission {
                 challenge_scopes: resource.scopes_supported().clone(),
                 resource,
                 required_scopes: RequiredScopes::default(),
@@ -65,12 +65,12 @@ impl<V: TokenValidator> BearerLayer<V> {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let policy = Arc::make_mut(&mut self.policy);
-        policy.required_scopes = RequiredScopes::new(Scopes::new(scopes));
-        policy.challenge_scopes = policy
+        let admission = Arc::make_mut(&mut self.admission);
+        admission.required_scopes = RequiredScopes::new(Scopes::new(scopes));
+        admission.challenge_scopes = admission
             .challenge_scopes
             .iter()
-            .chain(policy.required_scopes.scopes().iter())
+            .chain(admission.required_scopes.scopes().iter())
             .collect();
         self
     }
@@ -83,7 +83,7 @@ impl<V: TokenValidator> BearerLayer<V> {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Arc::make_mut(&mut self.policy).challenge_scopes = Scopes::new(scopes);
+        Arc::make_mut(&mut self.admission).challenge_scopes = Scopes::new(scopes);
         self
     }
 
@@ -91,7 +91,7 @@ impl<V: TokenValidator> BearerLayer<V> {
     /// request pays for full validation.
     #[must_use]
     pub fn token_cache_capacity(mut self, capacity: u64) -> Self {
-        Arc::make_mut(&mut self.policy).cache =
+        Arc::make_mut(&mut self.admission).cache =
             (capacity > 0).then(|| TokenCache::new(capacity, self.validator.cache_ttl()));
         self
     }
@@ -100,7 +100,7 @@ impl<V: TokenValidator> BearerLayer<V> {
     /// Turn it off only if the inner service binds sessions itself.
     #[must_use]
     pub fn session_binding(mut self, enabled: bool) -> Self {
-        Arc::make_mut(&mut self.policy).sessions =
+        Arc::make_mut(&mut self.admission).sessions =
             enabled.then(|| SessionBindings::new(DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE));
         self
     }
@@ -110,16 +110,16 @@ impl<V: TokenValidator> BearerLayer<V> {
     /// unusable (the client must initialize a new one), never open to others.
     #[must_use]
     pub fn session_idle_timeout(mut self, idle: Duration) -> Self {
-        let policy = Arc::make_mut(&mut self.policy);
-        if policy.sessions.is_some() {
-            policy.sessions = Some(SessionBindings::new(DEFAULT_SESSION_CAPACITY, idle));
+        let admission = Arc::make_mut(&mut self.admission);
+        if admission.sessions.is_some() {
+            admission.sessions = Some(SessionBindings::new(DEFAULT_SESSION_CAPACITY, idle));
         }
         self
     }
 
     /// The protected resource this layer answers for.
     pub fn resource(&self) -> &ProtectedResource {
-        &self.policy.resource
+        &self.admission.resource
     }
 }
 
@@ -130,7 +130,7 @@ impl<S, V> Layer<S> for BearerLayer<V> {
         BearerService {
             inner,
             validator: self.validator.clone(),
-            policy: self.policy.clone(),
+            admission: self.admission.clone(),
         }
     }
 }

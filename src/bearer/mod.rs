@@ -64,11 +64,11 @@
 //! [`TokenValidator`]: crate::validate::TokenValidator
 //! [`AuthContext`]: crate::AuthContext
 
+mod admission;
 mod cache;
 mod credentials;
 mod future;
 mod layer;
-pub(crate) mod policy;
 mod service;
 mod session;
 

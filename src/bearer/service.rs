@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::admission::Admission;
 use super::credentials::{bearer_token, check_syntax};
 use super::future::ResponseFuture;
-use super::policy::Policy;
 use super::{BearerLayer, ResponseBody};
 use crate::AuthContext;
 use crate::validate::TokenValidator;
@@ -17,7 +17,7 @@ use crate::validate::TokenValidator;
 pub struct BearerService<S, V> {
     pub(crate) inner: S,
     pub(crate) validator: Arc<V>,
-    pub(crate) policy: Arc<Policy>,
+    pub(crate) admission: Arc<Admission>,
 }
 
 impl<S: Clone, V> Clone for BearerService<S, V> {
@@ -25,7 +25,7 @@ impl<S: Clone, V> Clone for BearerService<S, V> {
         BearerService {
             inner: self.inner.clone(),
             validator: self.validator.clone(),
-            policy: self.policy.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -71,14 +71,14 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let token = match bearer_token(request.headers(), request.uri()) {
             Ok(token) => token,
-            Err(e) => return ResponseFuture::refused(self.policy.refuse_credentials(e)),
+            Err(e) => return ResponseFuture::refused(self.admission.refuse_credentials(e)),
         };
-        let key = match &self.policy.cache {
+        let key = match &self.admission.cache {
             Some(cache) => {
                 let key = cache.key(token);
                 if let Some(ctx) = cache.get(key, token) {
                     // Hot path: no signature work, no syntax scan (the cached token passed it).
-                    return admit(&self.policy, ctx, request, &mut self.inner);
+                    return admit(&self.admission, ctx, request, &mut self.inner);
                 }
                 key
             }
@@ -86,7 +86,7 @@ where
         };
         let token = match check_syntax(token) {
             Ok(token) => token,
-            Err(e) => return ResponseFuture::refused(self.policy.refuse_credentials(e)),
+            Err(e) => return ResponseFuture::refused(self.admission.refuse_credentials(e)),
         };
         let validator = self.validator.clone();
         let token: Arc<str> = Arc::from(token);
@@ -97,13 +97,20 @@ where
         // The service that was polled ready goes into the future; a clone stays here.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::validating(validation, request, inner, self.policy.clone(), key, token)
+        ResponseFuture::validating(
+            validation,
+            request,
+            inner,
+            self.admission.clone(),
+            key,
+            token,
+        )
     }
 }
 
 /// Runs the checks that need an [`AuthContext`], then the inner service.
 pub(crate) fn admit<S, ReqBody, ResBody>(
-    policy: &Arc<Policy>,
+    admission: &Arc<Admission>,
     ctx: AuthContext,
     mut request: Request<ReqBody>,
     inner: &mut S,
@@ -111,15 +118,15 @@ pub(crate) fn admit<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    match policy.admit(&ctx, &request) {
+    match admission.admit(&ctx, &request) {
         Err(refusal) => ResponseFuture::refused(*refusal),
         Ok(action) => {
             let extensions = request.extensions_mut();
             extensions.insert(ctx);
-            if !policy.required_scopes.scopes().is_empty() {
-                extensions.insert(policy.required_scopes.clone());
+            if !admission.required_scopes.scopes().is_empty() {
+                extensions.insert(admission.required_scopes.clone());
             }
-            ResponseFuture::calling(inner.call(request), action, policy.clone())
+            ResponseFuture::calling(inner.call(request), action, admission.clone())
         }
     }
 }

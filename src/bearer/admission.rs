@@ -14,7 +14,7 @@ use crate::wire::MCP_SESSION_ID;
 use crate::{AuthContext, ProtectedResource, RequiredScopes, Scopes};
 
 #[derive(Debug, Clone)]
-pub(crate) struct Policy {
+pub(crate) struct Admission {
     pub(crate) resource: ProtectedResource,
     pub(crate) required_scopes: RequiredScopes,
     pub(crate) challenge_scopes: Scopes,
@@ -32,7 +32,7 @@ pub(crate) enum SessionAction {
     UnbindOnSuccess(Box<str>),
 }
 
-impl Policy {
+impl Admission {
     pub(crate) fn refuse_credentials(&self, error: CredentialError) -> Response<Full<Bytes>> {
         let challenge = Challenge::new(self.resource.metadata_url());
         match error {
