@@ -27,6 +27,11 @@ pub mod store;
 pub mod validate;
 pub mod wire;
 
+/// A boxed, sendable future: what the crate's object-safe traits return ([`validate::TokenValidator`],
+/// [`store::Store`], [`server::IdentityProvider`]), so implementations can be combined and used
+/// as trait objects. On the request path only a token-cache miss or a store call pays for it.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub use bearer::{BearerLayer, BearerService};
 #[cfg(feature = "rmcp")]
 pub use context::Auth;

@@ -16,10 +16,10 @@ use tower_service::Service;
 use super::ExternalToken;
 use super::state::AtagState;
 use crate::AuthContext;
+use crate::BoxFuture;
 use crate::audit;
 use crate::jsonrpc::McpRequest;
 use crate::policy::ToolPolicy;
-use crate::validate::BoxFuture;
 use crate::wire::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, code, json_response, rpc_error};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

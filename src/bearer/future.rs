@@ -14,7 +14,8 @@ use super::admission::{Admission, SessionAction};
 use super::cache::TokenKey;
 use super::service::admit;
 use crate::AuthContext;
-use crate::validate::{BoxFuture, TokenError};
+use crate::BoxFuture;
+use crate::validate::TokenError;
 
 pin_project! {
     /// Response future of [`BearerService`](super::BearerService).

@@ -14,9 +14,9 @@ use super::compiled::ToolPolicy;
 use super::filter::{ListFilter, MAX_FILTERED, SseFilterBody, may_hold_list};
 use super::judge::{Refusal, with_required};
 use super::rules::Kind;
+use crate::BoxFuture;
 use crate::audit;
 use crate::jsonrpc::{self};
-use crate::validate::BoxFuture;
 use crate::wire::{BoxError, MCP_PROTOCOL_VERSION, code, rpc_error};
 use crate::{AuthContext, ProtectedResource};
 

@@ -21,7 +21,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::validate::{BoxFuture, JwtKey, JwtValidator, TokenError, TokenValidator};
+use crate::BoxFuture;
+use crate::validate::{JwtKey, JwtValidator, TokenError, TokenValidator};
 use crate::{AuthContext, ConfigError};
 
 /// How long a retired signing key stays published by default: longer than any access token

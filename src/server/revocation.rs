@@ -42,8 +42,7 @@ impl TokenValidator for RevocationAwareValidator {
     fn validate<'a>(
         &'a self,
         token: &'a str,
-    ) -> crate::validate::BoxFuture<'a, Result<crate::AuthContext, crate::validate::TokenError>>
-    {
+    ) -> crate::BoxFuture<'a, Result<crate::AuthContext, crate::validate::TokenError>> {
         Box::pin(async move {
             let ctx = self.inner.validate(token).await?;
             if is_revoked(self.store.as_ref(), &ctx)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::validate::BoxFuture;
+use crate::BoxFuture;
 
 /// Why a store operation failed: the backend is unreachable or broke. Callers answer it as a
 /// transient server error (503), never as a bad grant.

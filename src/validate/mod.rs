@@ -12,8 +12,6 @@
 //! algorithm not configured for the key that would verify it. Audience and issuer are
 //! constructor arguments: they cannot be forgotten.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,9 +37,7 @@ pub mod introspect;
 #[cfg(feature = "introspection")]
 pub use introspect::{IntrospectionValidator, IntrospectionValidatorBuilder};
 
-/// A boxed future, the return type of [`TokenValidator::validate`] (boxed so validators can be
-/// combined and used as trait objects; validation only runs on a token-cache miss).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// Turns a presented access token into an [`AuthContext`], or says why it is refused.
 ///

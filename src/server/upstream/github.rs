@@ -7,9 +7,9 @@ use serde::Deserialize;
 
 use super::code_flow::{CodeFlow, read_kept};
 use super::{IdentityProvider, UpstreamError, UpstreamStart, UpstreamUser};
+use crate::BoxFuture;
 use crate::ConfigError;
 use crate::resource::parse_http_url;
-use crate::validate::BoxFuture;
 
 /// GitHub sign-in through an OAuth App (or GitHub Enterprise Server with
 /// [`GitHubProvider::enterprise`]): the code flow with PKCE, then the user API. The subject is

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::BoxFuture;
 use crate::ConfigError;
-use crate::validate::BoxFuture;
 
 mod code_flow;
 mod github;

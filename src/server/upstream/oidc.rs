@@ -9,9 +9,10 @@ use serde_json::Value;
 
 use super::code_flow::{CodeFlow, random, read_kept};
 use super::{IdentityProvider, UpstreamError, UpstreamStart, UpstreamUser, check_provider_id};
+use crate::BoxFuture;
 use crate::ConfigError;
 use crate::resource::parse_http_url;
-use crate::validate::{BoxFuture, JwksValidator, TokenValidator};
+use crate::validate::{JwksValidator, TokenValidator};
 
 /// Any OpenID Connect provider: discovery at `{issuer}/.well-known/openid-configuration`
 /// (fetched at the first sign-in, and again after a failure), the code flow with PKCE, `state`
