@@ -19,7 +19,7 @@ use super::auth_server::AuthServer;
 use super::authorize::{PENDING_TTL, Pending, pending_from_form, pending_request};
 use super::clients::Client;
 use super::consent::consent_or_code;
-use super::cookies::{browser_cookie_name, session_cookie};
+use super::cookies::{browser_cookie_name, cookie_header, session_cookie};
 use super::keyspace;
 use super::pages::{error_page, page};
 use super::primitives::{digest, no_store, parse_form, random_token, rng_failure};
@@ -82,17 +82,8 @@ async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderV
         SESSION_TTL,
     )
     .await?;
-    let secure = if server.issuer().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        server.0.cookie_name,
-        SESSION_TTL.as_secs()
-    );
-    HeaderValue::from_str(&cookie).map_err(|_| rng_failure())
+    // The session serves every path of the issuer's origin (the ATAG routes too).
+    cookie_header(server, &server.0.cookie_name, &secret, "/", SESSION_TTL).ok_or_else(rng_failure)
 }
 
 /// Signs the user in and continues the authorization request: consent, or the code.
