@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::auth_server::AuthServer;
@@ -15,7 +14,7 @@ use super::code_grant::Grant;
 use super::keyspace::{self, Key};
 use super::login::{Session, logged_in_user};
 use super::pages::{error_page, page};
-use super::primitives::{digest, parse_form, random_token, rng_failure};
+use super::primitives::{Form, digest, random_token, rng_failure};
 use super::redirect::redirect_back;
 use super::storage::{load, save, spend};
 use crate::Scopes;
@@ -111,12 +110,8 @@ fn consent_key(user: &str, client: &Client, pending: &Pending) -> Key<String> {
 pub(super) async fn consent(
     State(server): State<AuthServer>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
     let session = match logged_in_user(&server, &headers).await {
         Ok(Some(session)) => session,
         Ok(None) => return error_page(&server, StatusCode::UNAUTHORIZED, "sign in first"),

@@ -2,23 +2,18 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::auth_server::AuthServer;
-use super::primitives::{no_store, oauth_error, parse_form, required};
+use super::primitives::{Form, no_store, oauth_error, required};
 use super::revocation::{is_revoked, own_token};
 
 pub(super) async fn introspect(
     State(server): State<AuthServer>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
     match server.authenticate(&headers, &form).await {
         // Introspection tells who a token belongs to: only clients configured in code (the
         // resource servers), never self-registered ones.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -22,7 +21,7 @@ use super::consent::consent_or_code;
 use super::cookies::{browser_cookie_name, cookie_header, session_cookie};
 use super::keyspace;
 use super::pages::{error_page, page};
-use super::primitives::{digest, no_store, parse_form, random_token, rng_failure};
+use super::primitives::{Form, digest, no_store, parse_form, random_token, rng_failure};
 use super::redirect::redirect_back;
 use super::storage::{forget, load, save, spend};
 use super::upstream::{IdentityProvider, UpstreamError};
@@ -107,12 +106,8 @@ async fn signed_in(
 pub(super) async fn login(
     State(server): State<AuthServer>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
     let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
         Ok(found) => found,
         Err(response) => return response,
@@ -255,12 +250,8 @@ pub(super) async fn upstream_start(
     State(server): State<AuthServer>,
     Path(provider_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
     let Some(provider) = provider(&server, &provider_id) else {
         return error_page(&server, StatusCode::NOT_FOUND, "unknown identity provider");
     };

@@ -84,6 +84,22 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Respons
     Ok(form)
 }
 
+/// A form body (`application/x-www-form-urlencoded`) whose parameters are not repeated
+/// (RFC 6749 §3.2): a handler names it as an argument, and a refused body is a 400
+/// `invalid_request` before the handler runs.
+pub(crate) struct Form(pub(crate) HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let body = bytes::Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse_form(&body).map(Form)
+    }
+}
+
 pub(crate) fn digest(value: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::RingValidator;
 use super::auth_server::AuthServer;
 use super::keyspace;
-use super::primitives::{no_store, oauth_error, parse_form, required};
+use super::primitives::{Form, no_store, oauth_error, required};
 use crate::audit;
 use crate::store::Store;
 use crate::validate::TokenValidator;
@@ -104,12 +104,8 @@ pub(super) async fn own_token(server: &AuthServer, token: &str) -> Option<crate:
 pub(super) async fn revoke(
     State(server): State<AuthServer>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
     let client = match super::token::grant_client(&server, &headers, &form).await {
         Ok(client) => client,
         Err(response) => return response,

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
@@ -18,9 +17,7 @@ use super::clients::Client;
 use super::code_grant::exchange_code;
 use super::keyspace;
 use super::login::Session;
-use super::primitives::{
-    digest, no_store, now, oauth_error, parse_form, random_token, rng_failure,
-};
+use super::primitives::{Form, digest, no_store, now, oauth_error, random_token, rng_failure};
 use super::refresh::{Refresh, refresh};
 use super::storage::save;
 use crate::Scopes;
@@ -30,12 +27,8 @@ use crate::resource::canonical_audience;
 pub(super) async fn token(
     State(server): State<AuthServer>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
     let grant = form.get("grant_type").map(String::as_str);
     if matches!(grant, Some("authorization_code" | "refresh_token")) && server.code_flow() {
         return user_grant(&server, &headers, &form).await;
