@@ -154,12 +154,7 @@ pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response
     let body = serde_json::json!({ "error": code, "error_description": description });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::wire::json_no_store(response.headers_mut());
     response
 }
 

@@ -46,13 +46,18 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<LayerB
             .boxed_unsync(),
     );
     *response.status_mut() = status;
-    let headers = response.headers_mut();
+    json_no_store(response.headers_mut());
+    response
+}
+
+/// Marks a response JSON and never to be cached: refusals and per-caller answers must not be
+/// replayed by a proxy to someone else.
+pub(crate) fn json_no_store(headers: &mut http::HeaderMap) {
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 /// A JSON-RPC error response for request `id`, with optional `data`.
