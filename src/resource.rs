@@ -50,6 +50,7 @@ struct Inner {
     metadata_url: String,
     metadata_path: String,
     scopes_supported: Scopes,
+    baseline_scopes: Scopes,
     document: Bytes,
 }
 
@@ -76,6 +77,7 @@ impl ProtectedResource {
             resource: resource.into(),
             authorization_servers: Vec::new(),
             scopes_supported: Vec::new(),
+            policy_scopes: Vec::new(),
             resource_name: None,
             resource_documentation: None,
             allow_insecure_http: false,
@@ -100,6 +102,14 @@ impl ProtectedResource {
     /// `scopes_supported` of the metadata document.
     pub fn scopes_supported(&self) -> &Scopes {
         &self.0.scopes_supported
+    }
+
+    /// What a client should ask for first: the scopes given to
+    /// [`ProtectedResourceBuilder::scopes_supported`], without those added from a policy (all of
+    /// `scopes_supported` when none were given). The bearer layer's 401 challenge names them by
+    /// default, so a client does not ask for administration in its first sign-in.
+    pub fn baseline_scopes(&self) -> &Scopes {
+        &self.0.baseline_scopes
     }
 
     /// The metadata document, serialized once at build time.
@@ -179,6 +189,8 @@ pub struct ProtectedResourceBuilder {
     resource: String,
     authorization_servers: Vec<String>,
     scopes_supported: Vec<String>,
+    /// Scopes from a policy: listed in the document, not in the baseline.
+    policy_scopes: Vec<String>,
     resource_name: Option<String>,
     resource_documentation: Option<String>,
     allow_insecure_http: bool,
@@ -206,7 +218,8 @@ impl ProtectedResourceBuilder {
 
     /// Adds every scope `policy` can ask for ([`ToolPolicy::scopes`]) to `scopes_supported`,
     /// after the ones given explicitly: a client that picks its scopes from the metadata is
-    /// then not stuck with the baseline only.
+    /// then not stuck with the baseline only. They do not join the
+    /// [`baseline_scopes`](ProtectedResource::baseline_scopes) a 401 challenge names.
     ///
     /// ```
     /// use tower_mcp_auth::{ProtectedResource, ToolPolicy};
@@ -223,9 +236,11 @@ impl ProtectedResourceBuilder {
     ///     .build()
     ///     .unwrap();
     /// assert_eq!(resource.scopes_supported().to_string(), "mcp:tools notes:admin");
+    /// // A client's first sign-in asks for the baseline only (the 401 challenge's default).
+    /// assert_eq!(resource.baseline_scopes().to_string(), "mcp:tools");
     /// ```
     pub fn policy(mut self, policy: &ToolPolicy) -> Self {
-        self.scopes_supported
+        self.policy_scopes
             .extend(policy.scopes().iter().map(str::to_owned));
         self
     }
@@ -276,16 +291,26 @@ impl ProtectedResourceBuilder {
         };
         let metadata_path = format!("{WELL_KNOWN_PREFIX}{path}");
         let metadata_url = format!("{}{}", origin(&url), metadata_path);
-        let scopes_supported = Scopes::new(&self.scopes_supported);
+        let listed: Vec<&String> = self
+            .scopes_supported
+            .iter()
+            .chain(&self.policy_scopes)
+            .collect();
+        let scopes_supported = Scopes::new(&listed);
+        let baseline_scopes = if self.scopes_supported.is_empty() {
+            scopes_supported.clone()
+        } else {
+            Scopes::new(&self.scopes_supported)
+        };
         let document = serde_json::to_vec(&Document {
             resource: &resource,
             authorization_servers: &self.authorization_servers,
             // Declaration order is kept (first mention): the order a client shows a person.
             scopes_supported: {
                 let mut seen = std::collections::HashSet::new();
-                self.scopes_supported
+                listed
                     .iter()
-                    .map(String::as_str)
+                    .map(|s| s.as_str())
                     .filter(|s| seen.insert(*s))
                     .collect()
             },
@@ -299,6 +324,7 @@ impl ProtectedResourceBuilder {
             metadata_url,
             metadata_path,
             scopes_supported,
+            baseline_scopes,
             document: Bytes::from(document),
         })))
     }

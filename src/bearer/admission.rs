@@ -88,13 +88,13 @@ impl Admission {
                 "insufficient scope"
             );
             let description = format!("this resource requires the scopes: {required}");
-            // The granted scopes join the required ones (MCP 2025-11-25's recommended
-            // approach): a client that replaces its scope with the challenged one, instead of
-            // adding it, keeps what it had and does not bounce between two challenges.
-            let scopes: Scopes = required.iter().chain(ctx.scopes().iter()).collect();
+            // What the operation needs, as the policy layer's challenges say it too (MCP
+            // 2026-07-28: the current operation's scopes, in one challenge; the client adds them
+            // to what it has). The policy layer names these beside each tool's own, so even a
+            // client that replaces its scope converges: never two challenges in a loop.
             return Err(Box::new(
                 Challenge::new(self.resource.metadata_url())
-                    .scope(&scopes)
+                    .scope(required)
                     .error(BearerErrorCode::InsufficientScope, &description)
                     .into_response(),
             ));

@@ -42,7 +42,7 @@ impl<V: TokenValidator> BearerLayer<V> {
         let cache = TokenCache::new(DEFAULT_TOKEN_CACHE_CAPACITY, validator.cache_ttl());
         BearerLayer {
             admission: Arc::new(Admission {
-                challenge_scopes: resource.scopes_supported().clone(),
+                challenge_scopes: resource.baseline_scopes().clone(),
                 resource,
                 required_scopes: RequiredScopes::default(),
                 cache: Some(cache),
@@ -76,7 +76,8 @@ impl<V: TokenValidator> BearerLayer<V> {
     }
 
     /// The `scope` of 401 challenges: what a client should ask for to start with. Defaults to
-    /// the resource's `scopes_supported` plus the required scopes; this replaces both.
+    /// the resource's [`baseline_scopes`](ProtectedResource::baseline_scopes) plus the required
+    /// scopes; this replaces both.
     #[must_use]
     pub fn challenge_scopes<I, S>(mut self, scopes: I) -> Self
     where

@@ -74,7 +74,8 @@ pub(super) struct Inner {
     pub(super) cimd_development: bool,
     pub(super) client_address: Arc<dyn ClientAddress>,
     pub(super) registration_limit: Option<(u64, Duration)>,
-    pub(super) registration_limit_loopback: bool,
+    /// Loopback clients are not counted by the registration limit (a loopback issuer only).
+    pub(super) exempt_local_registrations: bool,
     pub(super) registration_policy: Option<RegistrationPolicy>,
 }
 
@@ -164,9 +165,8 @@ impl AuthServer {
     /// (with the path variants of an issuer with a path), `/oauth/jwks`, `/oauth/register`,
     /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`, `/oauth/userinfo`; when users can
     /// sign in, also `/oauth/authorize`, `/oauth/login`, `/oauth/consent`,
-    /// `/oauth/upstream/{provider}` and `/oauth/callback/{provider}`; with external services
-    /// (feature `atag`), `/atag/connect/{service}`, `/atag/callback/{service}`,
-    /// `GET /atag/connections` and `DELETE /atag/connections/{service}`. Bodies over 64 KiB get 413. Serve it with
+    /// `/oauth/upstream/{provider}` and `/oauth/callback/{provider}` (the ATAG routes come from
+    /// [`Atag::router`](crate::atag::Atag::router)). Bodies over 64 KiB get 413. Serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()` so per-address limits know the
     /// client.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {

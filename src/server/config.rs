@@ -248,19 +248,22 @@ impl AuthServerBuilder {
     /// At most `max` dynamic registrations per client address in each window of `per`
     /// (default 20 per hour); beyond it, 429 with `Retry-After`. `None` lifts the limit.
     ///
-    /// Clients on the server's own machine (a loopback address, with no `Forwarded`,
-    /// `X-Forwarded-For` or `X-Real-IP` header) are not counted by default: a person who
-    /// restarts a desktop client a few dozen times must not be locked out for an hour. A
-    /// request relayed by a local reverse proxy carries such a header, so it is counted; behind
-    /// a proxy, configure [`super::TrustedProxies`] so each client gets its own bucket. See
+    /// On a server whose issuer is a loopback URL (a developer's machine), clients on that
+    /// machine (a loopback address, with no `Forwarded`, `X-Forwarded-For` or `X-Real-IP`
+    /// header) are not counted by default: a person who restarts a desktop client a few dozen
+    /// times must not be locked out for an hour. A server with a public issuer counts every
+    /// client, loopback peers included: there a loopback peer is a proxy or a tunnel relaying
+    /// someone else, which may add no forwarding header. Behind a proxy, configure
+    /// [`super::TrustedProxies`] so each client gets its own bucket. See
     /// [`AuthServerBuilder::registration_limit_loopback`].
     pub fn registration_limit(mut self, limit: Option<(u64, Duration)>) -> Self {
         self.registration_limit = limit;
         self
     }
 
-    /// Whether the registration limit also counts loopback clients (default `false`: they are
-    /// exempt, see [`AuthServerBuilder::registration_limit`]).
+    /// Whether the registration limit also counts loopback clients of a loopback issuer
+    /// (default `false`: they are exempt, see [`AuthServerBuilder::registration_limit`]; the
+    /// clients of a public issuer are always counted).
     pub fn registration_limit_loopback(mut self, count_loopback: bool) -> Self {
         self.registration_limit_loopback = count_loopback;
         self
@@ -480,7 +483,8 @@ impl AuthServerBuilder {
             cimd_development: self.cimd_development,
             client_address: self.client_address,
             registration_limit: self.registration_limit,
-            registration_limit_loopback: self.registration_limit_loopback,
+            // Only a developer's machine exempts its own clients.
+            exempt_local_registrations: loopback && !self.registration_limit_loopback,
             registration_policy: self.registration_policy,
         })))
     }

@@ -82,7 +82,7 @@ pub(super) fn revoked_family(family: &str) -> Key<bool> {
     Key::new("revoked-family:", family)
 }
 
-/// Present when the access token `jti` was revoked.
+/// Present (`true`) when the access token `jti` was revoked.
 pub(super) fn revoked_token(jti: &str) -> Key<bool> {
     Key::new("revoked:", jti)
 }

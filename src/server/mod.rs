@@ -39,8 +39,6 @@ mod userinfo;
 pub use self::auth_server::AuthServer;
 pub use self::config::AuthServerBuilder;
 pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
-// What modules built on the server (ATAG) use: its pages, sign-in session, store records and
-// HTTP primitives.
 pub use self::revocation::RevocationAwareValidator;
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
@@ -50,6 +48,8 @@ pub use self::upstream::{
     UpstreamStart, UpstreamUser,
 };
 pub use self::urls::PublicUrls;
+// What modules built on the server (ATAG) use: its pages, sign-in session, store records and
+// HTTP primitives.
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::{
     keyspace::{Key, lock as lock_key},

@@ -139,7 +139,7 @@ pub(super) async fn register(
     }
     // Counted only for requests that would register: invalid ones store nothing.
     if let Some((max, per)) = server.0.registration_limit
-        && (server.0.registration_limit_loopback || !local_client(source, &parts.headers))
+        && !(server.0.exempt_local_registrations && local_client(source, &parts.headers))
     {
         let (started, period) = (now(), per.as_secs().max(1));
         let window = started / period;

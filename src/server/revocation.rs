@@ -138,7 +138,7 @@ pub(super) async fn revoke(
             .store
             .put(
                 keyspace::revoked_token(jti).as_str(),
-                Bytes::from_static(b"1"),
+                Bytes::from_static(b"true"),
                 left + Duration::from_secs(60),
             )
             .await

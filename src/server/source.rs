@@ -146,7 +146,10 @@ pub struct ClientRegistration<'a> {
     pub redirect_uris: &'a [String],
     /// The grant types.
     pub grant_types: &'a [String],
-    /// The scopes the client will be allowed (space-separated).
+    /// The scopes the client registered with (space-separated). For a self-registered client
+    /// this is a record, not a ceiling: it may later ask for any scope the server supports
+    /// (step-up), and what a user grants it is decided by the user's own scopes and consent.
+    /// Refusing a registration for its `scope` therefore limits nothing.
     pub scope: &'a str,
     /// Whether the client has a secret.
     pub confidential: bool,

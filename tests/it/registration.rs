@@ -132,6 +132,33 @@ async fn loopback_clients_are_not_locked_out_but_remote_ones_are_limited() {
 }
 
 #[tokio::test]
+async fn registration_flood_through_a_tunnel_to_a_public_issuer_is_counted() {
+    // A public server reached through a proxy or tunnel on its own machine that adds no
+    // forwarding header: every client arrives from 127.0.0.1 with nothing to tell them apart.
+    // Only a loopback issuer (a developer's machine) exempts its own clients.
+    let (listener, _) = listener().await;
+    let addr = listener.local_addr().unwrap();
+    let auth = AuthServer::builder("https://mcp.example.com")
+        .resource("https://mcp.example.com/mcp")
+        .scopes_supported(["mcp:tools"])
+        .dev_user("demo", "demo")
+        .registration_limit(Some((3, Duration::from_secs(3600))))
+        .build()
+        .unwrap();
+    spawn_with_peer(listener, auth.router());
+    let base = format!("http://{addr}");
+    let app = json!({"client_name": "App", "redirect_uris": ["https://app.example.com/cb"]});
+    for i in 0..3 {
+        assert_eq!(
+            register(&base, None, app.clone()).await.status(),
+            201,
+            "{i}"
+        );
+    }
+    assert_eq!(register(&base, None, app).await.status(), 429);
+}
+
+#[tokio::test]
 async fn registration_flood_through_a_local_proxy_is_not_exempt_as_loopback() {
     // The quickstart as it runs (peer address, no trusted proxy): a request relayed by a
     // proxy on the same machine has a loopback peer but says it was forwarded; it is counted.

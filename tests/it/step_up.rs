@@ -114,34 +114,50 @@ async fn purge_challenge_names_the_baseline_and_the_tool_scope_and_a_token_with_
 }
 
 #[tokio::test]
-async fn bearer_challenge_keeps_granted_scopes_so_replacing_clients_do_not_ping_pong() {
+async fn a_client_that_replaces_its_scope_with_each_challenge_converges() {
+    // The TypeScript SDK 1.x replaces its scope with the challenged one instead of adding it.
+    // Each layer's challenge names everything the operation needs, so that client reaches a
+    // working token without ever seeing the same challenge twice.
     let (base, mcp_url) = start_with_test_tokens().await;
-    // A token with the admin scope but not the baseline: the bearer layer's 403 names the
-    // baseline and what the token already has.
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let post = |token: String| {
+        client()
+            .post(&mcp_url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(initialize)
+            .send()
+    };
+    // A token with the admin scope only: the bearer layer names its baseline.
     let admin_only = mint_hs256(&base, &mcp_url, "alice", quickstart::ADMIN_SCOPE);
-    let response = client()
-        .post(&mcp_url)
-        .bearer_auth(&admin_only)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = post(admin_only).await.unwrap();
     assert_eq!(response.status(), 403);
-    let challenge = www_authenticate(&response);
+    let first = www_authenticate(&response);
     assert!(
-        challenge.contains(r#"scope="mcp:tools notes:admin", error="insufficient_scope""#),
-        "{challenge}"
+        first.contains(r#"scope="mcp:tools", error="insufficient_scope""#),
+        "{first}"
     );
-    // A client that replaces its scope with the challenged one can now do both.
-    let replaced = mint_hs256(&base, &mcp_url, "alice", "mcp:tools notes:admin");
-    let client = rmcp_client_with_token(&mcp_url, replaced).await;
-    client
+    // Replaced by exactly that: purge_all_notes names the baseline and its own scope.
+    let client_ =
+        rmcp_client_with_token(&mcp_url, mint_hs256(&base, &mcp_url, "alice", "mcp:tools")).await;
+    let refused = client_
         .call_tool(CallToolRequestParams::new("purge_all_notes"))
         .await
-        .expect("no second challenge");
-    client.cancel().await.unwrap();
+        .unwrap_err();
+    let second = insufficient_scope(&refused);
+    assert_eq!(second.get_required_scope(), Some("mcp:tools notes:admin"));
+    assert_ne!(second.www_authenticate_header, first);
+    client_.cancel().await.unwrap();
+    // Replaced by that: it works, and initialize does too (no way back to the first challenge).
+    let replaced = mint_hs256(&base, &mcp_url, "alice", "mcp:tools notes:admin");
+    assert_eq!(post(replaced.clone()).await.unwrap().status(), 200);
+    let client_ = rmcp_client_with_token(&mcp_url, replaced).await;
+    client_
+        .call_tool(CallToolRequestParams::new("purge_all_notes"))
+        .await
+        .expect("no further challenge");
+    client_.cancel().await.unwrap();
 }
 
 #[tokio::test]
