@@ -11,14 +11,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
-use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
-use rmcp::transport::streamable_http_client::{
-    InsufficientScopeError, StreamableHttpClientTransportConfig,
-};
+use rmcp::transport::auth::{AuthorizationManager, AuthorizationRequest, OAuthState};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tower_mcp_auth::ConfigError;
@@ -37,19 +32,7 @@ fn oidc_dir() -> PathBuf {
 async fn install_provider() {
     static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     INSTALLED
-        .get_or_init(|| async {
-            let dir = oidc_dir();
-            if dir.join("node_modules/oidc-provider/package.json").exists() {
-                return;
-            }
-            let status = tokio::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .await
-                .expect("npm (Node.js) is needed to run oidc-provider");
-            assert!(status.success(), "npm ci in {} failed", dir.display());
-        })
+        .get_or_init(|| npm_ci(oidc_dir(), &["oidc-provider/package.json"]))
         .await;
 }
 
@@ -202,35 +185,12 @@ async fn sign_in(idp: &Idp, mcp_url: &str, user: &str) -> Signed {
         .handle_callback_url(&walked.location)
         .await
         .expect("code exchange, with the provider's iss");
-    let auth = AuthClient::new(
-        reqwest::Client::new(),
-        oauth.into_authorization_manager().unwrap(),
-    );
-    let manager = auth.auth_manager.clone();
-    let transport = StreamableHttpClientTransport::with_client(
-        auth,
-        StreamableHttpClientTransportConfig::with_uri(mcp_url),
-    );
+    let (client, manager) = authorized_client(oauth, mcp_url).await;
     Signed {
-        client: ().serve(transport).await.expect("initialize"),
+        client,
         manager,
         browser,
     }
-}
-
-fn text_of(result: &rmcp::model::CallToolResult) -> String {
-    serde_json::to_value(&result.content).unwrap().to_string()
-}
-
-fn required_scope(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<InsufficientScopeError>() {
-            return found.get_required_scope().unwrap().to_owned();
-        }
-        current = e.source();
-    }
-    panic!("not an insufficient_scope refusal: {error:?}");
 }
 
 #[tokio::test]
@@ -276,7 +236,10 @@ async fn rmcp_client_signs_in_at_oidc_provider_calls_tools_and_steps_up() {
         .call_tool(CallToolRequestParams::new("purge_all_notes"))
         .await
         .unwrap_err();
-    let required = required_scope(&refused);
+    let required = insufficient_scope(&refused)
+        .get_required_scope()
+        .unwrap()
+        .to_owned();
     assert_eq!(required, "mcp:tools notes:admin");
     let url = signed
         .manager

@@ -11,10 +11,8 @@ use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState};
-use rmcp::transport::streamable_http_client::{
-    InsufficientScopeError, StreamableHttpClientTransportConfig,
-};
+use rmcp::transport::auth::{AuthorizationManager, AuthorizationRequest, OAuthState};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use tokio::sync::Mutex;
 use tower_mcp_auth::validate::{JwtKey, JwtValidator};
 
@@ -54,25 +52,6 @@ async fn rmcp_client_with_token(mcp_url: &str, token: String) -> RunningService<
         StreamableHttpClientTransportConfig::with_uri(mcp_url).auth_header(token),
     );
     ().serve(transport).await.expect("initialize")
-}
-
-/// The 403 challenge rmcp's client surfaced for a failed call, from the error's source chain.
-fn insufficient_scope(error: &(dyn std::error::Error + 'static)) -> InsufficientScopeError {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<InsufficientScopeError>() {
-            return InsufficientScopeError::new(
-                found.www_authenticate_header.clone(),
-                found.required_scope.clone(),
-            );
-        }
-        current = e.source();
-    }
-    panic!("not an insufficient_scope refusal: {error:?}");
-}
-
-fn text_of(result: &rmcp::model::CallToolResult) -> String {
-    serde_json::to_value(&result.content).unwrap().to_string()
 }
 
 #[tokio::test]
@@ -230,16 +209,7 @@ async fn sign_in(user: &str) -> SignedIn {
         .handle_callback_url(back.headers()["location"].to_str().unwrap())
         .await
         .expect("code exchange");
-    let auth = AuthClient::new(
-        reqwest::Client::new(),
-        oauth.into_authorization_manager().unwrap(),
-    );
-    let manager = auth.auth_manager.clone();
-    let transport = StreamableHttpClientTransport::with_client(
-        auth,
-        StreamableHttpClientTransportConfig::with_uri(mcp_url.as_str()),
-    );
-    let client = ().serve(transport).await.expect("initialize");
+    let (client, manager) = authorized_client(oauth, &mcp_url).await;
     SignedIn {
         client,
         manager,

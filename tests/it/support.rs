@@ -494,3 +494,68 @@ impl AuditLog {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
+
+/// Installs the pinned npm packages of `dir` with `npm ci` unless every `marker` file
+/// (relative to its `node_modules`) exists already.
+pub async fn npm_ci(dir: std::path::PathBuf, markers: &[&str]) {
+    if markers
+        .iter()
+        .all(|m| dir.join("node_modules").join(m).exists())
+    {
+        return;
+    }
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status()
+        .await
+        .expect("npm (Node.js) is needed for this test");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+/// The 403 challenge rmcp's client surfaced for a failed call, from the error's source chain.
+pub fn insufficient_scope(
+    error: &(dyn std::error::Error + 'static),
+) -> rmcp::transport::streamable_http_client::InsufficientScopeError {
+    use rmcp::transport::streamable_http_client::InsufficientScopeError;
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<InsufficientScopeError>() {
+            return InsufficientScopeError::new(
+                found.www_authenticate_header.clone(),
+                found.required_scope.clone(),
+            );
+        }
+        current = e.source();
+    }
+    panic!("not an insufficient_scope refusal: {error:?}");
+}
+
+/// A tool result's content as JSON text.
+pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    serde_json::to_value(&result.content).unwrap().to_string()
+}
+
+/// An rmcp client connected to `mcp_url` with the tokens `oauth` obtained, and its
+/// authorization manager (for a later step-up).
+pub async fn authorized_client(
+    oauth: rmcp::transport::auth::OAuthState,
+    mcp_url: &str,
+) -> (
+    rmcp::service::RunningService<rmcp::service::RoleClient, ()>,
+    std::sync::Arc<tokio::sync::Mutex<rmcp::transport::auth::AuthorizationManager>>,
+) {
+    use rmcp::ServiceExt;
+    let auth = rmcp::transport::auth::AuthClient::new(
+        reqwest::Client::new(),
+        oauth.into_authorization_manager().unwrap(),
+    );
+    let manager = auth.auth_manager.clone();
+    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+        auth,
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            mcp_url,
+        ),
+    );
+    (().serve(transport).await.expect("initialize"), manager)
+}

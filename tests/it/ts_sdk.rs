@@ -24,24 +24,14 @@ fn ts_dir() -> PathBuf {
 async fn install_sdk() {
     static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     INSTALLED
-        .get_or_init(|| async {
-            let dir = ts_dir();
-            let installed = ["sdk", "client"].iter().all(|package| {
-                dir.join(format!(
-                    "node_modules/@modelcontextprotocol/{package}/package.json"
-                ))
-                .exists()
-            });
-            if installed {
-                return;
-            }
-            let status = tokio::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .await
-                .expect("npm (Node.js) is needed to run the TypeScript SDK client");
-            assert!(status.success(), "npm ci in {} failed", dir.display());
+        .get_or_init(|| {
+            npm_ci(
+                ts_dir(),
+                &[
+                    "@modelcontextprotocol/sdk/package.json",
+                    "@modelcontextprotocol/client/package.json",
+                ],
+            )
         })
         .await;
 }
