@@ -213,9 +213,11 @@ impl Shared {
                 .filter(|s| s.starts_with(super::state::REQUEST_STATE_PREFIX))
                 .cloned(),
             answer: message
-                .input_action(&input_key(&need.service))
+                .input_actions
+                .iter()
                 .filter(|_| modern)
-                .map(str::to_owned),
+                .find(|(key, _)| key.strip_prefix(INPUT_KEY_PREFIX) == Some(&need.service))
+                .map(|(_, action)| action.clone()),
             modern,
             url_elicitation: if modern {
                 message.url_elicitation
@@ -227,9 +229,12 @@ impl Shared {
     }
 }
 
-/// The key of our connect prompt among a 2026-07-28 result's `inputRequests`.
+/// The prefix of our connect prompt's key among a 2026-07-28 result's `inputRequests`.
+const INPUT_KEY_PREFIX: &str = "connect_";
+
+/// The key of our connect prompt for `service`.
 fn input_key(service: &str) -> String {
-    format!("connect_{service}")
+    format!("{INPUT_KEY_PREFIX}{service}")
 }
 
 impl<S, ResBody> Service<Request<Full<Bytes>>> for AtagService<S>

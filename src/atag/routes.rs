@@ -118,7 +118,7 @@ pub(super) async fn connect(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let server = gateway.auth.clone();
+    let server = &gateway.auth;
     let BrowserRequest {
         atag,
         service,
@@ -128,10 +128,10 @@ pub(super) async fn connect(
         Err(response) => return response,
     };
     let Some(link_id) = params.get("link") else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "the link is incomplete");
+        return error_page(server, StatusCode::BAD_REQUEST, "the link is incomplete");
     };
     let link = match claim::<Link>(
-        &server,
+        server,
         &headers,
         &link_key(link_id),
         &service_id,
@@ -154,10 +154,10 @@ pub(super) async fn connect(
         &link.scopes,
     ) {
         Ok(found) => found,
-        Err(e) => return failure(&server, &e),
+        Err(e) => return failure(server, &e),
     };
     let record = ConnectState { link, verifier };
-    if let Err(response) = save(&server, &state_key(&state), &record, crate::atag::LINK_TTL).await {
+    if let Err(response) = save(server, &state_key(&state), &record, crate::atag::LINK_TTL).await {
         return response;
     }
     let mut response = StatusCode::SEE_OTHER.into_response();
@@ -184,7 +184,7 @@ pub(super) async fn callback(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let server = gateway.auth.clone();
+    let server = &gateway.auth;
     let BrowserRequest {
         atag,
         service,
@@ -194,10 +194,10 @@ pub(super) async fn callback(
         Err(response) => return response,
     };
     let Some(state) = params.get("state") else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
+        return error_page(server, StatusCode::BAD_REQUEST, "state is missing");
     };
     let record = match claim::<ConnectState>(
-        &server,
+        server,
         &headers,
         &state_key(state),
         &service_id,
@@ -212,13 +212,13 @@ pub(super) async fn callback(
     if params.contains_key("error") {
         tracing::info!(target: audit::TARGET, user = %record.link.user, service = %service_id, "third-party authorization declined");
         return error_page(
-            &server,
+            server,
             StatusCode::FORBIDDEN,
             &format!("{} did not grant access.", service.name()),
         );
     }
     let Some(code) = params.get("code") else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "code is missing");
+        return error_page(server, StatusCode::BAD_REQUEST, "code is missing");
     };
     let tokens = match crate::atag::exchange(
         &atag.http,
@@ -233,7 +233,7 @@ pub(super) async fn callback(
         Ok(tokens) => tokens,
         Err(e) => {
             tracing::warn!(target: audit::TARGET, user = %record.link.user, service = %service_id, error = %e, "third-party code exchange failed");
-            return failure(&server, &e);
+            return failure(server, &e);
         }
     };
     if let Err(e) = atag
@@ -255,7 +255,7 @@ pub(super) async fn callback(
     tracing::info!(target: audit::TARGET, user = %record.link.user, client_id = ?record.link.client_id, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
     atag.elicitation_complete(&record.link);
     message_page(
-        &server,
+        server,
         StatusCode::OK,
         &format!("{} connected", service.name()),
         &format!(
@@ -273,9 +273,9 @@ async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String,
 
 /// `GET /atag/connections` (bearer token of this server): the caller's connected services.
 pub(super) async fn connections(State(gateway): State<Atag>, headers: HeaderMap) -> Response {
-    let server = gateway.auth.clone();
+    let server = &gateway.auth;
     let atag = gateway.state.clone();
-    let user = match bearer_user(&server, &headers).await {
+    let user = match bearer_user(server, &headers).await {
         Ok(user) => user,
         Err(response) => return response,
     };
@@ -310,9 +310,9 @@ pub(super) async fn disconnect(
     Path(service_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let server = gateway.auth.clone();
+    let server = &gateway.auth;
     let atag = gateway.state.clone();
-    let user = match bearer_user(&server, &headers).await {
+    let user = match bearer_user(server, &headers).await {
         Ok(user) => user,
         Err(response) => return response,
     };
