@@ -2,9 +2,6 @@
 //! run a third-party OAuth flow in the browser for the user who called the tool;
 //! `/atag/connections` lists and disconnects services.
 
-// Handlers return a `Response` on both arms of their helpers' `Result`s.
-#![allow(clippy::result_large_err)]
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,8 +14,8 @@ use serde_json::json;
 use super::setup::Atag;
 use super::{AtagState, ExternalService, Link, link_key};
 use crate::server::{
-    AuthServer, Key, UpstreamError, bearer_caller, digest, error_page, load, logged_in_user,
-    message_page, no_store, oauth_error, parse_form, random_token, rng_failure, save, spend,
+    AuthServer, Key, OAuthError, UpstreamError, bearer_caller, digest, error_page, load,
+    logged_in_user, message_page, no_store, parse_form, random_token, save, spend,
     upstream_error_page,
 };
 
@@ -43,6 +40,9 @@ struct BrowserRequest {
     params: HashMap<String, String>,
 }
 
+// Browser routes answer their refusals with pages; boxing them would add an allocation to
+// every refusal for no gain.
+#[expect(clippy::result_large_err)]
 fn browser_request(
     atag: &Atag,
     service_id: &str,
@@ -117,20 +117,21 @@ pub(super) async fn connect(
     Path(service_id): Path<String>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
+) -> Result<Response, Response> {
     let server = &gateway.auth;
     let BrowserRequest {
         atag,
         service,
         params,
-    } = match browser_request(&gateway, &service_id, query) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    } = browser_request(&gateway, &service_id, query)?;
     let Some(link_id) = params.get("link") else {
-        return error_page(server, StatusCode::BAD_REQUEST, "the link is incomplete");
+        return Err(error_page(
+            server,
+            StatusCode::BAD_REQUEST,
+            "the link is incomplete",
+        ));
     };
-    let link = match claim::<Link>(
+    let link = claim::<Link>(
         server,
         &headers,
         &link_key(link_id),
@@ -138,34 +139,24 @@ pub(super) async fn connect(
         |link| link,
         "This link has expired or was already used. Call the tool again for a new one.",
     )
-    .await
-    {
-        Ok(link) => link,
-        Err(response) => return response,
-    };
-    let Some(state) = random_token() else {
-        return rng_failure();
-    };
-    let (url, verifier) = match crate::atag::authorization_url(
+    .await?;
+    let state = random_token().ok_or_else(OAuthError::no_randomness)?;
+    let (url, verifier) = crate::atag::authorization_url(
         &atag.http,
         &service,
         &atag.callback_uri(&service.id),
         &state,
         &link.scopes,
-    ) {
-        Ok(found) => found,
-        Err(e) => return failure(server, &e),
-    };
+    )
+    .map_err(|e| failure(server, &e))?;
     let record = ConnectState { link, verifier };
-    if let Err(response) = save(server, &state_key(&state), &record, crate::atag::LINK_TTL).await {
-        return response;
-    }
+    save(server, &state_key(&state), &record, crate::atag::LINK_TTL).await?;
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     no_store(response.headers_mut());
-    response
+    Ok(response)
 }
 
 fn failure(server: &AuthServer, error: &UpstreamError) -> Response {
@@ -183,20 +174,21 @@ pub(super) async fn callback(
     Path(service_id): Path<String>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
+) -> Result<Response, Response> {
     let server = &gateway.auth;
     let BrowserRequest {
         atag,
         service,
         params,
-    } = match browser_request(&gateway, &service_id, query) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    } = browser_request(&gateway, &service_id, query)?;
     let Some(state) = params.get("state") else {
-        return error_page(server, StatusCode::BAD_REQUEST, "state is missing");
+        return Err(error_page(
+            server,
+            StatusCode::BAD_REQUEST,
+            "state is missing",
+        ));
     };
-    let record = match claim::<ConnectState>(
+    let record = claim::<ConnectState>(
         server,
         &headers,
         &state_key(state),
@@ -204,21 +196,21 @@ pub(super) async fn callback(
         |record| &record.link,
         "This connection attempt is no longer valid. Call the tool again for a new link.",
     )
-    .await
-    {
-        Ok(record) => record,
-        Err(response) => return response,
-    };
+    .await?;
     if params.contains_key("error") {
         tracing::info!(target: audit::TARGET, user = %record.link.user, service = %service_id, "third-party authorization declined");
-        return error_page(
+        return Err(error_page(
             server,
             StatusCode::FORBIDDEN,
             &format!("{} did not grant access.", service.name()),
-        );
+        ));
     }
     let Some(code) = params.get("code") else {
-        return error_page(server, StatusCode::BAD_REQUEST, "code is missing");
+        return Err(error_page(
+            server,
+            StatusCode::BAD_REQUEST,
+            "code is missing",
+        ));
     };
     let tokens = match crate::atag::exchange(
         &atag.http,
@@ -233,11 +225,10 @@ pub(super) async fn callback(
         Ok(tokens) => tokens,
         Err(e) => {
             tracing::warn!(target: audit::TARGET, user = %record.link.user, service = %service_id, error = %e, "third-party code exchange failed");
-            return failure(server, &e);
+            return Err(failure(server, &e));
         }
     };
-    if let Err(e) = atag
-        .vault
+    atag.vault
         .put(
             &record.link.user,
             &service.id,
@@ -245,16 +236,10 @@ pub(super) async fn callback(
             atag.ttl_of(&tokens),
         )
         .await
-    {
-        return oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            &e.to_string(),
-        );
-    }
+        .map_err(vault_unavailable)?;
     tracing::info!(target: audit::TARGET, user = %record.link.user, client_id = ?record.link.client_id, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
     atag.elicitation_complete(&record.link);
-    message_page(
+    Ok(message_page(
         server,
         StatusCode::OK,
         &format!("{} connected", service.name()),
@@ -262,23 +247,26 @@ pub(super) async fn callback(
             "Your {} account is connected. You can return to your MCP client and try again.",
             service.name()
         ),
-    )
+    ))
 }
 
-async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, Response> {
+fn vault_unavailable(error: crate::atag::VaultError) -> OAuthError {
+    OAuthError::TemporarilyUnavailable(error.to_string().into())
+}
+
+async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, OAuthError> {
     bearer_caller(server, headers)
         .await
         .map(|ctx| ctx.subject().to_owned())
 }
 
 /// `GET /atag/connections` (bearer token of this server): the caller's connected services.
-pub(super) async fn connections(State(gateway): State<Atag>, headers: HeaderMap) -> Response {
-    let server = &gateway.auth;
-    let atag = gateway.state.clone();
-    let user = match bearer_user(server, &headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
+pub(super) async fn connections(
+    State(gateway): State<Atag>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let atag = &gateway.state;
+    let user = bearer_user(&gateway.auth, &headers).await?;
     let mut connected = Vec::new();
     for service in atag.services.values() {
         match atag.vault.get(&user, &service.id).await {
@@ -288,19 +276,13 @@ pub(super) async fn connections(State(gateway): State<Atag>, headers: HeaderMap)
             })),
             Ok(None)
             | Err(crate::atag::VaultError::Sealed(_) | crate::atag::VaultError::Corrupt) => {}
-            Err(e) => {
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    &e.to_string(),
-                );
-            }
+            Err(e) => return Err(vault_unavailable(e)),
         }
     }
     connected.sort_by(|a, b| a["service"].as_str().cmp(&b["service"].as_str()));
     let mut response = axum::Json(json!({ "connections": connected })).into_response();
     no_store(response.headers_mut());
-    response
+    Ok(response)
 }
 
 /// `DELETE /atag/connections/{service}` (bearer token of this server): forgets the caller's
@@ -309,25 +291,16 @@ pub(super) async fn disconnect(
     State(gateway): State<Atag>,
     Path(service_id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let server = &gateway.auth;
-    let atag = gateway.state.clone();
-    let user = match bearer_user(server, &headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
+) -> Result<Response, OAuthError> {
+    let atag = &gateway.state;
+    let user = bearer_user(&gateway.auth, &headers).await?;
     if !atag.services.contains_key(&service_id) {
-        return oauth_error(StatusCode::NOT_FOUND, "invalid_request", "unknown service");
+        return Err(OAuthError::NotFound("unknown service".into()));
     }
-    match atag.vault.delete(&user, &service_id).await {
-        Ok(()) => {
-            tracing::info!(target: audit::TARGET, %user, service = %service_id, "third-party account disconnected");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            &e.to_string(),
-        ),
-    }
+    atag.vault
+        .delete(&user, &service_id)
+        .await
+        .map_err(vault_unavailable)?;
+    tracing::info!(target: audit::TARGET, %user, service = %service_id, "third-party account disconnected");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -16,11 +16,12 @@ use super::auth_server::AuthServer;
 use super::clients::Client;
 use super::consent::consent_or_code;
 use super::cookies::{browser_cookie_name, session_cookie, set_cookie};
+use super::error::OAuthError;
 use super::keyspace;
 use super::login::logged_in_user;
 use super::login::login_page;
 use super::pages::error_page;
-use super::primitives::{digest, parse_form, random_token, rng_failure};
+use super::primitives::{digest, parse_form, random_token};
 use super::redirect::{redirect_back, redirect_matches};
 use super::storage::{load, save};
 use crate::audit;
@@ -52,23 +53,28 @@ pub(super) async fn authorize(
     State(server): State<AuthServer>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
+) -> Result<Response, Response> {
     // RFC 6749 §3.1: parameters must not repeat (a repeated one is refused, not picked from).
-    let params = match parse_form(query.unwrap_or_default().as_bytes()) {
-        Ok(params) => params,
-        Err(_) => return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated"),
-    };
+    let params = parse_form(query.unwrap_or_default().as_bytes())
+        .map_err(|_| error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated"))?;
     // Until the client and its redirect URI are known good, errors stay on our page.
     let Some(client_id) = params.get("client_id") else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "client_id is missing");
+        return Err(error_page(
+            &server,
+            StatusCode::BAD_REQUEST,
+            "client_id is missing",
+        ));
     };
-    let client = match server.lookup_client(client_id).await {
-        Ok(Some(client)) if client.grant_types.iter().any(|g| g == "authorization_code") => client,
-        Ok(_) => {
+    let client = match server.lookup_client(client_id).await? {
+        Some(client) if client.grant_types.iter().any(|g| g == "authorization_code") => client,
+        _ => {
             tracing::info!(target: audit::TARGET, decision = "deny", %client_id, reason = "unknown client", "authorization refused");
-            return error_page(&server, StatusCode::BAD_REQUEST, "unknown client");
+            return Err(error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "unknown client",
+            ));
         }
-        Err(response) => return response,
     };
     let redirect_uri = match params.get("redirect_uri") {
         Some(uri)
@@ -81,13 +87,19 @@ pub(super) async fn authorize(
         }
         Some(_) => {
             tracing::info!(target: audit::TARGET, decision = "deny", %client_id, reason = "redirect URI not registered", "authorization refused");
-            return error_page(
+            return Err(error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
                 "the redirect URI is not registered for this client",
-            );
+            ));
         }
-        None => return error_page(&server, StatusCode::BAD_REQUEST, "redirect_uri is missing"),
+        None => {
+            return Err(error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                "redirect_uri is missing",
+            ));
+        }
     };
     let state = params.get("state").map(String::as_str);
     let fail = |error: &str, description: &str| {
@@ -100,7 +112,10 @@ pub(super) async fn authorize(
         )
     };
     if params.get("response_type").map(String::as_str) != Some("code") {
-        return fail("unsupported_response_type", "response_type must be code");
+        return Err(fail(
+            "unsupported_response_type",
+            "response_type must be code",
+        ));
     }
     let challenge = match (
         params.get("code_challenge"),
@@ -108,42 +123,52 @@ pub(super) async fn authorize(
     ) {
         (Some(c), Some("S256")) if c.len() == 43 && URL_SAFE_NO_PAD.decode(c).is_ok() => c.clone(),
         (Some(_), Some("S256")) => {
-            return fail("invalid_request", "code_challenge is not a S256 challenge");
+            return Err(fail(
+                "invalid_request",
+                "code_challenge is not a S256 challenge",
+            ));
         }
-        (_, Some(_)) => return fail("invalid_request", "code_challenge_method must be S256"),
+        (_, Some(_)) => {
+            return Err(fail(
+                "invalid_request",
+                "code_challenge_method must be S256",
+            ));
+        }
         _ => {
-            return fail(
+            return Err(fail(
                 "invalid_request",
                 "PKCE (code_challenge with method S256) is required",
-            );
+            ));
         }
     };
     let resource = match params.get("resource") {
         Some(r) => canonical_audience(r).into_owned(),
         None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
-        None => return fail("invalid_target", "resource is required"),
+        None => return Err(fail("invalid_target", "resource is required")),
     };
     if !server.0.resources.contains(&resource) {
-        return fail(
+        return Err(fail(
             "invalid_target",
             "this server issues no tokens for that resource",
-        );
+        ));
     }
     let Some(scope) = client.requested_scope(&server, params.get("scope").map(String::as_str))
     else {
-        return fail("invalid_scope", "the client may not request these scopes");
+        return Err(fail(
+            "invalid_scope",
+            "the client may not request these scopes",
+        ));
     };
     let (Some(id), Some(csrf)) = (random_token(), random_token()) else {
-        return rng_failure();
+        return Err(OAuthError::no_randomness().into());
     };
     let existing = session_cookie(&headers, &browser_cookie_name(&server));
-    let browser = match existing.or_else(random_token) {
-        Some(nonce) => nonce,
-        None => return rng_failure(),
-    };
+    let browser = existing
+        .or_else(random_token)
+        .ok_or_else(OAuthError::no_randomness)?;
     let nonce = params.get("nonce").cloned();
     if nonce.as_ref().is_some_and(|n| n.len() > 256) {
-        return fail("invalid_request", "nonce is too long");
+        return Err(fail("invalid_request", "nonce is too long"));
     }
     let pending = Pending {
         nonce,
@@ -156,17 +181,14 @@ pub(super) async fn authorize(
         resource,
         csrf,
     };
-    if let Err(response) = save(&server, &keyspace::pending(&id), &pending, PENDING_TTL).await {
-        return response;
-    }
-    let mut response = match logged_in_user(&server, &headers).await {
-        Ok(Some(session)) => consent_or_code(&server, &id, pending, &client, &session).await,
+    save(&server, &keyspace::pending(&id), &pending, PENDING_TTL).await?;
+    let mut response = match logged_in_user(&server, &headers).await? {
+        Some(session) => consent_or_code(&server, &id, pending, &client, &session).await?,
         // One upstream provider and no other way in: straight to it.
-        Ok(None) if server.0.users.is_empty() && server.0.providers.len() == 1 => {
-            super::login::begin_upstream(&server, &server.0.providers[0], &id, &pending).await
+        None if server.0.users.is_empty() && server.0.providers.len() == 1 => {
+            super::login::begin_upstream(&server, &server.0.providers[0], &id, &pending).await?
         }
-        Ok(None) => login_page(&server, &id, &pending, &client, None),
-        Err(response) => response,
+        None => login_page(&server, &id, &pending, &client, None),
     };
     // Renewed on every request: the cookie must outlive the newest pending request (an
     // upstream sign-in can take a while).
@@ -177,7 +199,7 @@ pub(super) async fn authorize(
         &browser,
         PENDING_TTL,
     );
-    response
+    Ok(response)
 }
 
 /// Checks the form's pending request and CSRF token; both are needed to act on it.

@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 
-use axum::response::Response;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::auth_server::AuthServer;
-use super::primitives::oauth_error;
+use super::error::OAuthError;
 use crate::Scopes;
 use crate::audit;
 
@@ -69,7 +68,7 @@ pub(super) enum ClientAuth {
 }
 
 impl AuthServer {
-    pub(super) async fn lookup_client(&self, id: &str) -> Result<Option<Client>, Response> {
+    pub(super) async fn lookup_client(&self, id: &str) -> Result<Option<Client>, OAuthError> {
         if let Some(client) = self.0.clients.get(id) {
             return Ok(Some(client.clone()));
         }
@@ -92,7 +91,7 @@ impl AuthServer {
         &self,
         headers: &HeaderMap,
         form: &HashMap<String, String>,
-    ) -> Result<(Client, ClientAuth), Response> {
+    ) -> Result<(Client, ClientAuth), OAuthError> {
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -101,10 +100,8 @@ impl AuthServer {
             .map(|(_, creds)| creds.trim());
         let (id, secret, how) = match (basic, form.get("client_id"), form.get("client_secret")) {
             (Some(_), _, Some(_)) => {
-                return Err(oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "use one client authentication method",
+                return Err(OAuthError::InvalidRequest(
+                    "use one client authentication method".into(),
                 ));
             }
             (Some(creds), _, None) => {
@@ -114,7 +111,7 @@ impl AuthServer {
                     .ok()
                     .and_then(|d| String::from_utf8(d).ok());
                 let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-                    return Err(invalid_client(true));
+                    return Err(OAuthError::InvalidClient { basic: true });
                 };
                 let decode = |s: &str| {
                     url::form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -123,11 +120,11 @@ impl AuthServer {
                 };
                 match (decode(id), decode(secret)) {
                     (Some(id), Some(secret)) => (id, secret, ClientAuth::Basic),
-                    _ => return Err(invalid_client(true)),
+                    _ => return Err(OAuthError::InvalidClient { basic: true }),
                 }
             }
             (None, Some(id), Some(secret)) => (id.clone(), secret.clone(), ClientAuth::Post),
-            (None, _, _) => return Err(invalid_client(false)),
+            (None, _, _) => return Err(OAuthError::InvalidClient { basic: false }),
         };
         let basic = matches!(how, ClientAuth::Basic);
         let client = self.lookup_client(&id).await?;
@@ -142,23 +139,8 @@ impl AuthServer {
             }
             _ => {
                 tracing::info!(target: audit::TARGET, client_id = %id, "client authentication failed");
-                Err(invalid_client(basic))
+                Err(OAuthError::InvalidClient { basic })
             }
         }
     }
-}
-
-pub(super) fn invalid_client(basic: bool) -> Response {
-    let mut response = oauth_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "client authentication failed",
-    );
-    if basic {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"oauth\""),
-        );
-    }
-    response
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -14,11 +13,12 @@ use subtle::ConstantTimeEq;
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use super::error::OAuthError;
 use super::keyspace;
-use super::primitives::{digest, oauth_error, required};
+use super::primitives::{digest, required};
 use super::refresh::revoke_family;
 use super::storage::{load, save, take};
-use super::token::{invalid_grant, json_no_store, token_body};
+use super::token::{json_no_store, token_body};
 use crate::Scopes;
 use crate::audit;
 use crate::resource::canonical_audience;
@@ -43,7 +43,7 @@ pub(super) async fn exchange_code(
     server: &AuthServer,
     client: &Client,
     form: &HashMap<String, String>,
-) -> Result<Response, Response> {
+) -> Result<Response, OAuthError> {
     let code = required(form, "code")?;
     let key = digest(code);
     // Atomic: of two concurrent redemptions exactly one gets the grant.
@@ -53,8 +53,8 @@ pub(super) async fn exchange_code(
             revoke_family(server, &family).await?;
             tracing::warn!(target: audit::TARGET, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
         }
-        return Err(invalid_grant(
-            "the code is invalid, expired or already used",
+        return Err(OAuthError::InvalidGrant(
+            "the code is invalid, expired or already used".into(),
         ));
     };
     save(
@@ -65,11 +65,13 @@ pub(super) async fn exchange_code(
     )
     .await?;
     if grant.client_id != client.client_id {
-        return Err(invalid_grant("the code was issued to another client"));
+        return Err(OAuthError::InvalidGrant(
+            "the code was issued to another client".into(),
+        ));
     }
     if form.get("redirect_uri") != Some(&grant.redirect_uri) {
-        return Err(invalid_grant(
-            "redirect_uri does not match the authorization request",
+        return Err(OAuthError::InvalidGrant(
+            "redirect_uri does not match the authorization request".into(),
         ));
     }
     let verifier = form
@@ -82,15 +84,13 @@ pub(super) async fn exchange_code(
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
     let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     if !well_formed || !bool::from(computed.as_bytes().ct_eq(grant.code_challenge.as_bytes())) {
-        return Err(invalid_grant("PKCE verification failed"));
+        return Err(OAuthError::InvalidGrant("PKCE verification failed".into()));
     }
     if let Some(resource) = form.get("resource")
         && canonical_audience(resource) != grant.resource.as_str()
     {
-        return Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the authorization request",
+        return Err(OAuthError::InvalidTarget(
+            "resource differs from the authorization request".into(),
         ));
     }
     tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");

@@ -11,10 +11,11 @@ use super::auth_server::AuthServer;
 use super::authorize::{Pending, pending_from_form};
 use super::clients::Client;
 use super::code_grant::Grant;
+use super::error::OAuthError;
 use super::keyspace::{self, Key};
 use super::login::{Session, logged_in_user};
 use super::pages::{error_page, page};
-use super::primitives::{Form, digest, random_token, rng_failure};
+use super::primitives::{Form, digest, random_token};
 use super::redirect::redirect_back;
 use super::storage::{load, save, spend};
 use crate::Scopes;
@@ -31,7 +32,7 @@ pub(super) async fn consent_or_code(
     mut pending: Pending,
     client: &Client,
     session: &Session,
-) -> Response {
+) -> Result<Response, Response> {
     let granted = server.user_scope(session, &pending.scope);
     if granted != pending.scope {
         // RFC 6749 §3.3: the token carries only what this user may hold, and says so.
@@ -44,31 +45,23 @@ pub(super) async fn consent_or_code(
     }
     pending.scope = granted;
     let user = session.subject.as_str();
-    let remembered = match remembered_consent(server, user, client, &pending).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let remembered = remembered_consent(server, user, client, &pending).await?;
     let requested = Scopes::from_space_separated(&pending.scope);
     if remembered
         .as_ref()
         .is_some_and(|r| r.contains_all(requested.iter()))
     {
         // Atomic: concurrent submissions of one request issue one code.
-        return match spend(server, &keyspace::pending(id)).await {
-            Ok(true) => issue_code(server, pending, session).await,
-            Ok(false) => error_page(
-                server,
-                StatusCode::BAD_REQUEST,
-                "this request was already answered",
-            ),
-            Err(response) => response,
-        };
+        if !spend(server, &keyspace::pending(id)).await? {
+            return Err(already_answered(server));
+        }
+        return issue_code(server, pending, session).await;
     }
     let redirect_host = url::Url::parse(&pending.redirect_uri)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
-    page(
+    Ok(page(
         server,
         StatusCode::OK,
         "consent.html",
@@ -85,6 +78,14 @@ pub(super) async fn consent_or_code(
             action => server.0.urls.endpoint("/oauth/consent"),
             request => id, csrf => pending.csrf,
         },
+    ))
+}
+
+fn already_answered(server: &AuthServer) -> Response {
+    error_page(
+        server,
+        StatusCode::BAD_REQUEST,
+        "this request was already answered",
     )
 }
 
@@ -94,7 +95,7 @@ async fn remembered_consent(
     user: &str,
     client: &Client,
     pending: &Pending,
-) -> Result<Option<Scopes>, Response> {
+) -> Result<Option<Scopes>, OAuthError> {
     let remembered = load(server, &consent_key(user, client, pending)).await?;
     Ok(remembered.map(|s| Scopes::from_space_separated(&s)))
 }
@@ -111,32 +112,23 @@ pub(super) async fn consent(
     State(server): State<AuthServer>,
     headers: HeaderMap,
     Form(form): Form,
-) -> Response {
-    let session = match logged_in_user(&server, &headers).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return error_page(&server, StatusCode::UNAUTHORIZED, "sign in first"),
-        Err(response) => return response,
+) -> Result<Response, Response> {
+    let Some(session) = logged_in_user(&server, &headers).await? else {
+        return Err(error_page(
+            &server,
+            StatusCode::UNAUTHORIZED,
+            "sign in first",
+        ));
     };
     let user = session.subject.as_str();
-    let (id, mut pending, client) = match pending_from_form(&server, &headers, &form).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (id, mut pending, client) = pending_from_form(&server, &headers, &form).await?;
     // Single use: a second submission of the same form finds nothing.
-    match spend(&server, &keyspace::pending(&id)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error_page(
-                &server,
-                StatusCode::BAD_REQUEST,
-                "this request was already answered",
-            );
-        }
-        Err(response) => return response,
+    if !spend(&server, &keyspace::pending(&id)).await? {
+        return Err(already_answered(&server));
     }
     if form.get("decision").map(String::as_str) != Some("approve") {
         tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, "consent denied");
-        return redirect_back(
+        return Err(redirect_back(
             &server,
             &pending.redirect_uri,
             pending.state.as_deref(),
@@ -144,35 +136,34 @@ pub(super) async fn consent(
                 ("error", "access_denied"),
                 ("error_description", "the user denied access"),
             ],
-        );
+        ));
     }
     pending.scope = server.user_scope(&session, &pending.scope);
     // What was allowed before stays allowed: a narrower request later needs no new consent.
-    let allowed = match remembered_consent(&server, user, &client, &pending).await {
-        Ok(remembered) => remembered
-            .iter()
-            .flat_map(Scopes::iter)
-            .chain(pending.scope.split(' '))
-            .collect::<Scopes>(),
-        Err(response) => return response,
-    };
-    if let Err(response) = save(
+    let allowed = remembered_consent(&server, user, &client, &pending)
+        .await?
+        .iter()
+        .flat_map(Scopes::iter)
+        .chain(pending.scope.split(' '))
+        .collect::<Scopes>();
+    save(
         &server,
         &consent_key(user, &client, &pending),
         &allowed.to_string(),
         server.0.refresh_token_ttl,
     )
-    .await
-    {
-        return response;
-    }
+    .await?;
     tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
     issue_code(&server, pending, &session).await
 }
 
-async fn issue_code(server: &AuthServer, pending: Pending, session: &Session) -> Response {
+async fn issue_code(
+    server: &AuthServer,
+    pending: Pending,
+    session: &Session,
+) -> Result<Response, Response> {
     let (Some(code), Some(family)) = (random_token(), random_token()) else {
-        return rng_failure();
+        return Err(OAuthError::no_randomness().into());
     };
     let grant = Grant {
         client_id: pending.client_id,
@@ -185,13 +176,11 @@ async fn issue_code(server: &AuthServer, pending: Pending, session: &Session) ->
         groups: session.groups.clone(),
         nonce: pending.nonce,
     };
-    if let Err(response) = save(server, &keyspace::code(&digest(&code)), &grant, CODE_TTL).await {
-        return response;
-    }
-    redirect_back(
+    save(server, &keyspace::code(&digest(&code)), &grant, CODE_TTL).await?;
+    Ok(redirect_back(
         server,
         &pending.redirect_uri,
         pending.state.as_deref(),
         &[("code", &code)],
-    )
+    ))
 }

@@ -1,9 +1,6 @@
 //! Who the user is: the login session, the dev login form, and sign-in at upstream identity
 //! providers (`/oauth/upstream/{provider}` starts it, `/oauth/callback/{provider}` ends it).
 
-// Handlers return a `Response` on both arms of their helpers' `Result`s.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +16,10 @@ use super::authorize::{PENDING_TTL, Pending, pending_from_form, pending_request}
 use super::clients::Client;
 use super::consent::consent_or_code;
 use super::cookies::{browser_cookie_name, cookie_header, session_cookie};
+use super::error::{OAuthError, no_store};
 use super::keyspace;
 use super::pages::{error_page, page};
-use super::primitives::{Form, digest, no_store, parse_form, random_token, rng_failure};
+use super::primitives::{Form, digest, parse_form, random_token};
 use super::redirect::redirect_back;
 use super::storage::{forget, load, save, spend};
 use super::upstream::{IdentityProvider, UpstreamError};
@@ -62,7 +60,7 @@ pub(super) struct UpstreamPending {
 pub(crate) async fn logged_in_user(
     server: &AuthServer,
     headers: &HeaderMap,
-) -> Result<Option<Session>, Response> {
+) -> Result<Option<Session>, OAuthError> {
     let Some(cookie) = session_cookie(headers, &server.0.cookie_name) else {
         return Ok(None);
     };
@@ -70,10 +68,8 @@ pub(crate) async fn logged_in_user(
 }
 
 /// Starts a login session and sets its cookie on `response`.
-async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderValue, Response> {
-    let Some(secret) = random_token() else {
-        return Err(rng_failure());
-    };
+async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderValue, OAuthError> {
+    let secret = random_token().ok_or_else(OAuthError::no_randomness)?;
     save(
         server,
         &keyspace::session(&digest(&secret)),
@@ -82,7 +78,8 @@ async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderV
     )
     .await?;
     // The session serves every path of the issuer's origin (the ATAG routes too).
-    cookie_header(server, &server.0.cookie_name, &secret, "/", SESSION_TTL).ok_or_else(rng_failure)
+    cookie_header(server, &server.0.cookie_name, &secret, "/", SESSION_TTL)
+        .ok_or_else(OAuthError::no_randomness)
 }
 
 /// Signs the user in and continues the authorization request: consent, or the code.
@@ -92,14 +89,14 @@ async fn signed_in(
     pending: Pending,
     client: &super::clients::Client,
     session: Session,
-) -> Response {
-    let cookie = match start_session(server, &session).await {
-        Ok(cookie) => cookie,
-        Err(response) => return response,
-    };
-    let mut response = consent_or_code(server, id, pending, client, &session).await;
+) -> Result<Response, Response> {
+    let cookie = start_session(server, &session).await?;
+    // The user is signed in whatever comes next (a consent page, a code, or a refusal).
+    let mut response = consent_or_code(server, id, pending, client, &session)
+        .await
+        .unwrap_or_else(|refusal| refusal);
     response.headers_mut().append(header::SET_COOKIE, cookie);
-    response
+    Ok(response)
 }
 
 /// `POST /oauth/login`: the dev login.
@@ -107,11 +104,8 @@ pub(super) async fn login(
     State(server): State<AuthServer>,
     headers: HeaderMap,
     Form(form): Form,
-) -> Response {
-    let (id, pending, client) = match pending_from_form(&server, &headers, &form).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let (id, pending, client) = pending_from_form(&server, &headers, &form).await?;
     let username = form.get("username").cloned().unwrap_or_default();
     let presented: [u8; 32] = Sha256::digest(
         form.get("password")
@@ -133,37 +127,28 @@ pub(super) async fn login(
         // A sign-in request allows a few guesses, then it is spent: guessing needs a new
         // authorization request each time (and each of those a browser round trip). Counted
         // atomically, so parallel guesses are all counted.
-        let attempts = match server
+        let attempts = server
             .0
             .store
             .increment(&keyspace::login_attempts(&id), PENDING_TTL)
             .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                return super::primitives::oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    &e.to_string(),
-                );
-            }
-        };
+            .map_err(OAuthError::from)?;
         if attempts >= MAX_LOGIN_ATTEMPTS {
             forget(&server, &keyspace::pending(&id)).await;
             tracing::warn!(target: audit::TARGET, user = %username, "too many failed sign-in attempts; request spent");
-            return error_page(
+            return Err(error_page(
                 &server,
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed sign-in attempts. Start again from your application.",
-            );
+            ));
         }
-        return login_page(
+        return Err(login_page(
             &server,
             &id,
             &pending,
             &client,
             Some("Wrong user name or password."),
-        );
+        ));
     };
     tracing::info!(target: audit::TARGET, user = %user.name, "dev login");
     let session = Session {
@@ -195,10 +180,8 @@ pub(super) async fn begin_upstream(
     provider: &Arc<dyn IdentityProvider>,
     id: &str,
     pending: &Pending,
-) -> Response {
-    let Some(state) = random_token() else {
-        return rng_failure();
-    };
+) -> Result<Response, Response> {
+    let state = random_token().ok_or_else(OAuthError::no_randomness)?;
     let start = match provider
         .start(&callback_uri(server, provider.id()), &state)
         .await
@@ -206,7 +189,7 @@ pub(super) async fn begin_upstream(
         Ok(start) => start,
         Err(e) => {
             tracing::warn!(target: audit::TARGET, provider = provider.id(), error = %e, "upstream sign-in could not start");
-            return upstream_failure(server, &e);
+            return Err(upstream_failure(server, &e));
         }
     };
     let record = UpstreamPending {
@@ -215,30 +198,23 @@ pub(super) async fn begin_upstream(
         kept: start.kept,
         browser: pending.browser.clone(),
     };
-    if let Err(response) = save(
+    save(
         server,
         &keyspace::upstream_signin(&digest(&state)),
         &record,
         PENDING_TTL,
     )
-    .await
-    {
-        return response;
-    }
+    .await?;
+    let location = HeaderValue::from_str(&start.url).map_err(|_| {
+        upstream_failure(
+            server,
+            &UpstreamError::Unavailable("bad authorization URL".into()),
+        )
+    })?;
     let mut response = StatusCode::SEE_OTHER.into_response();
-    match HeaderValue::from_str(&start.url) {
-        Ok(location) => {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        Err(_) => {
-            return upstream_failure(
-                server,
-                &UpstreamError::Unavailable("bad authorization URL".into()),
-            );
-        }
-    }
+    response.headers_mut().insert(header::LOCATION, location);
     no_store(response.headers_mut());
-    response
+    Ok(response)
 }
 
 fn provider(server: &AuthServer, id: &str) -> Option<Arc<dyn IdentityProvider>> {
@@ -251,14 +227,24 @@ pub(super) async fn upstream_start(
     Path(provider_id): Path<String>,
     headers: HeaderMap,
     Form(form): Form,
-) -> Response {
+) -> Result<Response, Response> {
     let Some(provider) = provider(&server, &provider_id) else {
-        return error_page(&server, StatusCode::NOT_FOUND, "unknown identity provider");
+        return Err(unknown_provider(&server));
     };
-    match pending_from_form(&server, &headers, &form).await {
-        Ok((id, pending, _)) => begin_upstream(&server, &provider, &id, &pending).await,
-        Err(response) => response,
-    }
+    let (id, pending, _) = pending_from_form(&server, &headers, &form).await?;
+    begin_upstream(&server, &provider, &id, &pending).await
+}
+
+fn unknown_provider(server: &AuthServer) -> Response {
+    error_page(server, StatusCode::NOT_FOUND, "unknown identity provider")
+}
+
+fn sign_in_no_longer_valid(server: &AuthServer) -> Response {
+    error_page(
+        server,
+        StatusCode::BAD_REQUEST,
+        "this sign-in is no longer valid; start again from your application",
+    )
 }
 
 /// `GET /oauth/callback/{provider}`: the provider sends the browser back with a code.
@@ -267,29 +253,32 @@ pub(super) async fn upstream_callback(
     Path(provider_id): Path<String>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
+) -> Result<Response, Response> {
     let Ok(params) = parse_form(query.unwrap_or_default().as_bytes()) else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated");
+        return Err(error_page(
+            &server,
+            StatusCode::BAD_REQUEST,
+            "a parameter is repeated",
+        ));
     };
     let Some(state) = params.get("state") else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "state is missing");
+        return Err(error_page(
+            &server,
+            StatusCode::BAD_REQUEST,
+            "state is missing",
+        ));
     };
     // Checked before the state is spent, so a forged callback does not cancel the real one.
     let key = keyspace::upstream_signin(&digest(state));
-    let record = match load(&server, &key).await {
-        Ok(Some(record)) if record.provider == provider_id => record,
-        Ok(_) => {
+    let record = match load(&server, &key).await? {
+        Some(record) if record.provider == provider_id => record,
+        _ => {
             tracing::warn!(target: audit::TARGET, provider = %provider_id, "unknown, replayed or expired upstream callback state");
-            return error_page(
-                &server,
-                StatusCode::BAD_REQUEST,
-                "this sign-in is no longer valid; start again from your application",
-            );
+            return Err(sign_in_no_longer_valid(&server));
         }
-        Err(response) => return response,
     };
     let Some(provider) = provider(&server, &provider_id) else {
-        return error_page(&server, StatusCode::NOT_FOUND, "unknown identity provider");
+        return Err(unknown_provider(&server));
     };
     // The browser that started the sign-in must be the one finishing it: a callback URL
     // carried to another browser (login CSRF) signs no one in there.
@@ -298,23 +287,15 @@ pub(super) async fn upstream_callback(
         .unwrap_or_default();
     if !bool::from(browser.as_bytes().ct_eq(record.browser.as_bytes())) {
         tracing::warn!(target: audit::TARGET, provider = %provider_id, "upstream callback from another browser");
-        return error_page(
+        return Err(error_page(
             &server,
             StatusCode::FORBIDDEN,
             "this sign-in was started in another browser; start again",
-        );
+        ));
     }
     // Single use, atomically: of a callback replayed or raced, one goes through.
-    match spend(&server, &key).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error_page(
-                &server,
-                StatusCode::BAD_REQUEST,
-                "this sign-in is no longer valid; start again from your application",
-            );
-        }
-        Err(response) => return response,
+    if !spend(&server, &key).await? {
+        return Err(sign_in_no_longer_valid(&server));
     }
     // RFC 9207: a response naming another issuer is a mix-up attack; one without `iss` from
     // a provider that promised it, too.
@@ -326,15 +307,15 @@ pub(super) async fn upstream_callback(
     if mixed_up {
         let iss = params.get("iss").map_or("-", String::as_str);
         tracing::warn!(target: audit::TARGET, provider = %provider_id, %iss, "upstream response from another issuer");
-        return upstream_failure(&server, &UpstreamError::Refused("issuer mismatch".into()));
+        return Err(upstream_failure(
+            &server,
+            &UpstreamError::Refused("issuer mismatch".into()),
+        ));
     }
-    let (pending, client) = match pending_request(&server, &headers, &record.request, None).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (pending, client) = pending_request(&server, &headers, &record.request, None).await?;
     if let Some(error) = params.get("error") {
         tracing::info!(target: audit::TARGET, provider = %provider_id, %error, "upstream sign-in declined");
-        return redirect_back(
+        return Err(redirect_back(
             &server,
             &pending.redirect_uri,
             pending.state.as_deref(),
@@ -345,10 +326,14 @@ pub(super) async fn upstream_callback(
                     "the sign-in at the identity provider did not complete",
                 ),
             ],
-        );
+        ));
     }
     let Some(code) = params.get("code") else {
-        return error_page(&server, StatusCode::BAD_REQUEST, "code is missing");
+        return Err(error_page(
+            &server,
+            StatusCode::BAD_REQUEST,
+            "code is missing",
+        ));
     };
     let user = match provider
         .finish(&callback_uri(&server, &provider_id), code, &record.kept)
@@ -357,7 +342,7 @@ pub(super) async fn upstream_callback(
         Ok(user) => user,
         Err(e) => {
             tracing::warn!(target: audit::TARGET, provider = %provider_id, error = %e, "upstream sign-in failed");
-            return upstream_failure(&server, &e);
+            return Err(upstream_failure(&server, &e));
         }
     };
     let session = Session {

@@ -18,6 +18,7 @@ mod code_grant;
 mod config;
 mod consent;
 mod cookies;
+mod error;
 mod introspect;
 mod keys;
 mod keyspace;
@@ -52,12 +53,11 @@ pub use self::urls::PublicUrls;
 // HTTP primitives.
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::{
+    error::{OAuthError, no_store},
     keyspace::{Key, lock as lock_key},
     login::logged_in_user,
     pages::{error_page, message_page, upstream_error_page},
-    primitives::{
-        digest, no_store, now as unix_now, oauth_error, parse_form, random_token, rng_failure,
-    },
+    primitives::{digest, now as unix_now, parse_form, random_token},
     storage::{load, save, spend},
     userinfo::bearer_caller,
 };

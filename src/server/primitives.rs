@@ -1,9 +1,4 @@
-//! Small pieces every endpoint uses: the clock, random tokens, digests, form parsing and the
-//! RFC 6749 error body.
-
-// Helpers return a ready `Response` as their error: boxing it would add an allocation to
-// every refusal for no gain.
-#![allow(clippy::result_large_err)]
+//! Small pieces every endpoint uses: the clock, random tokens, digests and form parsing.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,8 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
+
+use super::error::OAuthError;
 
 /// Largest body any endpoint reads (form posts and registration documents are small).
 pub(super) const MAX_BODY: usize = 64 * 1024;
@@ -24,20 +20,6 @@ pub(crate) fn now() -> u64 {
         .as_secs()
 }
 
-/// An RFC 6749 §5.2 error response.
-pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    // The same body the resource-server layers answer with, plus the HTTP/1.0 cache header
-    // RFC 6749 §5.1 asks token responses to carry.
-    let mut response = crate::challenge::json_error(status, error, description).into_response();
-    no_store(response.headers_mut());
-    response
-}
-
-pub(crate) fn no_store(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
 /// A 256-bit random value, base64url: token ids and client secrets. `None` if the system RNG
 /// fails, which callers answer with 500: never a predictable value in its place.
 pub(crate) fn random_token() -> Option<String> {
@@ -47,38 +29,21 @@ pub(crate) fn random_token() -> Option<String> {
     Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-pub(crate) fn rng_failure() -> Response {
-    oauth_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "no randomness available",
-    )
-}
-
 /// A form parameter the request must carry, or RFC 6749 `invalid_request`.
 pub(super) fn required<'a>(
     form: &'a HashMap<String, String>,
     name: &str,
-) -> Result<&'a String, Response> {
-    form.get(name).ok_or_else(|| {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!("{name} is required"),
-        )
-    })
+) -> Result<&'a String, OAuthError> {
+    form.get(name)
+        .ok_or_else(|| OAuthError::InvalidRequest(format!("{name} is required").into()))
 }
 
-pub(crate) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
+pub(crate) fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     let mut form = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         // RFC 6749 §3.2: parameters must not be repeated.
         if form.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "a parameter is repeated",
-            ));
+            return Err(OAuthError::InvalidRequest("a parameter is repeated".into()));
         }
     }
     Ok(form)
@@ -96,7 +61,9 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
         let body = bytes::Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        parse_form(&body).map(Form)
+        parse_form(&body)
+            .map(Form)
+            .map_err(IntoResponse::into_response)
     }
 }
 

@@ -5,8 +5,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use super::auth_server::AuthServer;
+use super::error::no_store;
 use super::pages::error_page;
-use super::primitives::no_store;
 use crate::resource::is_loopback;
 
 /// Redirect URIs: https, or http on a loopback host (RFC 8252 native apps); no fragment, no

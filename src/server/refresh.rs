@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::response::Response;
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use super::error::OAuthError;
 use super::keyspace::{self, Key};
-use super::primitives::{digest, oauth_error, required};
+use super::primitives::{digest, required};
 use super::storage::{forget, load, save};
-use super::token::{invalid_grant, json_no_store, token_body};
+use super::token::{json_no_store, token_body};
 use crate::Scopes;
 use crate::audit;
 use crate::resource::canonical_audience;
@@ -43,7 +43,7 @@ pub(super) struct Refresh {
     pub(super) child: Option<String>,
 }
 
-pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), Response> {
+pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), OAuthError> {
     save(
         server,
         &keyspace::revoked_family(family),
@@ -53,7 +53,7 @@ pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(
     .await
 }
 
-async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, Response> {
+async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, OAuthError> {
     Ok(load(server, &keyspace::revoked_family(family))
         .await?
         .is_some())
@@ -69,7 +69,7 @@ pub(super) async fn refresh(
     server: &AuthServer,
     client: &Client,
     form: &HashMap<String, String>,
-) -> Result<Response, Response> {
+) -> Result<Response, OAuthError> {
     let presented = required(form, "refresh_token")?;
     let key = keyspace::refresh_token(&digest(presented));
     // One refresh of a token at a time, across instances (the lock is in the store): two
@@ -82,19 +82,11 @@ pub(super) async fn refresh(
         REFRESH_LOCK_WAIT,
     )
     .await
-    .map_err(|e| {
-        oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            &e.to_string(),
-        )
-    })?;
+    .map_err(OAuthError::from)?;
     if !acquired {
         // Busy is transient: never `invalid_grant`, which makes clients drop the grant.
-        return Err(oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the refresh token is being used by another request; retry",
+        return Err(OAuthError::TemporarilyUnavailable(
+            "the refresh token is being used by another request; retry".into(),
         ));
     }
     let result = refresh_locked(server, client, form, &key).await;
@@ -107,17 +99,21 @@ async fn refresh_locked(
     client: &Client,
     form: &HashMap<String, String>,
     key: &Key<Refresh>,
-) -> Result<Response, Response> {
+) -> Result<Response, OAuthError> {
     let Some(mut entry) = load(server, key).await? else {
-        return Err(invalid_grant("the refresh token is invalid or expired"));
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token is invalid or expired".into(),
+        ));
     };
     if entry.client_id != client.client_id {
-        return Err(invalid_grant(
-            "the refresh token was issued to another client",
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token was issued to another client".into(),
         ));
     }
     if family_revoked(server, &entry.family).await? {
-        return Err(invalid_grant("the refresh token was revoked"));
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token was revoked".into(),
+        ));
     }
     let now = super::primitives::now();
     let grace_over = entry
@@ -126,24 +122,22 @@ async fn refresh_locked(
     if entry.successor_used || grace_over {
         revoke_family(server, &entry.family).await?;
         tracing::warn!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
-        return Err(invalid_grant("the refresh token was already used"));
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token was already used".into(),
+        ));
     }
     let Some(scope) =
         Scopes::from_space_separated(&entry.scope).narrow(form.get("scope").map(String::as_str))
     else {
-        return Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "a refresh may only narrow the scope",
+        return Err(OAuthError::InvalidScope(
+            "a refresh may only narrow the scope".into(),
         ));
     };
     if let Some(resource) = form.get("resource")
         && canonical_audience(resource) != entry.resource.as_str()
     {
-        return Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the grant",
+        return Err(OAuthError::InvalidTarget(
+            "resource differs from the grant".into(),
         ));
     }
     // Using this token retires the one it replaced, grace or not.
@@ -189,7 +183,7 @@ pub(super) async fn revoke_refresh_token(
     server: &AuthServer,
     client: &Client,
     token: &str,
-) -> Result<bool, Response> {
+) -> Result<bool, OAuthError> {
     let key = keyspace::refresh_token(&digest(token));
     let Some(entry) = load(server, &key).await? else {
         return Ok(false);

@@ -6,15 +6,16 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
+use super::error::{OAuthError, no_store};
 use super::keyspace;
-use super::primitives::{no_store, now, oauth_error, random_token, rng_failure};
+use super::primitives::{now, random_token};
 use super::source::ClientRegistration;
 use crate::Scopes;
 use crate::audit;
@@ -51,12 +52,13 @@ pub(super) async fn register(
     State(server): State<AuthServer>,
     parts: http::request::Parts,
     body: Bytes,
-) -> Response {
-    let invalid = |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", msg);
-    let bad_redirect =
-        |msg: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", msg);
+) -> Result<Response, OAuthError> {
+    let invalid = |msg: &str| OAuthError::InvalidClientMetadata(msg.to_owned().into());
+    let bad_redirect = |msg: &str| OAuthError::InvalidRedirectUri(msg.to_owned().into());
     let Ok(request) = serde_json::from_slice::<RegistrationBody>(&body) else {
-        return invalid("the registration request is not a valid JSON document");
+        return Err(invalid(
+            "the registration request is not a valid JSON document",
+        ));
     };
     // RFC 7591 §2: grant_types defaults to authorization_code.
     let mut grant_types = request
@@ -65,41 +67,45 @@ pub(super) async fn register(
     if grant_types.iter().any(|g| g == "client_credentials") {
         // Open registration of machine clients would hand anyone tokens with no user in the
         // loop: machine clients are configured (`AuthServerBuilder::client`) only.
-        return invalid("client_credentials clients cannot register themselves here");
+        return Err(invalid(
+            "client_credentials clients cannot register themselves here",
+        ));
     }
     let interactive = grant_types
         .iter()
         .all(|g| g == "authorization_code" || g == "refresh_token")
         && grant_types.iter().any(|g| g == "authorization_code");
     if !(interactive && server.code_flow()) {
-        return invalid("unsupported grant_types for this server");
+        return Err(invalid("unsupported grant_types for this server"));
     }
     if request
         .response_types
         .as_ref()
         .is_some_and(|r| r.iter().any(|t| t != "code"))
     {
-        return invalid("response_types may only be [\"code\"]");
+        return Err(invalid("response_types may only be [\"code\"]"));
     }
     let redirect_uris = request.redirect_uris.unwrap_or_default();
     if redirect_uris.is_empty() || redirect_uris.len() > 10 {
-        return bad_redirect("between 1 and 10 redirect_uris are required");
+        return Err(bad_redirect("between 1 and 10 redirect_uris are required"));
     }
     let mut loopback = false;
     for uri in &redirect_uris {
         match super::redirect::check_redirect_uri(uri) {
             Ok(url) => loopback |= url.scheme() == "http",
-            Err(e) => return bad_redirect(e),
+            Err(e) => return Err(bad_redirect(e)),
         }
     }
     let application_type = request.application_type.as_deref().unwrap_or("native");
     match application_type {
         "native" => {}
         "web" if loopback => {
-            return bad_redirect("web applications may not use loopback http redirect URIs");
+            return Err(bad_redirect(
+                "web applications may not use loopback http redirect URIs",
+            ));
         }
         "web" => {}
-        _ => return invalid("application_type must be native or web"),
+        _ => return Err(invalid("application_type must be native or web")),
     }
     let method = request
         .token_endpoint_auth_method
@@ -108,14 +114,14 @@ pub(super) async fn register(
     let confidential = match method {
         "client_secret_basic" | "client_secret_post" => true,
         "none" => false,
-        _ => return invalid("unsupported token_endpoint_auth_method"),
+        _ => return Err(invalid("unsupported token_endpoint_auth_method")),
     };
     let Some(scope) = Scopes::new(&server.0.scopes_supported).narrow(request.scope.as_deref())
     else {
-        return invalid("scope holds scopes this server does not support");
+        return Err(invalid("scope holds scopes this server does not support"));
     };
     if request.client_name.as_ref().is_some_and(|n| n.len() > 200) {
-        return invalid("client_name is too long");
+        return Err(invalid("client_name is too long"));
     }
     if !grant_types.iter().any(|g| g == "refresh_token") {
         grant_types.push("refresh_token".into());
@@ -134,7 +140,7 @@ pub(super) async fn register(
         };
         if let Err(reason) = policy(&registration) {
             tracing::info!(target: audit::TARGET, ?source, %reason, "registration refused by policy");
-            return invalid(&reason);
+            return Err(invalid(&reason));
         }
     }
     // Counted only for requests that would register: invalid ones store nothing.
@@ -153,32 +159,16 @@ pub(super) async fn register(
             None => "unknown".to_owned(),
         };
         let key = keyspace::registration_count(&bucket, window);
-        match server.0.store.increment(&key, per).await {
-            Ok(count) if count > max => {
-                tracing::warn!(target: audit::TARGET, source = %bucket, "registration limit reached");
-                let retry_after = ((window + 1) * period).saturating_sub(started);
-                let mut response = oauth_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "temporarily_unavailable",
-                    "too many registrations from this address; try again later",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                return response;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    &e.to_string(),
-                );
-            }
+        if server.0.store.increment(&key, per).await? > max {
+            tracing::warn!(target: audit::TARGET, source = %bucket, "registration limit reached");
+            return Err(OAuthError::RateLimited {
+                description: "too many registrations from this address; try again later".into(),
+                retry_after: ((window + 1) * period).saturating_sub(started),
+            });
         }
     }
     let (Some(id_part), Some(secret)) = (random_token(), random_token()) else {
-        return rng_failure();
+        return Err(OAuthError::no_randomness());
     };
     let client_id = format!("app-{id_part}");
     let client = Client {
@@ -190,41 +180,19 @@ pub(super) async fn register(
         grant_types: grant_types.clone(),
         configured: false,
     };
-    let stored = match serde_json::to_vec(&client) {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(e) => {
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                &e.to_string(),
-            );
-        }
-    };
-    match server
+    let stored =
+        serde_json::to_vec(&client).map_err(|e| OAuthError::ServerError(e.to_string().into()))?;
+    let fresh = server
         .0
         .store
         .put_if_absent(
             keyspace::client(&client_id).as_str(),
-            stored,
+            Bytes::from(stored),
             UNUSED_REGISTRATION_TTL,
         )
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "client id collision",
-            );
-        }
-        Err(e) => {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            );
-        }
+        .await?;
+    if !fresh {
+        return Err(OAuthError::ServerError("client id collision".into()));
     }
     tracing::info!(target: audit::TARGET, client_id = %client_id, ?source, "client registered");
     let mut document = json!({
@@ -241,7 +209,7 @@ pub(super) async fn register(
     }
     let mut response = (StatusCode::CREATED, axum::Json(document)).into_response();
     no_store(response.headers_mut());
-    response
+    Ok(response)
 }
 
 /// A client on this machine: a loopback address, and no sign of a proxy relaying someone else.

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::RingValidator;
 use super::auth_server::AuthServer;
+use super::error::{OAuthError, no_store};
 use super::keyspace;
-use super::primitives::{Form, no_store, oauth_error, required};
+use super::primitives::{Form, required};
 use crate::audit;
 use crate::store::Store;
 use crate::validate::TokenValidator;
@@ -105,27 +106,13 @@ pub(super) async fn revoke(
     State(server): State<AuthServer>,
     headers: HeaderMap,
     Form(form): Form,
-) -> Response {
-    let client = match super::token::grant_client(&server, &headers, &form).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let token = match required(&form, "token") {
-        Ok(token) => token,
-        Err(response) => return response,
-    };
-    // A refresh token revokes its whole grant family (and so the access tokens issued in it).
-    match super::refresh::revoke_refresh_token(&server, &client, token).await {
-        Ok(true) => {
-            let mut response = StatusCode::OK.into_response();
-            no_store(response.headers_mut());
-            return response;
-        }
-        Ok(false) => {}
-        Err(response) => return response,
-    }
+) -> Result<Response, OAuthError> {
+    let client = super::token::grant_client(&server, &headers, &form).await?;
+    let token = required(&form, "token")?;
+    // A refresh token revokes its whole grant family (and so the access tokens issued in it);
     // RFC 7009 §2.2: an unknown, invalid or foreign token is answered 200 all the same.
-    if let Some(ctx) = own_token(&server, token).await
+    if !super::refresh::revoke_refresh_token(&server, &client, token).await?
+        && let Some(ctx) = own_token(&server, token).await
         && ctx.client_id() == Some(client.client_id.as_str())
         && let Some(jti) = ctx.claim("jti").and_then(Value::as_str)
     {
@@ -133,7 +120,7 @@ pub(super) async fn revoke(
             .expires_at()
             .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
-        if let Err(e) = server
+        server
             .0
             .store
             .put(
@@ -141,17 +128,10 @@ pub(super) async fn revoke(
                 Bytes::from_static(b"true"),
                 left + Duration::from_secs(60),
             )
-            .await
-        {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &e.to_string(),
-            );
-        }
+            .await?;
         tracing::info!(target: audit::TARGET, client_id = %client.client_id, jti, "access token revoked");
     }
     let mut response = StatusCode::OK.into_response();
     no_store(response.headers_mut());
-    response
+    Ok(response)
 }

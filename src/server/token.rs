@@ -1,23 +1,20 @@
 //! `POST /oauth/token`: client authentication, the `client_credentials` grant, the dispatch to
 //! the user grants, and the minting of access tokens and id_tokens.
 
-// Helpers return a ready `Response` as their error: boxing it would add an allocation to
-// every refusal for no gain.
-#![allow(clippy::result_large_err)]
-
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, header};
 use serde_json::json;
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
 use super::code_grant::exchange_code;
+use super::error::{OAuthError, no_store};
 use super::keyspace;
 use super::login::Session;
-use super::primitives::{Form, digest, no_store, now, oauth_error, random_token, rng_failure};
+use super::primitives::{Form, digest, now, random_token};
 use super::refresh::{Refresh, refresh};
 use super::storage::save;
 use crate::Scopes;
@@ -28,45 +25,32 @@ pub(super) async fn token(
     State(server): State<AuthServer>,
     headers: HeaderMap,
     Form(form): Form,
-) -> Response {
+) -> Result<Response, OAuthError> {
     let grant = form.get("grant_type").map(String::as_str);
     if matches!(grant, Some("authorization_code" | "refresh_token")) && server.code_flow() {
         return user_grant(&server, &headers, &form).await;
     }
-    let (client, _) = match server.authenticate(&headers, &form).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (client, _) = server.authenticate(&headers, &form).await?;
     match grant {
         Some("client_credentials")
             if client.grant_types.iter().any(|g| g == "client_credentials") => {}
         Some("client_credentials") => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unauthorized_client",
-                "this client may not use client_credentials",
-            );
+            return Err(OAuthError::UnauthorizedClient(
+                "this client may not use client_credentials".into(),
+            ));
         }
         Some("authorization_code" | "refresh_token") => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "this server issues client_credentials tokens only",
-            );
+            return Err(OAuthError::UnsupportedGrantType(
+                "this server issues client_credentials tokens only".into(),
+            ));
         }
         Some(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "unknown grant_type",
-            );
+            return Err(OAuthError::UnsupportedGrantType(
+                "unknown grant_type".into(),
+            ));
         }
         None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is required",
-            );
+            return Err(OAuthError::InvalidRequest("grant_type is required".into()));
         }
     }
     // RFC 8707: the resource the token is for; with one resource, it may be left out.
@@ -74,45 +58,31 @@ pub(super) async fn token(
         Some(r) => canonical_audience(r).into_owned(),
         None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
         None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_target",
-                "resource is required",
-            );
+            return Err(OAuthError::InvalidTarget("resource is required".into()));
         }
     };
     if !server.0.resources.contains(&resource) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "this server issues no tokens for that resource",
-        );
+        return Err(OAuthError::InvalidTarget(
+            "this server issues no tokens for that resource".into(),
+        ));
     }
     let Some(scope) = client.requested_scope(&server, form.get("scope").map(String::as_str)) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "the client may not request these scopes",
-        );
+        return Err(OAuthError::InvalidScope(
+            "the client may not request these scopes".into(),
+        ));
     };
     let ttl = server.0.access_token_ttl.as_secs();
-    let access_token = match server.mint_access_token(
+    let access_token = server.mint_access_token(
         &client.client_id,
         &client.client_id,
         &resource,
         &scope,
         None,
-    ) {
-        Ok(token) => token,
-        Err(response) => return response,
-    };
+    )?;
     tracing::info!(target: audit::TARGET, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
-    let mut response = axum::Json(json!({
+    Ok(json_no_store(json!({
         "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope.to_string(),
-    }))
-    .into_response();
-    no_store(response.headers_mut());
-    response
+    })))
 }
 
 impl AuthServer {
@@ -156,7 +126,7 @@ impl AuthServer {
         client_id: &str,
         nonce: Option<&str>,
         groups: &[String],
-    ) -> Result<String, Response> {
+    ) -> Result<String, OAuthError> {
         let issued_at = now();
         let mut claims = json!({
             "iss": self.issuer(), "sub": subject, "aud": client_id,
@@ -168,13 +138,10 @@ impl AuthServer {
         if !groups.is_empty() {
             claims["groups"] = json!(groups);
         }
-        self.0.keys.sign(&claims, "JWT").map_err(|e| {
-            oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                &e.to_string(),
-            )
-        })
+        self.0
+            .keys
+            .sign(&claims, "JWT")
+            .map_err(|e| OAuthError::ServerError(e.to_string().into()))
     }
 
     /// Signs an access token (RFC 9068): `aud` is the resource, `fid` the grant family a
@@ -186,10 +153,10 @@ impl AuthServer {
         resource: &str,
         scope: &Scopes,
         family: Option<&str>,
-    ) -> Result<String, Response> {
+    ) -> Result<String, OAuthError> {
         let issued_at = now();
         let Some(jti) = random_token() else {
-            return Err(rng_failure());
+            return Err(OAuthError::no_randomness());
         };
         let mut claims = json!({
             "iss": self.issuer(), "sub": subject, "client_id": client_id,
@@ -199,13 +166,10 @@ impl AuthServer {
         if let Some(family) = family {
             claims["fid"] = json!(family);
         }
-        self.0.keys.sign(&claims, "at+jwt").map_err(|e| {
-            oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                &e.to_string(),
-            )
-        })
+        self.0
+            .keys
+            .sign(&claims, "at+jwt")
+            .map_err(|e| OAuthError::ServerError(e.to_string().into()))
     }
 }
 
@@ -215,7 +179,7 @@ pub(super) async fn grant_client(
     server: &AuthServer,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Result<Client, Response> {
+) -> Result<Client, OAuthError> {
     let has_secret =
         headers.contains_key(header::AUTHORIZATION) || form.contains_key("client_secret");
     if has_secret {
@@ -226,15 +190,11 @@ pub(super) async fn grant_client(
     }
     let id = form
         .get("client_id")
-        .ok_or_else(|| super::clients::invalid_client(false))?;
+        .ok_or(OAuthError::InvalidClient { basic: false })?;
     match server.lookup_client(id).await? {
         Some(client) if client.secret_sha256.is_none() => Ok(client),
-        _ => Err(super::clients::invalid_client(false)),
+        _ => Err(OAuthError::InvalidClient { basic: false }),
     }
-}
-
-pub(super) fn invalid_grant(description: &str) -> Response {
-    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
 /// `grant_type=authorization_code` and `grant_type=refresh_token`.
@@ -242,27 +202,21 @@ pub(super) async fn user_grant(
     server: &AuthServer,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Response {
-    let client = match grant_client(server, headers, form).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
+) -> Result<Response, OAuthError> {
+    let client = grant_client(server, headers, form).await?;
     let grant = form
         .get("grant_type")
         .map(String::as_str)
         .unwrap_or_default();
     if !client.grant_types.iter().any(|g| g == grant) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "this client may not use this grant type",
-        );
+        return Err(OAuthError::UnauthorizedClient(
+            "this client may not use this grant type".into(),
+        ));
     }
-    let result = match grant {
+    match grant {
         "authorization_code" => exchange_code(server, &client, form).await,
         _ => refresh(server, &client, form).await,
-    };
-    result.unwrap_or_else(|response| response)
+    }
 }
 
 /// The token response body (an access token, and a refresh token for clients allowed to
@@ -276,7 +230,7 @@ pub(super) async fn token_body(
     scope: &Scopes,
     family: &str,
     parent: Option<&str>,
-) -> Result<(serde_json::Value, Option<String>), Response> {
+) -> Result<(serde_json::Value, Option<String>), OAuthError> {
     let access_token =
         server.mint_access_token(subject, &client.client_id, resource, scope, Some(family))?;
     let mut body = json!({
@@ -284,7 +238,7 @@ pub(super) async fn token_body(
         "expires_in": server.0.access_token_ttl.as_secs(), "scope": scope.to_string(),
     });
     if client.grant_types.iter().any(|g| g == "refresh_token") {
-        let refresh_token = random_token().ok_or_else(rng_failure)?;
+        let refresh_token = random_token().ok_or_else(OAuthError::no_randomness)?;
         let entry = Refresh {
             client_id: client.client_id.clone(),
             scope: scope.to_string(),

@@ -2,55 +2,46 @@
 //! tokens.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use http::{HeaderMap, header};
 use serde_json::json;
 
 use super::auth_server::AuthServer;
-use super::primitives::{no_store, oauth_error};
+use super::error::OAuthError;
 use super::revocation::{is_revoked, own_token};
+use super::token::json_no_store;
 
 /// The caller of an endpoint that takes this server's own access tokens (`Authorization:
 /// Bearer`): valid for one of our resources and not revoked, or a 401 with a Bearer challenge.
 pub(crate) async fn bearer_caller(
     server: &AuthServer,
     headers: &HeaderMap,
-) -> Result<crate::AuthContext, Response> {
-    let unauthorized = |description: &str| {
-        let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", description);
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer error=\"invalid_token\""),
-        );
-        response
-    };
+) -> Result<crate::AuthContext, OAuthError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("a bearer token is required"))?;
+        .ok_or(OAuthError::InvalidToken(
+            "a bearer token is required".into(),
+        ))?;
     let ctx = own_token(server, token)
         .await
-        .ok_or_else(|| unauthorized("the access token is not valid"))?;
-    match is_revoked(server.0.store.as_ref(), &ctx).await {
-        Ok(false) => Ok(ctx),
-        Ok(true) => Err(unauthorized("the access token was revoked")),
-        Err(e) => Err(oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            &e.to_string(),
-        )),
+        .ok_or(OAuthError::InvalidToken(
+            "the access token is not valid".into(),
+        ))?;
+    if is_revoked(server.0.store.as_ref(), &ctx).await? {
+        return Err(OAuthError::InvalidToken(
+            "the access token was revoked".into(),
+        ));
     }
+    Ok(ctx)
 }
 
 /// `GET /oauth/userinfo` (OpenID Connect Core §5.3): who the access token belongs to.
-pub(super) async fn userinfo(State(server): State<AuthServer>, headers: HeaderMap) -> Response {
-    match bearer_caller(&server, &headers).await {
-        Ok(ctx) => {
-            let mut response = axum::Json(json!({"sub": ctx.subject()})).into_response();
-            no_store(response.headers_mut());
-            response
-        }
-        Err(response) => response,
-    }
+pub(super) async fn userinfo(
+    State(server): State<AuthServer>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let ctx = bearer_caller(&server, &headers).await?;
+    Ok(json_no_store(json!({"sub": ctx.subject()})))
 }
