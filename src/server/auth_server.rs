@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 use bytes::Bytes;
 
@@ -52,15 +53,42 @@ pub struct AuthServer(pub(super) Arc<Inner>);
 
 pub(super) struct Inner {
     pub(super) urls: PublicUrls,
-    pub(super) resources: Vec<String>,
-    pub(super) scopes_supported: Vec<String>,
     pub(super) keys: SigningKeys,
     pub(super) store: Arc<dyn Store>,
-    pub(super) clients: HashMap<String, Client>,
+    pub(super) grants: Grants,
+    pub(super) registry: Registry,
+    pub(super) sign_in: SignIn,
+    pub(super) pages: minijinja::Environment<'static>,
+    pub(super) metadata: Metadata,
+}
+
+/// What this server issues tokens for, and how long they live.
+pub(super) struct Grants {
+    /// The resources (RFC 8707 audiences) tokens are issued for.
+    pub(super) resources: Vec<String>,
+    pub(super) scopes_supported: Vec<String>,
     pub(super) access_token_ttl: Duration,
     pub(super) refresh_token_ttl: Duration,
+    /// How long a rotated refresh token may be retried (a lost response).
     pub(super) refresh_grace: Duration,
-    pub(super) metadata: Bytes,
+}
+
+/// Who the clients are and who may become one.
+pub(super) struct Registry {
+    /// Clients configured in code (machine clients and pre-registered apps).
+    pub(super) clients: HashMap<String, Client>,
+    /// Client ID metadata documents may be served over http from loopback (development).
+    pub(super) cimd_development: bool,
+    pub(super) client_address: Arc<dyn ClientAddress>,
+    /// Registrations per client address and window.
+    pub(super) registration_limit: Option<(u64, Duration)>,
+    /// Loopback clients are not counted by the registration limit (a loopback issuer only).
+    pub(super) exempt_local_registrations: bool,
+    pub(super) registration_policy: Option<RegistrationPolicy>,
+}
+
+/// How users sign in, and what their sign-in grants.
+pub(super) struct SignIn {
     /// Dev login users.
     pub(super) users: Vec<DevUser>,
     /// Upstream identity providers users sign in with.
@@ -68,22 +96,32 @@ pub(super) struct Inner {
     /// Groups → scopes; with it, users get only `user_scopes` and what their groups grant.
     pub(super) groups: Option<GroupMapping>,
     pub(super) user_scopes: Vec<String>,
+    /// The dev login form's prefilled user name and password (the quickstart's demo user).
     pub(super) prefill: Option<(String, String)>,
     pub(super) cookie_name: String,
-    pub(super) pages: minijinja::Environment<'static>,
-    pub(super) cimd_development: bool,
-    pub(super) client_address: Arc<dyn ClientAddress>,
-    pub(super) registration_limit: Option<(u64, Duration)>,
-    /// Loopback clients are not counted by the registration limit (a loopback issuer only).
-    pub(super) exempt_local_registrations: bool,
-    pub(super) registration_policy: Option<RegistrationPolicy>,
+}
+
+/// The RFC 8414 metadata document, serialized once.
+#[derive(Clone)]
+pub(super) struct Metadata(pub(super) Bytes);
+
+impl FromRef<AuthServer> for Metadata {
+    fn from_ref(server: &AuthServer) -> Self {
+        server.0.metadata.clone()
+    }
+}
+
+impl FromRef<AuthServer> for SigningKeys {
+    fn from_ref(server: &AuthServer) -> Self {
+        server.0.keys.clone()
+    }
 }
 
 impl std::fmt::Debug for AuthServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthServer")
             .field("issuer", &self.0.urls.issuer())
-            .field("resources", &self.0.resources)
+            .field("resources", &self.0.grants.resources)
             .finish_non_exhaustive()
     }
 }
@@ -95,15 +133,29 @@ impl AuthServer {
     }
 
     /// The store everything this server knows lives in.
-    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
     }
 
     /// The server's public URLs.
-    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
     pub(crate) fn urls(&self) -> &PublicUrls {
         &self.0.urls
+    }
+
+    pub(super) fn grants(&self) -> &Grants {
+        &self.0.grants
+    }
+
+    pub(super) fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    pub(super) fn sign_in(&self) -> &SignIn {
+        &self.0.sign_in
+    }
+
+    pub(super) fn pages(&self) -> &minijinja::Environment<'static> {
+        &self.0.pages
     }
 
     /// The issuer identifier.
@@ -120,7 +172,7 @@ impl AuthServer {
     /// layer in front of that resource. It also refuses tokens revoked at `/oauth/revoke`.
     pub fn validator(&self, resource: &str) -> Result<RevocationAwareValidator, ConfigError> {
         let resource = canonical_audience(resource).into_owned();
-        if !self.0.resources.contains(&resource) {
+        if !self.0.grants.resources.contains(&resource) {
             return Err(ConfigError::InvalidServer(format!(
                 "`{resource}` is not a resource of this authorization server"
             )));

@@ -143,10 +143,10 @@ pub(super) async fn authorize(
     };
     let resource = match params.get("resource") {
         Some(r) => canonical_audience(r).into_owned(),
-        None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
+        None if server.grants().resources.len() == 1 => server.grants().resources[0].clone(),
         None => return Err(fail("invalid_target", "resource is required")),
     };
-    if !server.0.resources.contains(&resource) {
+    if !server.grants().resources.contains(&resource) {
         return Err(fail(
             "invalid_target",
             "this server issues no tokens for that resource",
@@ -185,8 +185,9 @@ pub(super) async fn authorize(
     let mut response = match logged_in_user(&server, &headers).await? {
         Some(session) => consent_or_code(&server, &id, pending, &client, &session).await?,
         // One upstream provider and no other way in: straight to it.
-        None if server.0.users.is_empty() && server.0.providers.len() == 1 => {
-            super::login::begin_upstream(&server, &server.0.providers[0], &id, &pending).await?
+        None if server.sign_in().users.is_empty() && server.sign_in().providers.len() == 1 => {
+            super::login::begin_upstream(&server, &server.sign_in().providers[0], &id, &pending)
+                .await?
         }
         None => login_page(&server, &id, &pending, &client, None),
     };

@@ -97,7 +97,7 @@ impl AuthServer {
     pub(super) async fn document_client(&self, client_id: &str) -> Result<Option<Client>, String> {
         let cache_key = super::keyspace::metadata_document(client_id);
         // A cache that cannot be read or decoded is refetched: the document is the truth.
-        if let Ok(Some(bytes)) = self.0.store.get(cache_key.as_str()).await
+        if let Ok(Some(bytes)) = self.store().get(cache_key.as_str()).await
             && let Ok(client) = serde_json::from_slice(&bytes)
         {
             return Ok(Some(client));
@@ -105,8 +105,7 @@ impl AuthServer {
         let (client, ttl) = self.fetch_document(client_id).await?;
         if let Ok(bytes) = serde_json::to_vec(&client) {
             let _ = self
-                .0
-                .store
+                .store()
                 .put(cache_key.as_str(), Bytes::from(bytes), ttl)
                 .await;
         }
@@ -114,7 +113,7 @@ impl AuthServer {
     }
 
     async fn fetch_document(&self, client_id: &str) -> Result<(Client, Duration), String> {
-        let dev = self.0.cimd_development;
+        let dev = self.registry().cimd_development;
         let url =
             url::Url::parse(client_id).map_err(|_| "the client_id is not a URL".to_owned())?;
         match url.scheme() {
@@ -190,13 +189,13 @@ impl AuthServer {
                 "only public clients (token_endpoint_auth_method none) are supported".into(),
             );
         }
-        let supported = crate::Scopes::new(&self.0.scopes_supported);
+        let supported = crate::Scopes::new(&self.grants().scopes_supported);
         let scope = supported
             .narrow(document.scope.as_deref())
             .ok_or("the document asks for scopes this server does not support")?;
         let scope = scope.to_string();
         let grant_types = vec!["authorization_code".to_owned(), "refresh_token".to_owned()];
-        if let Some(policy) = &self.0.registration_policy {
+        if let Some(policy) = &self.registry().registration_policy {
             let registration = super::ClientRegistration {
                 client_name: Some(&document.client_name),
                 redirect_uris: &document.redirect_uris,

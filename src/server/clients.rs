@@ -42,7 +42,7 @@ impl Client {
         if self.configured {
             Scopes::from_space_separated(&self.scope)
         } else {
-            Scopes::new(&server.0.scopes_supported)
+            Scopes::new(&server.grants().scopes_supported)
         }
     }
 
@@ -69,7 +69,7 @@ pub(super) enum ClientAuth {
 
 impl AuthServer {
     pub(super) async fn lookup_client(&self, id: &str) -> Result<Option<Client>, OAuthError> {
-        if let Some(client) = self.0.clients.get(id) {
+        if let Some(client) = self.registry().clients.get(id) {
             return Ok(Some(client.clone()));
         }
         if self.code_flow() && super::cimd::is_document_id(id) {

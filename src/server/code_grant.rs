@@ -61,7 +61,7 @@ pub(super) async fn exchange_code(
         server,
         &keyspace::used_code(&key),
         &grant.family,
-        server.0.refresh_token_ttl,
+        server.grants().refresh_token_ttl,
     )
     .await?;
     if grant.client_id != client.client_id {

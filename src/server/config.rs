@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::auth_server::{AuthServer, Inner};
+use super::auth_server::{AuthServer, Grants, Inner, Metadata, Registry, SignIn};
 use super::clients::Client;
 use super::login::DevUser;
 use super::source::{ClientAddress, ClientRegistration, PeerAddress, RegistrationPolicy};
@@ -464,28 +464,34 @@ impl AuthServerBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
         Ok(AuthServer(Arc::new(Inner {
             urls,
-            resources,
-            scopes_supported: self.scopes_supported,
             keys,
             store,
-            clients,
-            access_token_ttl: self.access_token_ttl,
-            refresh_token_ttl: self.refresh_token_ttl,
-            refresh_grace: self.refresh_grace,
-            metadata: Bytes::from(metadata.to_string()),
-            users,
-            providers: self.providers,
-            groups: self.groups,
-            user_scopes: self.user_scopes,
-            prefill,
-            cookie_name,
+            grants: Grants {
+                resources,
+                scopes_supported: self.scopes_supported,
+                access_token_ttl: self.access_token_ttl,
+                refresh_token_ttl: self.refresh_token_ttl,
+                refresh_grace: self.refresh_grace,
+            },
+            registry: Registry {
+                clients,
+                cimd_development: self.cimd_development,
+                client_address: self.client_address,
+                registration_limit: self.registration_limit,
+                // Only a developer's machine exempts its own clients.
+                exempt_local_registrations: loopback && !self.registration_limit_loopback,
+                registration_policy: self.registration_policy,
+            },
+            sign_in: SignIn {
+                users,
+                providers: self.providers,
+                groups: self.groups,
+                user_scopes: self.user_scopes,
+                prefill,
+                cookie_name,
+            },
             pages: super::pages::pages()?,
-            cimd_development: self.cimd_development,
-            client_address: self.client_address,
-            registration_limit: self.registration_limit,
-            // Only a developer's machine exempts its own clients.
-            exempt_local_registrations: loopback && !self.registration_limit_loopback,
-            registration_policy: self.registration_policy,
+            metadata: Metadata(Bytes::from(metadata.to_string())),
         })))
     }
 }

@@ -75,7 +75,7 @@ pub(super) async fn consent_or_code(
                 new => remembered.as_ref().is_some_and(|r| !r.contains(scope)),
             }).collect::<Vec<_>>(),
             added => remembered.as_ref().is_some_and(|r| !r.contains_all(requested.iter())),
-            action => server.0.urls.endpoint("/oauth/consent"),
+            action => server.urls().endpoint("/oauth/consent"),
             request => id, csrf => pending.csrf,
         },
     ))
@@ -150,7 +150,7 @@ pub(super) async fn consent(
         &server,
         &consent_key(user, &client, &pending),
         &allowed.to_string(),
-        server.0.refresh_token_ttl,
+        server.grants().refresh_token_ttl,
     )
     .await?;
     tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");

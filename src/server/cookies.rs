@@ -22,7 +22,7 @@ pub(super) fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> 
 }
 
 pub(super) fn browser_cookie_name(server: &AuthServer) -> String {
-    format!("{}_b", server.0.cookie_name)
+    format!("{}_b", server.sign_in().cookie_name)
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, scoped to `path`, `Secure` on https.
@@ -52,7 +52,7 @@ pub(super) fn set_cookie(
     value: &str,
     ttl: Duration,
 ) {
-    let path = server.0.urls.local_path("/oauth");
+    let path = server.urls().local_path("/oauth");
     if let Some(value) = cookie_header(server, name, value, &path, ttl) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

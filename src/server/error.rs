@@ -56,6 +56,7 @@ pub(crate) enum OAuthError {
     InvalidToken(Text),
     /// 404 `invalid_request`: the path names nothing this server has.
     #[error("not found: {0}")]
+    #[cfg_attr(not(feature = "atag"), allow(dead_code))]
     NotFound(Text),
     /// 429 `temporarily_unavailable` with `Retry-After` (seconds).
     #[error("rate limited: {description}")]

@@ -19,7 +19,7 @@ pub(super) async fn introspect(
     let (client, _) = server.authenticate(&headers, &form).await?;
     // Introspection tells who a token belongs to: only clients configured in code (the
     // resource servers), never self-registered ones.
-    if !server.0.clients.contains_key(&client.client_id) {
+    if !server.registry().clients.contains_key(&client.client_id) {
         return Err(OAuthError::ForbiddenClient(
             "this client may not introspect tokens".into(),
         ));
@@ -27,7 +27,7 @@ pub(super) async fn introspect(
     let token = required(&form, "token")?;
     let mut answer = json!({"active": false});
     if let Some(ctx) = own_token(&server, token).await
-        && !is_revoked(server.0.store.as_ref(), &ctx).await?
+        && !is_revoked(server.store().as_ref(), &ctx).await?
     {
         answer = Value::Object(ctx.claims().clone());
         answer["active"] = Value::Bool(true);

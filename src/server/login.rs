@@ -61,7 +61,7 @@ pub(crate) async fn logged_in_user(
     server: &AuthServer,
     headers: &HeaderMap,
 ) -> Result<Option<Session>, OAuthError> {
-    let Some(cookie) = session_cookie(headers, &server.0.cookie_name) else {
+    let Some(cookie) = session_cookie(headers, &server.sign_in().cookie_name) else {
         return Ok(None);
     };
     load(server, &keyspace::session(&digest(&cookie))).await
@@ -78,8 +78,14 @@ async fn start_session(server: &AuthServer, session: &Session) -> Result<HeaderV
     )
     .await?;
     // The session serves every path of the issuer's origin (the ATAG routes too).
-    cookie_header(server, &server.0.cookie_name, &secret, "/", SESSION_TTL)
-        .ok_or_else(OAuthError::no_randomness)
+    cookie_header(
+        server,
+        &server.sign_in().cookie_name,
+        &secret,
+        "/",
+        SESSION_TTL,
+    )
+    .ok_or_else(OAuthError::no_randomness)
 }
 
 /// Signs the user in and continues the authorization request: consent, or the code.
@@ -115,7 +121,7 @@ pub(super) async fn login(
     .into();
     // Every user's hash is compared, so the time taken does not tell which names exist.
     let mut found = None;
-    for user in &server.0.users {
+    for user in &server.sign_in().users {
         let matches = user.name.as_bytes().ct_eq(username.as_bytes())
             & presented.ct_eq(&user.password_sha256);
         if bool::from(matches) {
@@ -128,8 +134,7 @@ pub(super) async fn login(
         // authorization request each time (and each of those a browser round trip). Counted
         // atomically, so parallel guesses are all counted.
         let attempts = server
-            .0
-            .store
+            .store()
             .increment(&keyspace::login_attempts(&id), PENDING_TTL)
             .await
             .map_err(OAuthError::from)?;
@@ -169,8 +174,7 @@ fn upstream_failure(server: &AuthServer, error: &UpstreamError) -> Response {
 
 fn callback_uri(server: &AuthServer, provider: &str) -> String {
     server
-        .0
-        .urls
+        .urls()
         .endpoint(&format!("/oauth/callback/{provider}"))
 }
 
@@ -218,7 +222,12 @@ pub(super) async fn begin_upstream(
 }
 
 fn provider(server: &AuthServer, id: &str) -> Option<Arc<dyn IdentityProvider>> {
-    server.0.providers.iter().find(|p| p.id() == id).cloned()
+    server
+        .sign_in()
+        .providers
+        .iter()
+        .find(|p| p.id() == id)
+        .cloned()
 }
 
 /// `POST /oauth/upstream/{provider}`: the sign-in button of an upstream provider.
@@ -360,7 +369,7 @@ pub(super) fn login_page(
     client: &Client,
     error: Option<&str>,
 ) -> Response {
-    let (username, password) = server.0.prefill.clone().unwrap_or_default();
+    let (username, password) = server.sign_in().prefill.clone().unwrap_or_default();
     page(
         server,
         if error.is_some() {
@@ -373,11 +382,11 @@ pub(super) fn login_page(
             title => "Sign in",
             client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
             resource => pending.resource,
-            action => server.0.urls.endpoint("/oauth/login"),
-            dev => !server.0.users.is_empty(),
-            providers => server.0.providers.iter().map(|p| minijinja::context! {
+            action => server.urls().endpoint("/oauth/login"),
+            dev => !server.sign_in().users.is_empty(),
+            providers => server.sign_in().providers.iter().map(|p| minijinja::context! {
                 name => p.display_name(),
-                action => server.0.urls.endpoint(&format!("/oauth/upstream/{}", p.id())),
+                action => server.urls().endpoint(&format!("/oauth/upstream/{}", p.id())),
             }).collect::<Vec<_>>(),
             request => id, csrf => pending.csrf, username, password, error,
         },

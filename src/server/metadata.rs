@@ -4,9 +4,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
-use super::auth_server::AuthServer;
+use super::SigningKeys;
+use super::auth_server::Metadata;
 
-pub(super) async fn metadata(State(server): State<AuthServer>) -> Response {
+pub(super) async fn metadata(State(Metadata(document)): State<Metadata>) -> Response {
     (
         [
             (
@@ -22,12 +23,12 @@ pub(super) async fn metadata(State(server): State<AuthServer>) -> Response {
                 HeaderValue::from_static("public, max-age=3600"),
             ),
         ],
-        server.0.metadata.clone(),
+        document,
     )
         .into_response()
 }
 
-pub(super) async fn jwks(State(server): State<AuthServer>) -> Response {
+pub(super) async fn jwks(State(keys): State<SigningKeys>) -> Response {
     (
         [
             (
@@ -39,7 +40,7 @@ pub(super) async fn jwks(State(server): State<AuthServer>) -> Response {
                 HeaderValue::from_static("public, max-age=300"),
             ),
         ],
-        axum::Json(server.0.keys.jwks()),
+        axum::Json(keys.jwks()),
     )
         .into_response()
 }

@@ -36,8 +36,7 @@ pub(super) fn page(
     context: minijinja::Value,
 ) -> Response {
     let html = server
-        .0
-        .pages
+        .pages()
         .get_template(template)
         .and_then(|t| t.render(context))
         .unwrap_or_else(|_| "<!doctype html><p>error</p>".to_owned());

@@ -48,7 +48,7 @@ pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(
         server,
         &keyspace::revoked_family(family),
         &true,
-        server.0.refresh_token_ttl,
+        server.grants().refresh_token_ttl,
     )
     .await
 }
@@ -76,7 +76,7 @@ pub(super) async fn refresh(
     // concurrent uses would each mint a successor and leave two live chains.
     let lock = keyspace::lock(key.as_str());
     let acquired = crate::store::lock(
-        server.0.store.as_ref(),
+        server.store().as_ref(),
         &lock,
         REFRESH_LOCK_TTL,
         REFRESH_LOCK_WAIT,
@@ -90,7 +90,7 @@ pub(super) async fn refresh(
         ));
     }
     let result = refresh_locked(server, client, form, &key).await;
-    let _ = server.0.store.delete(&lock).await;
+    let _ = server.store().delete(&lock).await;
     result
 }
 
@@ -118,7 +118,7 @@ async fn refresh_locked(
     let now = super::primitives::now();
     let grace_over = entry
         .rotated_at
-        .is_some_and(|at| now.saturating_sub(at) > server.0.refresh_grace.as_secs());
+        .is_some_and(|at| now.saturating_sub(at) > server.grants().refresh_grace.as_secs());
     if entry.successor_used || grace_over {
         revoke_family(server, &entry.family).await?;
         tracing::warn!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
@@ -151,7 +151,7 @@ async fn refresh_locked(
             server,
             &Key::from_stored(parent_key.clone()),
             &parent,
-            server.0.refresh_token_ttl,
+            server.grants().refresh_token_ttl,
         )
         .await?;
     }
@@ -171,7 +171,7 @@ async fn refresh_locked(
     .await?;
     entry.rotated_at.get_or_insert(now);
     entry.child = child;
-    save(server, key, &entry, server.0.refresh_token_ttl).await?;
+    save(server, key, &entry, server.grants().refresh_token_ttl).await?;
     server.keep_client(client).await;
     tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
     Ok(json_no_store(body))

@@ -116,7 +116,8 @@ pub(super) async fn register(
         "none" => false,
         _ => return Err(invalid("unsupported token_endpoint_auth_method")),
     };
-    let Some(scope) = Scopes::new(&server.0.scopes_supported).narrow(request.scope.as_deref())
+    let Some(scope) =
+        Scopes::new(&server.grants().scopes_supported).narrow(request.scope.as_deref())
     else {
         return Err(invalid("scope holds scopes this server does not support"));
     };
@@ -127,8 +128,8 @@ pub(super) async fn register(
         grant_types.push("refresh_token".into());
     }
     let scope = scope.to_string();
-    let source = server.0.client_address.client_address(&parts);
-    if let Some(policy) = &server.0.registration_policy {
+    let source = server.registry().client_address.client_address(&parts);
+    if let Some(policy) = &server.registry().registration_policy {
         let registration = ClientRegistration {
             client_name: request.client_name.as_deref(),
             redirect_uris: &redirect_uris,
@@ -144,8 +145,8 @@ pub(super) async fn register(
         }
     }
     // Counted only for requests that would register: invalid ones store nothing.
-    if let Some((max, per)) = server.0.registration_limit
-        && !(server.0.exempt_local_registrations && local_client(source, &parts.headers))
+    if let Some((max, per)) = server.registry().registration_limit
+        && !(server.registry().exempt_local_registrations && local_client(source, &parts.headers))
     {
         let (started, period) = (now(), per.as_secs().max(1));
         let window = started / period;
@@ -159,7 +160,7 @@ pub(super) async fn register(
             None => "unknown".to_owned(),
         };
         let key = keyspace::registration_count(&bucket, window);
-        if server.0.store.increment(&key, per).await? > max {
+        if server.store().increment(&key, per).await? > max {
             tracing::warn!(target: audit::TARGET, source = %bucket, "registration limit reached");
             return Err(OAuthError::RateLimited {
                 description: "too many registrations from this address; try again later".into(),
@@ -183,8 +184,7 @@ pub(super) async fn register(
     let stored =
         serde_json::to_vec(&client).map_err(|e| OAuthError::ServerError(e.to_string().into()))?;
     let fresh = server
-        .0
-        .store
+        .store()
         .put_if_absent(
             keyspace::client(&client_id).as_str(),
             Bytes::from(stored),
@@ -223,15 +223,18 @@ fn local_client(source: Option<std::net::IpAddr>, headers: &HeaderMap) -> bool {
 impl AuthServer {
     /// Keeps a dynamically registered client as long as a grant of it may live.
     pub(super) async fn keep_client(&self, client: &Client) {
-        if self.0.clients.contains_key(&client.client_id) {
+        if self.registry().clients.contains_key(&client.client_id) {
             return;
         }
         if let Ok(bytes) = serde_json::to_vec(client) {
             let key = keyspace::client(&client.client_id);
             let _ = self
-                .0
-                .store
-                .put(key.as_str(), Bytes::from(bytes), self.0.refresh_token_ttl)
+                .store()
+                .put(
+                    key.as_str(),
+                    Bytes::from(bytes),
+                    self.grants().refresh_token_ttl,
+                )
                 .await;
         }
     }

@@ -88,10 +88,9 @@ pub(super) async fn is_revoked(
 
 /// Reads one of our access tokens for revocation or introspection, whatever its audience.
 pub(super) async fn own_token(server: &AuthServer, token: &str) -> Option<crate::AuthContext> {
-    for resource in &server.0.resources {
+    for resource in &server.grants().resources {
         if let Ok(ctx) = server
-            .0
-            .keys
+            .signing_keys()
             .validator(server.issuer(), resource.as_str())
             .validate(token)
             .await
@@ -121,8 +120,7 @@ pub(super) async fn revoke(
             .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
         server
-            .0
-            .store
+            .store()
             .put(
                 keyspace::revoked_token(jti).as_str(),
                 Bytes::from_static(b"true"),

@@ -26,7 +26,7 @@ pub(crate) async fn load<T: DeserializeOwned>(
     server: &AuthServer,
     key: &Key<T>,
 ) -> Result<Option<T>, OAuthError> {
-    match server.0.store.get(key.as_str()).await {
+    match server.store().get(key.as_str()).await {
         Ok(Some(bytes)) => decode(key.as_str(), &bytes).map(Some),
         Ok(None) => Ok(None),
         Err(e) => Err(e.into()),
@@ -38,7 +38,7 @@ pub(crate) async fn take<T: DeserializeOwned>(
     server: &AuthServer,
     key: &Key<T>,
 ) -> Result<Option<T>, OAuthError> {
-    match server.0.store.take(key.as_str()).await {
+    match server.store().take(key.as_str()).await {
         Ok(Some(bytes)) => decode(key.as_str(), &bytes).map(Some),
         Ok(None) => Ok(None),
         Err(e) => Err(e.into()),
@@ -49,8 +49,7 @@ pub(crate) async fn take<T: DeserializeOwned>(
 /// `Ok(false)` if it was spent already or expired.
 pub(crate) async fn spend<T>(server: &AuthServer, key: &Key<T>) -> Result<bool, OAuthError> {
     server
-        .0
-        .store
+        .store()
         .take(key.as_str())
         .await
         .map(|found| found.is_some())
@@ -67,8 +66,7 @@ pub(crate) async fn save<T: Serialize>(
     let bytes =
         serde_json::to_vec(value).map_err(|e| OAuthError::ServerError(e.to_string().into()))?;
     server
-        .0
-        .store
+        .store()
         .put(key.as_str(), Bytes::from(bytes), ttl)
         .await
         .map_err(OAuthError::from)
@@ -76,5 +74,5 @@ pub(crate) async fn save<T: Serialize>(
 
 /// Forgets the record under `key` (failures are ignored: the record expires anyway).
 pub(crate) async fn forget<T>(server: &AuthServer, key: &Key<T>) {
-    let _ = server.0.store.delete(key.as_str()).await;
+    let _ = server.store().delete(key.as_str()).await;
 }

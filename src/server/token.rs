@@ -56,12 +56,12 @@ pub(super) async fn token(
     // RFC 8707: the resource the token is for; with one resource, it may be left out.
     let resource = match form.get("resource") {
         Some(r) => canonical_audience(r).into_owned(),
-        None if server.0.resources.len() == 1 => server.0.resources[0].clone(),
+        None if server.grants().resources.len() == 1 => server.grants().resources[0].clone(),
         None => {
             return Err(OAuthError::InvalidTarget("resource is required".into()));
         }
     };
-    if !server.0.resources.contains(&resource) {
+    if !server.grants().resources.contains(&resource) {
         return Err(OAuthError::InvalidTarget(
             "this server issues no tokens for that resource".into(),
         ));
@@ -71,7 +71,7 @@ pub(super) async fn token(
             "the client may not request these scopes".into(),
         ));
     };
-    let ttl = server.0.access_token_ttl.as_secs();
+    let ttl = server.grants().access_token_ttl.as_secs();
     let access_token = server.mint_access_token(
         &client.client_id,
         &client.client_id,
@@ -89,14 +89,14 @@ impl AuthServer {
     /// Whether users can sign in (dev users or an identity provider): the authorization code
     /// flow is served.
     pub(super) fn code_flow(&self) -> bool {
-        !self.0.users.is_empty() || !self.0.providers.is_empty()
+        !self.sign_in().users.is_empty() || !self.sign_in().providers.is_empty()
     }
 
     /// `requested` narrowed to what this user may be granted (see
     /// [`AuthServerBuilder::groups`]). `openid` is an identity request, not a permission: it
     /// is never removed.
     pub(super) fn user_scope(&self, session: &Session, requested: &str) -> String {
-        let Some(mapping) = &self.0.groups else {
+        let Some(mapping) = &self.sign_in().groups else {
             return requested.to_owned();
         };
         let granted_by_groups = session
@@ -105,7 +105,7 @@ impl AuthServer {
             .filter_map(|g| mapping.scopes.get(g))
             .flatten();
         let allowed: std::collections::HashSet<&str> = self
-            .0
+            .sign_in()
             .user_scopes
             .iter()
             .chain(granted_by_groups)
@@ -130,7 +130,7 @@ impl AuthServer {
         let issued_at = now();
         let mut claims = json!({
             "iss": self.issuer(), "sub": subject, "aud": client_id,
-            "iat": issued_at, "exp": issued_at + self.0.access_token_ttl.as_secs(),
+            "iat": issued_at, "exp": issued_at + self.grants().access_token_ttl.as_secs(),
         });
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);
@@ -138,8 +138,7 @@ impl AuthServer {
         if !groups.is_empty() {
             claims["groups"] = json!(groups);
         }
-        self.0
-            .keys
+        self.signing_keys()
             .sign(&claims, "JWT")
             .map_err(|e| OAuthError::ServerError(e.to_string().into()))
     }
@@ -161,13 +160,12 @@ impl AuthServer {
         let mut claims = json!({
             "iss": self.issuer(), "sub": subject, "client_id": client_id,
             "aud": resource, "scope": scope.to_string(), "iat": issued_at,
-            "exp": issued_at + self.0.access_token_ttl.as_secs(), "jti": jti,
+            "exp": issued_at + self.grants().access_token_ttl.as_secs(), "jti": jti,
         });
         if let Some(family) = family {
             claims["fid"] = json!(family);
         }
-        self.0
-            .keys
+        self.signing_keys()
             .sign(&claims, "at+jwt")
             .map_err(|e| OAuthError::ServerError(e.to_string().into()))
     }
@@ -235,7 +233,7 @@ pub(super) async fn token_body(
         server.mint_access_token(subject, &client.client_id, resource, scope, Some(family))?;
     let mut body = json!({
         "access_token": access_token, "token_type": "Bearer",
-        "expires_in": server.0.access_token_ttl.as_secs(), "scope": scope.to_string(),
+        "expires_in": server.grants().access_token_ttl.as_secs(), "scope": scope.to_string(),
     });
     if client.grant_types.iter().any(|g| g == "refresh_token") {
         let refresh_token = random_token().ok_or_else(OAuthError::no_randomness)?;
@@ -251,7 +249,7 @@ pub(super) async fn token_body(
             child: None,
         };
         let key = keyspace::refresh_token(&digest(&refresh_token));
-        save(server, &key, &entry, server.0.refresh_token_ttl).await?;
+        save(server, &key, &entry, server.grants().refresh_token_ttl).await?;
         body["refresh_token"] = json!(refresh_token);
         return Ok((body, Some(key.into_string())));
     }
