@@ -33,11 +33,13 @@ fn state_key(state: &str) -> Key<ConnectState> {
     Key::new("atag:state:", &digest(state))
 }
 
-/// What the browser routes start from.
+/// What the browser routes start from: the service, the query, and the one parameter that
+/// names the single-use record the request claims (`link` or `state`).
 struct BrowserRequest {
     atag: Arc<AtagState>,
     service: ExternalService,
     params: HashMap<String, String>,
+    handle: String,
 }
 
 // Browser routes answer their refusals with pages; boxing them would add an allocation to
@@ -47,6 +49,7 @@ fn browser_request(
     atag: &Atag,
     service_id: &str,
     query: Option<String>,
+    handle: &str,
 ) -> Result<BrowserRequest, Response> {
     let server = &atag.auth;
     let atag = atag.state.clone();
@@ -57,10 +60,18 @@ fn browser_request(
         .ok_or_else(|| error_page(server, StatusCode::NOT_FOUND, "unknown service"))?;
     let params = parse_form(query.unwrap_or_default().as_bytes())
         .map_err(|_| error_page(server, StatusCode::BAD_REQUEST, "a parameter is repeated"))?;
+    let handle = params.get(handle).cloned().ok_or_else(|| {
+        error_page(
+            server,
+            StatusCode::BAD_REQUEST,
+            &format!("the address is incomplete ({handle} is missing)"),
+        )
+    })?;
     Ok(BrowserRequest {
         atag,
         service,
         params,
+        handle,
     })
 }
 
@@ -122,19 +133,13 @@ pub(super) async fn connect(
     let BrowserRequest {
         atag,
         service,
-        params,
-    } = browser_request(&gateway, &service_id, query)?;
-    let Some(link_id) = params.get("link") else {
-        return Err(error_page(
-            server,
-            StatusCode::BAD_REQUEST,
-            "the link is incomplete",
-        ));
-    };
+        handle: link_id,
+        ..
+    } = browser_request(&gateway, &service_id, query, "link")?;
     let link = claim::<Link>(
         server,
         &headers,
-        &link_key(link_id),
+        &link_key(&link_id),
         &service_id,
         |link| link,
         "This link has expired or was already used. Call the tool again for a new one.",
@@ -180,18 +185,12 @@ pub(super) async fn callback(
         atag,
         service,
         params,
-    } = browser_request(&gateway, &service_id, query)?;
-    let Some(state) = params.get("state") else {
-        return Err(error_page(
-            server,
-            StatusCode::BAD_REQUEST,
-            "state is missing",
-        ));
-    };
+        handle: state,
+    } = browser_request(&gateway, &service_id, query, "state")?;
     let record = claim::<ConnectState>(
         server,
         &headers,
-        &state_key(state),
+        &state_key(&state),
         &service_id,
         |record| &record.link,
         "This connection attempt is no longer valid. Call the tool again for a new link.",
