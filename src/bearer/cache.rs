@@ -89,6 +89,10 @@ impl TokenCache {
     pub(crate) fn insert(&self, key: TokenKey, token: Arc<str>, ctx: AuthContext) {
         self.entries.insert(key, Entry { token, ctx });
     }
+
+    pub(crate) fn remove(&self, key: TokenKey) {
+        self.entries.invalidate(&key);
+    }
 }
 
 impl std::fmt::Debug for TokenCache {

@@ -77,8 +77,13 @@ where
             Some(cache) => {
                 let key = cache.key(token);
                 if let Some(ctx) = cache.get(key, token) {
-                    // Hot path: no signature work, no syntax scan (the cached token passed it).
-                    return admit(&self.admission, ctx, request, &mut self.inner);
+                    // Hot path: no signature work, no syntax scan (the cached token passed it);
+                    // a revocation since is a local lookup.
+                    if !self.validator.revoked(&ctx) {
+                        return admit(&self.admission, ctx, request, &mut self.inner);
+                    }
+                    // Validated again below, which refuses it with the validator's answer.
+                    cache.remove(key);
                 }
                 key
             }

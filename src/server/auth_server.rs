@@ -17,6 +17,7 @@ use super::metadata::{jwks, metadata};
 use super::primitives::MAX_BODY;
 use super::registration::register;
 use super::revocation::{RevocationAwareValidator, revoke};
+use super::revocation_list::RevocationList;
 use super::source::{ClientAddress, RegistrationPolicy};
 use super::token::token;
 use super::upstream::IdentityProvider;
@@ -60,6 +61,7 @@ pub(super) struct Inner {
     pub(super) sign_in: SignIn,
     pub(super) pages: minijinja::Environment<'static>,
     pub(super) metadata: Metadata,
+    pub(super) revocations: Arc<RevocationList>,
 }
 
 /// What this server issues tokens for, and how long they live.
@@ -158,6 +160,10 @@ impl AuthServer {
         &self.0.pages
     }
 
+    pub(super) fn revocations(&self) -> &Arc<RevocationList> {
+        &self.0.revocations
+    }
+
     /// The issuer identifier.
     pub fn issuer(&self) -> &str {
         self.0.urls.issuer()
@@ -180,6 +186,7 @@ impl AuthServer {
         Ok(RevocationAwareValidator::new(
             self.0.keys.validator(self.issuer(), resource),
             self.0.store.clone(),
+            self.0.revocations.clone(),
         ))
     }
 

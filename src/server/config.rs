@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::auth_server::{AuthServer, Grants, Inner, Metadata, Registry, SignIn};
 use super::clients::Client;
 use super::login::DevUser;
+use super::revocation_list::RevocationList;
 use super::source::{ClientAddress, ClientRegistration, PeerAddress, RegistrationPolicy};
 use super::upstream::IdentityProvider;
 use super::{PublicUrls, SigningKeys};
@@ -492,6 +493,7 @@ impl AuthServerBuilder {
             },
             pages: super::pages::pages()?,
             metadata: Metadata(Bytes::from(metadata.to_string())),
+            revocations: Arc::new(RevocationList::new(self.access_token_ttl)),
         })))
     }
 }

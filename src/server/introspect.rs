@@ -27,7 +27,7 @@ pub(super) async fn introspect(
     let token = required(&form, "token")?;
     let mut answer = json!({"active": false});
     if let Some(ctx) = own_token(&server, token).await
-        && !is_revoked(server.store().as_ref(), &ctx).await?
+        && !is_revoked(server.store().as_ref(), server.revocations(), &ctx).await?
     {
         answer = Value::Object(ctx.claims().clone());
         answer["active"] = Value::Bool(true);

@@ -63,12 +63,21 @@ impl SigningKey {
     }
 
     fn generate() -> Result<Self, ConfigError> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|e| ConfigError::InvalidKey(format!("key generation failed: {e}")))?;
-        Self::from_pkcs8_der(doc.as_ref())
+        Self::from_pkcs8_der(&generate_pkcs8()?)
     }
 }
+
+fn generate_pkcs8() -> Result<Vec<u8>, ConfigError> {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|e| ConfigError::InvalidKey(format!("key generation failed: {e}")))?;
+    Ok(doc.as_ref().to_vec())
+}
+
+/// Where [`SigningKeys::shared`] keeps the key, and how long (re-written by no one: a
+/// deployment that outlives it gets a new key, and tokens signed with the old one expire).
+const SHARED_KEY: &str = "keys:signing";
+const SHARED_KEY_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 struct SigningRing {
     current: Arc<SigningKey>,
@@ -123,6 +132,55 @@ impl SigningKeys {
     /// A ring whose current key is this P-256 private key (PKCS#8 PEM).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, ConfigError> {
         let der = pem_body(pem)?;
+        Ok(Self::with(SigningKey::from_pkcs8_der(&der)?))
+    }
+
+    /// The signing key every replica sharing `store` uses, so a token minted by one verifies
+    /// on all: the first replica to start generates it and keeps it in the store sealed with
+    /// `sealing` (AES-256-GCM); the others load it. Every replica needs the same `sealing` keys
+    /// (from configuration); a replica with other keys fails here instead of minting tokens
+    /// the others refuse.
+    ///
+    /// ```
+    /// use tower_mcp_auth::server::{EncryptionKeys, SigningKeys};
+    /// use tower_mcp_auth::store::MemoryStore;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryStore::default();
+    /// let sealing = EncryptionKeys::new("kek-1", &[7u8; 32]).unwrap();
+    /// let a = SigningKeys::shared(&store, &sealing).await.unwrap();
+    /// let b = SigningKeys::shared(&store, &sealing).await.unwrap();
+    /// assert_eq!(a.current_kid(), b.current_kid());
+    /// # });
+    /// ```
+    pub async fn shared(
+        store: &dyn crate::store::Store,
+        sealing: &EncryptionKeys,
+    ) -> Result<Self, ConfigError> {
+        let unavailable = |e: crate::store::StoreError| ConfigError::InvalidKey(e.to_string());
+        let candidate = generate_pkcs8()?;
+        let sealed = sealing
+            .seal(&candidate, SHARED_KEY.as_bytes())
+            .map_err(|e| ConfigError::InvalidKey(e.to_string()))?;
+        // First writer wins; everyone then uses what is stored.
+        store
+            .put_if_absent(SHARED_KEY, bytes::Bytes::from(sealed), SHARED_KEY_TTL)
+            .await
+            .map_err(unavailable)?;
+        let stored = store
+            .get(SHARED_KEY)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ConfigError::InvalidKey("the shared signing key vanished".into()))?;
+        let stored = std::str::from_utf8(&stored)
+            .map_err(|_| ConfigError::InvalidKey("the shared signing key is not text".into()))?;
+        let der = sealing
+            .open(stored, SHARED_KEY.as_bytes())
+            .map_err(|e| {
+                ConfigError::InvalidKey(format!(
+                    "the shared signing key does not open with these keys ({e}): every replica needs the same sealing keys"
+                ))
+            })?;
         Ok(Self::with(SigningKey::from_pkcs8_der(&der)?))
     }
 

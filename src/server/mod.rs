@@ -30,6 +30,7 @@ mod redirect;
 mod refresh;
 mod registration;
 mod revocation;
+mod revocation_list;
 mod source;
 mod storage;
 mod token;

@@ -43,14 +43,18 @@ pub(super) struct Refresh {
     pub(super) child: Option<String>,
 }
 
+/// Revokes a grant family: its refresh tokens at once, its access tokens wherever they are
+/// validated (see [`RevocationList`](super::revocation_list::RevocationList)).
 pub(super) async fn revoke_family(server: &AuthServer, family: &str) -> Result<(), OAuthError> {
-    save(
-        server,
-        &keyspace::revoked_family(family),
-        &true,
-        server.grants().refresh_token_ttl,
-    )
-    .await
+    server
+        .revocations()
+        .revoke(
+            server.store().as_ref(),
+            super::revocation_list::Revoked::Family(family.to_owned()),
+            server.grants().refresh_token_ttl,
+        )
+        .await?;
+    Ok(())
 }
 
 async fn family_revoked(server: &AuthServer, family: &str) -> Result<bool, OAuthError> {

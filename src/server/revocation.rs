@@ -5,7 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
@@ -14,20 +13,34 @@ use super::auth_server::AuthServer;
 use super::error::{OAuthError, no_store};
 use super::keyspace;
 use super::primitives::{Form, required};
+use super::revocation_list::{RevocationList, Revoked};
 use crate::audit;
 use crate::store::Store;
 use crate::validate::TokenValidator;
 
-/// Validates our own access tokens and refuses those revoked at `/oauth/revoke`.
+/// Validates our own access tokens and refuses revoked ones: revoked at `/oauth/revoke`, or in
+/// a grant family revoked by a refresh-token reuse or a code replay. A token the bearer layer
+/// has cached is refused as soon as this process learns of the revocation (at once when it was
+/// made here; within about a second, [`POLL_INTERVAL`](super::revocation_list::POLL_INTERVAL),
+/// when another replica sharing the store made it).
 #[derive(Clone)]
 pub struct RevocationAwareValidator {
     inner: RingValidator,
     store: Arc<dyn Store>,
+    revocations: Arc<RevocationList>,
 }
 
 impl RevocationAwareValidator {
-    pub(super) fn new(inner: RingValidator, store: Arc<dyn Store>) -> Self {
-        RevocationAwareValidator { inner, store }
+    pub(super) fn new(
+        inner: RingValidator,
+        store: Arc<dyn Store>,
+        revocations: Arc<RevocationList>,
+    ) -> Self {
+        RevocationAwareValidator {
+            inner,
+            store,
+            revocations,
+        }
     }
 }
 
@@ -45,8 +58,9 @@ impl TokenValidator for RevocationAwareValidator {
         token: &'a str,
     ) -> crate::BoxFuture<'a, Result<crate::AuthContext, crate::validate::TokenError>> {
         Box::pin(async move {
+            self.revocations.follow(self.store.clone());
             let ctx = self.inner.validate(token).await?;
-            if is_revoked(self.store.as_ref(), &ctx)
+            if is_revoked(self.store.as_ref(), &self.revocations, &ctx)
                 .await
                 .map_err(|e| crate::validate::TokenError::Unavailable(e.to_string()))?
             {
@@ -57,22 +71,33 @@ impl TokenValidator for RevocationAwareValidator {
     }
 
     fn cache_ttl(&self) -> Option<Duration> {
-        // Revocation must show within a bounded time despite the bearer layer's cache.
+        // A backstop: revocations reach cached tokens through `revoked`; should the list miss
+        // one (it overflowed, or the log was unreadable), the store is asked again within this.
         Some(Duration::from_secs(30))
+    }
+
+    fn revoked(&self, ctx: &crate::AuthContext) -> bool {
+        self.revocations.contains(ctx)
     }
 }
 
-/// Whether the token's id or its grant family was revoked.
+/// Whether the token's id or its grant family was revoked: on this process's list, or marked
+/// in the store (then the list learns it).
 pub(super) async fn is_revoked(
     store: &dyn Store,
+    revocations: &RevocationList,
     ctx: &crate::AuthContext,
 ) -> Result<bool, crate::store::StoreError> {
+    if revocations.contains(ctx) {
+        return Ok(true);
+    }
     if let Some(jti) = ctx.claim("jti").and_then(Value::as_str)
         && store
             .get(keyspace::revoked_token(jti).as_str())
             .await?
             .is_some()
     {
+        revocations.add(&Revoked::Token(jti.to_owned()));
         return Ok(true);
     }
     if let Some(family) = ctx.claim("fid").and_then(Value::as_str)
@@ -81,6 +106,7 @@ pub(super) async fn is_revoked(
             .await?
             .is_some()
     {
+        revocations.add(&Revoked::Family(family.to_owned()));
         return Ok(true);
     }
     Ok(false)
@@ -120,10 +146,10 @@ pub(super) async fn revoke(
             .and_then(|exp| exp.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
         server
-            .store()
-            .put(
-                keyspace::revoked_token(jti).as_str(),
-                Bytes::from_static(b"true"),
+            .revocations()
+            .revoke(
+                server.store().as_ref(),
+                Revoked::Token(jti.to_owned()),
                 left + Duration::from_secs(60),
             )
             .await?;

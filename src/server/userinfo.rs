@@ -29,7 +29,7 @@ pub(crate) async fn bearer_caller(
         .ok_or(OAuthError::InvalidToken(
             "the access token is not valid".into(),
         ))?;
-    if is_revoked(server.store().as_ref(), &ctx).await? {
+    if is_revoked(server.store().as_ref(), server.revocations(), &ctx).await? {
         return Err(OAuthError::InvalidToken(
             "the access token was revoked".into(),
         ));

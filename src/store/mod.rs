@@ -2,10 +2,11 @@
 //!
 //! Every piece of state the library keeps across requests (authorization codes, refresh token
 //! families, registered clients, consent, third-party tokens) goes through `Store`, so a
-//! deployment becomes multi-instance by swapping the store (a Redis store is planned behind
-//! the `redis` feature) and nothing else. The operations are the few that make single-use
-//! secrets safe: [`Store::take`] (read and delete at once, so of two concurrent redemptions of
-//! one authorization code exactly one wins) and [`Store::put_if_absent`].
+//! deployment becomes multi-instance by swapping the store ([`RedisStore`], feature `redis`)
+//! and nothing else. The operations are the few that make single-use secrets safe:
+//! [`Store::take`] (read and delete at once, so of two concurrent redemptions of one
+//! authorization code exactly one wins) and [`Store::put_if_absent`]; and a log
+//! ([`Store::append`], [`Store::read_log`]) through which instances hear of revocations.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -13,6 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::BoxFuture;
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use self::redis::{DEFAULT_PREFIX, RedisStore, RedisStoreBuilder};
 
 /// Why a store operation failed: the backend is unreachable or broke. Callers answer it as a
 /// transient server error (503), never as a bad grant.
@@ -60,6 +66,25 @@ pub trait Store: Send + Sync + 'static {
         key: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Appends `event` to the log `log` and returns its position. Every instance sharing the
+    /// store reads the log ([`read_log`](Self::read_log)); events older than `retention` may be
+    /// dropped. Positions only grow.
+    fn append<'a>(
+        &'a self,
+        log: &'a str,
+        event: Bytes,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Up to `limit` events of `log` after position `after` (0: from the oldest kept), oldest
+    /// first, with their positions.
+    fn read_log<'a>(
+        &'a self,
+        log: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Bytes)>, StoreError>>;
 }
 
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
@@ -111,6 +136,19 @@ impl moka::Expiry<String, Entry> for UntilExpiry {
     }
 }
 
+/// The in-process logs: each a queue of (position, written at, retention, event).
+#[derive(Default)]
+struct Logs {
+    next: u64,
+    logs: std::collections::HashMap<String, std::collections::VecDeque<LogEvent>>,
+}
+
+struct LogEvent {
+    position: u64,
+    drop_at: Instant,
+    event: Bytes,
+}
+
 /// The in-process store (moka): bounded, each entry expiring at its own time. Right for one
 /// instance; several instances behind a load balancer need a shared store.
 ///
@@ -128,6 +166,7 @@ impl moka::Expiry<String, Entry> for UntilExpiry {
 #[derive(Clone)]
 pub struct MemoryStore {
     entries: moka::sync::Cache<String, Entry>,
+    logs: std::sync::Arc<std::sync::Mutex<Logs>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -157,6 +196,7 @@ impl MemoryStore {
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(UntilExpiry)
                 .build(),
+            logs: std::sync::Arc::default(),
         }
     }
 
@@ -267,6 +307,48 @@ impl Store for MemoryStore {
             _ => Err(StoreError(format!("`{key}` is not a counter"))),
         })
     }
+
+    fn append<'a>(
+        &'a self,
+        log: &'a str,
+        event: Bytes,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let now = Instant::now();
+        // A poisoned lock only means another append panicked mid-way; the queue is intact.
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.next += 1;
+        let position = logs.next;
+        let queue = logs.logs.entry(log.to_owned()).or_default();
+        while queue.front().is_some_and(|e| e.drop_at <= now) {
+            queue.pop_front();
+        }
+        queue.push_back(LogEvent {
+            position,
+            drop_at: deadline(now, retention),
+            event,
+        });
+        ready(Ok(position))
+    }
+
+    fn read_log<'a>(
+        &'a self,
+        log: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Bytes)>, StoreError>> {
+        let now = Instant::now();
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let events = logs.logs.get(log).map_or_else(Vec::new, |queue| {
+            queue
+                .iter()
+                .filter(|e| e.position > after && e.drop_at > now)
+                .take(limit)
+                .map(|e| (e.position, e.event.clone()))
+                .collect()
+        });
+        ready(Ok(events))
+    }
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
@@ -301,6 +383,22 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         (**self).increment(key, ttl)
+    }
+    fn append<'a>(
+        &'a self,
+        log: &'a str,
+        event: Bytes,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        (**self).append(log, event, retention)
+    }
+    fn read_log<'a>(
+        &'a self,
+        log: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Bytes)>, StoreError>> {
+        (**self).read_log(log, after, limit)
     }
 }
 

@@ -79,6 +79,15 @@ pub trait TokenValidator: Send + Sync + 'static {
     fn cache_ttl(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether `ctx`, which this validator accepted before, was revoked since. The bearer layer
+    /// asks on every hit of its token cache, so this must be a local lookup, never I/O; a
+    /// revoked context leaves the cache and the token is validated again (and refused). The
+    /// default: never, right for validators with no revocation list.
+    fn revoked(&self, ctx: &AuthContext) -> bool {
+        let _ = ctx;
+        false
+    }
 }
 
 impl<V: TokenValidator + ?Sized> TokenValidator for Arc<V> {
@@ -88,6 +97,9 @@ impl<V: TokenValidator + ?Sized> TokenValidator for Arc<V> {
     fn cache_ttl(&self) -> Option<Duration> {
         (**self).cache_ttl()
     }
+    fn revoked(&self, ctx: &AuthContext) -> bool {
+        (**self).revoked(ctx)
+    }
 }
 
 impl<V: TokenValidator + ?Sized> TokenValidator for Box<V> {
@@ -96,6 +108,9 @@ impl<V: TokenValidator + ?Sized> TokenValidator for Box<V> {
     }
     fn cache_ttl(&self) -> Option<Duration> {
         (**self).cache_ttl()
+    }
+    fn revoked(&self, ctx: &AuthContext) -> bool {
+        (**self).revoked(ctx)
     }
 }
 
@@ -304,6 +319,10 @@ impl<J: TokenValidator, O: TokenValidator> TokenValidator for ByFormat<J, O> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    fn revoked(&self, ctx: &AuthContext) -> bool {
+        self.jwt.revoked(ctx) || self.opaque.revoked(ctx)
     }
 }
 

@@ -52,6 +52,22 @@ impl Store for SlowStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.0.increment(key, ttl)
     }
+    fn append<'a>(
+        &'a self,
+        log: &'a str,
+        event: bytes::Bytes,
+        retention: std::time::Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.0.append(log, event, retention)
+    }
+    fn read_log<'a>(
+        &'a self,
+        log: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, bytes::Bytes)>, StoreError>> {
+        self.0.read_log(log, after, limit)
+    }
 }
 
 struct Flow {
