@@ -559,3 +559,156 @@ pub async fn authorized_client(
     );
     (().serve(transport).await.expect("initialize"), manager)
 }
+
+/// A Redis server the tests may stop and start again: `redis-server` (the `REDIS_SERVER`
+/// binary, else the one on `PATH`) on a loopback port, without persistence, ended with the
+/// test process (a shell watchdog kills it when its parent is gone).
+#[cfg(feature = "redis")]
+pub struct RedisProcess {
+    pub port: u16,
+    child: Option<tokio::process::Child>,
+    /// Where it keeps its append-only file, if it keeps one.
+    dir: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "redis")]
+impl RedisProcess {
+    /// Starts one on a free port and waits until it answers.
+    pub async fn start() -> RedisProcess {
+        Self::start_with(false).await
+    }
+
+    /// Starts one that keeps what it acknowledged across a restart (append-only file, fsync
+    /// on every write), as a production Redis does.
+    pub async fn start_persistent() -> RedisProcess {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> RedisProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = persistent.then(|| {
+            let dir = std::env::temp_dir().join(format!("tower-mcp-auth-redis-{port}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        });
+        let mut redis = RedisProcess {
+            port,
+            child: None,
+            dir,
+        };
+        redis.resume().await;
+        redis
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on its port (after [`stop`](Self::stop)): with what it had if it is
+    /// persistent, else empty.
+    pub async fn resume(&mut self) {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let persistence = match &self.dir {
+            Some(dir) => format!(
+                "--dir {} --appendonly yes --appendfsync always",
+                dir.display()
+            ),
+            None => "--appendonly no".to_owned(),
+        };
+        // The watchdog ends the server when the test process ($PPID of the shell) is gone.
+        let script = format!(
+            "{binary} --port {port} --bind 127.0.0.1 --save '' {persistence} --daemonize no & \
+             server=$!; parent=$PPID; \
+             while kill -0 $parent 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 1; done; \
+             kill $server 2>/dev/null",
+            port = self.port
+        );
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is needed for this test (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if redis_ping(self.port).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "redis-server did not start on port {} (is it installed? apt-get install redis-server)",
+            self.port
+        );
+    }
+
+    /// Stops the server (SHUTDOWN NOSAVE) and waits until its port is closed.
+    pub async fn stop(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+            let _ = stream.write_all(b"SHUTDOWN NOSAVE\r\n").await;
+        }
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").await.is_ok()
+        && stream.read_exact(&mut reply).await.is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// The Redis the tests share: `REDIS_URL` (`.ci/run` starts one), else one started for this
+/// test process. Each test keeps its keys apart with [`redis_store`]'s random prefix.
+#[cfg(feature = "redis")]
+pub async fn redis_url() -> String {
+    static SHARED: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return url;
+    }
+    SHARED
+        .get_or_init(|| async {
+            let redis = RedisProcess::start().await;
+            let url = redis.url();
+            // Lives as long as the test process (the watchdog ends it after).
+            std::mem::forget(redis);
+            url
+        })
+        .await
+        .clone()
+}
+
+/// A store on the shared Redis under a prefix of its own (tests run in parallel).
+#[cfg(feature = "redis")]
+pub async fn redis_store() -> tower_mcp_auth::store::RedisStore {
+    let prefix: u64 = rand::random();
+    tower_mcp_auth::store::RedisStore::builder(redis_url().await)
+        .prefix(format!("test-{prefix:x}:"))
+        .connect()
+        .await
+        .expect("the test Redis")
+}
