@@ -27,6 +27,13 @@
 //!   OpenID Connect provider (register `$PUBLIC_URL/oauth/callback/oidc` there).
 //! - `GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`: also let users sign in with GitHub (an OAuth
 //!   App whose callback URL is `$PUBLIC_URL/oauth/callback/github`).
+//! - `REDIS_URL` (built with `--features redis`): run as one replica of several behind a load
+//!   balancer. Everything the authorization server, ATAG and the stand-in third party keep
+//!   lives in that Redis (`redis://` or `rediss://`, with `user:password@`; keys under
+//!   `REDIS_PREFIX`, default `quickstart:`); the signing keys are kept there sealed, the
+//!   vault keys derived, with `SECRET_KEY` (required then: 32 random characters or more, the
+//!   same on every replica, e.g. `openssl rand -base64 32`); the demo password is shared
+//!   through it too. Give every replica the same `PUBLIC_URL`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,7 +46,9 @@ use tower::ServiceBuilder;
 use tower_mcp_auth::atag::{Atag, External, ExternalService};
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
 use tower_mcp_auth::resource::ProtectedResourceBuilder;
-use tower_mcp_auth::server::{AuthServer, AuthServerBuilder, GitHubProvider, OidcProvider};
+use tower_mcp_auth::server::{
+    AuthServer, AuthServerBuilder, EncryptionKeys, GitHubProvider, OidcProvider, SigningKeys,
+};
 use tower_mcp_auth::validate::{
     ByFormat, IntrospectionValidator, JwksValidator, TokenValidator, discovery,
 };
@@ -243,6 +252,10 @@ pub fn third_party_server(
     mcp_public_url: &str,
     password: &str,
 ) -> Result<AuthServer, tower_mcp_auth::ConfigError> {
+    third_party_builder(issuer, mcp_public_url, password).build()
+}
+
+fn third_party_builder(issuer: &str, mcp_public_url: &str, password: &str) -> AuthServerBuilder {
     AuthServer::builder(issuer)
         .resource(format!("{issuer}/api"))
         .scopes_supported(["profile"])
@@ -254,7 +267,6 @@ pub fn third_party_server(
             [format!("{mcp_public_url}/atag/callback/{THIRD_PARTY}")],
             ["profile"],
         )
-        .build()
 }
 
 /// The third party as seen from the MCP server: an external service.
@@ -323,22 +335,141 @@ pub fn auth_server_builder(
         .prefill_login(true)
 }
 
+/// What the replicas of one deployment share, from `REDIS_URL` and `SECRET_KEY` (feature
+/// `redis`): the stores of the authorization server and of the stand-in third party, their
+/// signing keys (kept in the store, sealed), the vault keys, and the demo password.
+#[derive(Clone)]
+pub struct Replicated {
+    #[cfg(feature = "redis")]
+    store: tower_mcp_auth::store::RedisStore,
+    #[cfg(feature = "redis")]
+    third_party_store: tower_mcp_auth::store::RedisStore,
+    signing: SigningKeys,
+    third_party_signing: SigningKeys,
+    vault: EncryptionKeys,
+    /// The dev users' password, the same on every replica.
+    pub password: String,
+}
+
+impl Replicated {
+    /// From `REDIS_URL`, `REDIS_PREFIX` and `SECRET_KEY`; `None` without `REDIS_URL`.
+    pub async fn from_env() -> Option<Result<Replicated, Box<dyn std::error::Error>>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let url = var("REDIS_URL")?;
+        let prefix = var("REDIS_PREFIX").unwrap_or_else(|| "quickstart:".into());
+        let Some(secret) = var("SECRET_KEY").filter(|s| s.len() >= 32) else {
+            return Some(Err(
+                "REDIS_URL needs SECRET_KEY: 32 random characters or more, \
+                 the same on every replica (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            ));
+        };
+        Some(Self::connect(&url, &prefix, &secret, var("DEMO_PASSWORD")).await)
+    }
+
+    /// Connects to the Redis at `url` (keys under `prefix`), with keys derived from `secret`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        secret: &str,
+        password: Option<String>,
+    ) -> Result<Replicated, Box<dyn std::error::Error>> {
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = (url, prefix, secret, password);
+            Err("REDIS_URL needs the redis feature: cargo run --example quickstart --features redis".into())
+        }
+        #[cfg(feature = "redis")]
+        {
+            use sha2::{Digest, Sha256};
+            use tower_mcp_auth::store::{RedisStore, Store};
+            // One secret, a key per purpose: SHA-256 over a label and the secret.
+            let derive = |label: &str| -> [u8; 32] {
+                Sha256::new()
+                    .chain_update(label)
+                    .chain_update([0])
+                    .chain_update(secret)
+                    .finalize()
+                    .into()
+            };
+            let sealing = EncryptionKeys::new("kek-1", &derive("quickstart signing keys"))?;
+            let vault = EncryptionKeys::new("vault-1", &derive("quickstart vault"))?;
+            let store = RedisStore::builder(url).prefix(prefix).connect().await?;
+            let third_party_store = RedisStore::builder(url)
+                .prefix(format!("{prefix}third-party:"))
+                .connect()
+                .await?;
+            let signing = SigningKeys::shared(&store, &sealing).await?;
+            let third_party_signing = SigningKeys::shared(&third_party_store, &sealing).await?;
+            // The first replica's password (given or random) is everyone's.
+            let candidate = password.unwrap_or_else(random_password);
+            let sealed = sealing.seal(candidate.as_bytes(), b"demo-password")?;
+            let ten_years = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+            store
+                .put_if_absent("demo-password", sealed.into(), ten_years)
+                .await?;
+            let stored = store
+                .get("demo-password")
+                .await?
+                .ok_or("the shared demo password vanished")?;
+            let password =
+                String::from_utf8(sealing.open(std::str::from_utf8(&stored)?, b"demo-password")?)?;
+            Ok(Replicated {
+                store,
+                third_party_store,
+                signing,
+                third_party_signing,
+                vault,
+                password,
+            })
+        }
+    }
+
+    /// `auth` keeping its state and keys where every replica finds them.
+    pub fn authorization_server(&self, auth: AuthServerBuilder) -> AuthServerBuilder {
+        #[cfg(feature = "redis")]
+        let auth = auth.store(self.store.clone());
+        auth.signing_keys(self.signing.clone())
+    }
+}
+
+/// A random dev password (18 hex digits).
+fn random_password() -> String {
+    let bytes: [u8; 9] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The embedded default, whole: the MCP endpoint behind the bearer, policy and ATAG layers
 /// with the authorization server (from `auth`) and the ATAG routes beside it (the third party
 /// as an external service), and the stand-in third party's own app to serve at
-/// `third_party_url`.
+/// `third_party_url`. With `replicated`, the ATAG vault and the third party share its state.
 pub fn embedded_stack(
     auth: AuthServerBuilder,
     resource_uri: &str,
     third_party_url: &str,
     password: &str,
+    replicated: Option<&Replicated>,
 ) -> Result<(axum::Router, axum::Router), Box<dyn std::error::Error>> {
-    let auth = auth.build()?;
-    let atag = Atag::builder(&auth)
-        .service(third_party_service(third_party_url))
-        .build()?;
+    let auth = match replicated {
+        Some(shared) => shared.authorization_server(auth),
+        None => auth,
+    }
+    .build()?;
+    let mut atag = Atag::builder(&auth).service(third_party_service(third_party_url));
+    if let Some(shared) = replicated {
+        atag = atag.vault_keys(shared.vault.clone());
+    }
+    let atag = atag.build()?;
     let public_url = auth.issuer().to_owned();
-    let third_party = third_party_server(third_party_url, &public_url, password)?;
+    let mut third_party = third_party_builder(third_party_url, &public_url, password);
+    if let Some(shared) = replicated {
+        #[cfg(feature = "redis")]
+        {
+            third_party = third_party.store(shared.third_party_store.clone());
+        }
+        third_party = third_party.signing_keys(shared.third_party_signing.clone());
+    }
+    let third_party = third_party.build()?;
     let resource = resource_builder(resource_uri, auth.issuer())
         .resource_name("tower-mcp-auth quickstart")
         .build()?;
@@ -620,10 +751,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // The embedded default: our own authorization server, in this process.
         None => {
-            let password = env_or("DEMO_PASSWORD", || {
-                let bytes: [u8; 9] = rand::random();
-                bytes.iter().map(|b| format!("{b:02x}")).collect()
-            });
+            let replicated = Replicated::from_env().await.transpose()?;
+            let password = match &replicated {
+                Some(shared) => shared.password.clone(),
+                None => env_or("DEMO_PASSWORD", random_password),
+            };
             // The stand-in third party, on the next port.
             let third_party_port = port.checked_add(1).ok_or("PORT must be below 65535")?;
             let third_party_url = format!("http://127.0.0.1:{third_party_port}");
@@ -637,7 +769,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &resource_uri,
                 &third_party_url,
                 &password,
+                replicated.as_ref(),
             )?;
+            if replicated.is_some() {
+                println!(
+                    "Replica:           state in Redis (REDIS_URL), shared with every replica"
+                );
+            }
             tokio::spawn(async move { axum::serve(third_party_listener, third_party).await });
             print!(
                 "{}",

@@ -504,3 +504,86 @@ async fn redis_stopping_under_traffic_gives_503s_opens_nothing_and_loses_nothing
     );
     eprintln!("recovered {:?} after Redis came back", started.elapsed());
 }
+
+// ---- the quickstart as replicas ----
+
+/// The quickstart's embedded stack as two replicas on one Redis (`REDIS_URL`, `SECRET_KEY`):
+/// the same demo password on both, a client registered on one signs in on the other, and an
+/// rmcp client calls a tool on the second with the token the first issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_runs_as_two_replicas_on_one_redis() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let prefix = format!("quickstart-{:x}:", rand::random::<u64>());
+    let secret = "a-secret-of-at-least-thirty-two-characters";
+    let url = redis_url().await;
+    let (first, second) = (
+        crate::quickstart::Replicated::connect(&url, &prefix, secret, None)
+            .await
+            .unwrap(),
+        crate::quickstart::Replicated::connect(&url, &prefix, secret, None)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.password, second.password, "one demo password");
+    let (listener_a, addr_a) = listener().await;
+    let (listener_b, addr_b) = listener().await;
+    let issuer = format!("http://{addr_a}");
+    let mcp = format!("{issuer}/mcp");
+    let mut bases = Vec::new();
+    for (listener, addr, shared) in [(listener_a, addr_a, &first), (listener_b, addr_b, &second)] {
+        let (tp_listener, tp_addr) = crate::support::listener().await;
+        let (app, third_party) = crate::quickstart::embedded_stack(
+            crate::quickstart::auth_server_builder(&issuer, &mcp, &shared.password),
+            &mcp,
+            &format!("http://{tp_addr}"),
+            &shared.password,
+            Some(shared),
+        )
+        .unwrap();
+        spawn(tp_listener, third_party);
+        spawn_with_peer(listener, app);
+        bases.push(format!("http://{addr}"));
+    }
+    let at = |base: &String| Replica {
+        base: base.clone(),
+        mcp: format!("{base}/mcp"),
+        resource: mcp.clone(),
+        served: Arc::default(),
+    };
+    let (on_a, on_b) = (at(&bases[0]), at(&bases[1]));
+    let client_id = on_a.register().await;
+    // Signs in on B as demo with the shared password; the code is redeemed on A.
+    let browser = browser();
+    let mut authorize = url::Url::parse(&format!("{}/oauth/authorize", on_b.base)).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", &challenge(VERIFIER))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &mcp)
+        .append_pair("scope", "mcp:tools notes:read");
+    let login = browser.get(authorize.as_str()).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let html = login.text().await.unwrap();
+    let back = sign_in_and_approve(&browser, &on_b.base, &html, "demo", &second.password).await;
+    let code = query(back.headers()["location"].to_str().unwrap())["code"].clone();
+    let (access, _) = tokens_of(on_a.redeem(&client(), &client_id, &code).await).await;
+    // An MCP session lives on one replica (sticky routing): this one is on B.
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(on_b.mcp.as_str()).auth_header(access),
+    );
+    let client = ().serve(transport).await.expect("initialize on B");
+    let result = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let text = text_of(&result);
+    assert!(text.contains("demo"), "{text}");
+    client.cancel().await.unwrap();
+}

@@ -446,6 +446,7 @@ pub async fn start_quickstart() -> QuickstartStack {
         &mcp_url,
         &third_party,
         QUICKSTART_PASSWORD,
+        None,
     )
     .unwrap();
     spawn(tp_listener, third_party_app);
