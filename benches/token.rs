@@ -1,9 +1,15 @@
-//! The token endpoint on the memory store: authorization code exchange (PKCE, atomic
-//! redemption, ES256 signing, refresh token issuance), refresh with rotation, and
-//! client_credentials. Requests go through the axum router in process (no sockets), so the
-//! figures are the server's own work.
+//! The token endpoint on the memory store, and on Redis when `REDIS_URL` is set (feature
+//! `redis`): authorization code exchange (PKCE, atomic redemption, ES256 signing, refresh token
+//! issuance), refresh with rotation, and client_credentials. Requests go through the axum
+//! router in process (no sockets), so the figures are the server's own work plus, for Redis,
+//! its round trips.
 //!
-//! `cargo bench --bench token`
+//! And the bearer layer's hot path (a cached token) in front of our own tokens, with revocation
+//! checking off (the signing keys' plain validator) and on (`AuthServer::validator`), with
+//! nothing revoked and with 10,000 other tokens revoked.
+//!
+//! `cargo bench --bench token` (`REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench token
+//! --all-features` for the Redis figures)
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +19,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
+use tower::{Layer, Service, ServiceExt};
+use tower_mcp_auth::ProtectedResource;
 use tower_mcp_auth::server::AuthServer;
+use tower_mcp_auth::store::{MemoryStore, Store};
 
 const BASE: &str = "http://127.0.0.1:8080";
 const MCP: &str = "http://127.0.0.1:8080/mcp";
@@ -79,8 +87,9 @@ fn add_cookies(cookies: &mut String, parts: &http::response::Parts) {
 
 impl Bench {
     /// Signs in and consents once; later authorizations return a code at once.
-    async fn new() -> Bench {
+    async fn new(store: impl Store) -> Bench {
         let auth = AuthServer::builder(BASE)
+            .store(store)
             .resource(MCP)
             .scopes_supported(["mcp:tools"])
             .dev_user("demo", "demo-password")
@@ -153,8 +162,27 @@ fn token(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let bench = runtime.block_on(Bench::new());
-    let mut group = c.benchmark_group("token_endpoint");
+    let bench = runtime.block_on(Bench::new(MemoryStore::default()));
+    endpoint(c, &runtime, &bench, "token_endpoint");
+    #[cfg(feature = "redis")]
+    match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            let store = runtime.block_on(async {
+                tower_mcp_auth::store::RedisStore::builder(url)
+                    .prefix(format!("bench-{}:", std::process::id()))
+                    .connect()
+                    .await
+                    .unwrap()
+            });
+            let bench = runtime.block_on(Bench::new(store));
+            endpoint(c, &runtime, &bench, "token_endpoint_redis");
+        }
+        Err(_) => eprintln!("REDIS_URL is not set: no Redis figures"),
+    }
+}
+
+fn endpoint(c: &mut Criterion, runtime: &tokio::runtime::Runtime, bench: &Bench, name: &str) {
+    let mut group = c.benchmark_group(name);
     group.bench_function("authorization_code", |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {
@@ -214,12 +242,116 @@ fn token(c: &mut Criterion) {
     group.finish();
 }
 
+/// A cached-token request through the bearer layer in front of `validator`, timed over
+/// requests built beforehand.
+fn cached_hits<V: tower_mcp_auth::validate::TokenValidator>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    validator: V,
+    token: &str,
+) {
+    let resource = ProtectedResource::builder(MCP)
+        .authorization_server(BASE)
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+    });
+    let mut service = tower_mcp_auth::BearerLayer::new(validator, resource).layer(inner);
+    let request = || {
+        Request::post(MCP)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The first request validates and fills the cache.
+    let first = runtime.block_on(service.call(request())).unwrap();
+    assert_eq!(first.status(), 200);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let requests: Vec<_> = (0..iters).map(|_| request()).collect();
+            runtime.block_on(async {
+                let start = Instant::now();
+                for request in requests {
+                    std::hint::black_box(service.call(request).await.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn revocation(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let auth = AuthServer::builder(BASE)
+        .resource(MCP)
+        .scopes_supported(["mcp:tools"])
+        .client(
+            "job",
+            "a-machine-secret-of-at-least-32-chars",
+            ["mcp:tools"],
+        )
+        .build()
+        .unwrap();
+    let app = auth.router::<()>();
+    let mint = || async {
+        let body = form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "job"),
+            ("client_secret", "a-machine-secret-of-at-least-32-chars"),
+        ]);
+        let (_, text) = send(&app, post("/oauth/token", body, "")).await;
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value["access_token"].as_str().unwrap().to_owned()
+    };
+    let token = runtime.block_on(mint());
+    let mut group = c.benchmark_group("bearer_own_tokens");
+    cached_hits(
+        &mut group,
+        &runtime,
+        "cached_revocation_off",
+        auth.signing_keys().validator(BASE, MCP),
+        &token,
+    );
+    cached_hits(
+        &mut group,
+        &runtime,
+        "cached_revocation_on_none_revoked",
+        auth.validator(MCP).unwrap(),
+        &token,
+    );
+    runtime.block_on(async {
+        for _ in 0..10_000 {
+            let other = mint().await;
+            let body = form(&[
+                ("client_id", "job"),
+                ("client_secret", "a-machine-secret-of-at-least-32-chars"),
+                ("token", &other),
+            ]);
+            let (parts, _) = send(&app, post("/oauth/revoke", body, "")).await;
+            assert_eq!(parts.status, 200);
+        }
+    });
+    cached_hits(
+        &mut group,
+        &runtime,
+        "cached_revocation_on_10k_revoked",
+        auth.validator(MCP).unwrap(),
+        &token,
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
-    targets = token
+    targets = token, revocation
 }
 criterion_main!(benches);

@@ -16,6 +16,8 @@
 //! | `upstream:` | an upstream sign-in in progress (by digest of its `state`) | 10 minutes |
 //! | `cimd:` | a fetched client metadata document | its cache lifetime, a day at most |
 //! | `regcount:`, `attempts:`, `lock:` | counters and locks | their window |
+//! | `keys:signing` | the shared signing key, sealed ([`SigningKeys::shared`](super::SigningKeys::shared)) | ten years |
+//! | `log:revocations` | the revocation log every replica reads | the access token lifetime |
 
 use std::marker::PhantomData;
 

@@ -69,7 +69,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends `event` to the log `log` and returns its position. Every instance sharing the
     /// store reads the log ([`read_log`](Self::read_log)); events older than `retention` may be
-    /// dropped. Positions only grow.
+    /// dropped. Give one log one retention: the latest append's may apply to the events
+    /// before it (Redis trims and expires the whole stream). Positions only grow.
     fn append<'a>(
         &'a self,
         log: &'a str,

@@ -53,6 +53,9 @@ fn id_of(position: u64) -> String {
     )
 }
 
+/// One `XRANGE` entry: its id and its field-value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
@@ -64,8 +67,10 @@ fn millis(duration: Duration) -> u64 {
 ///
 /// Entries expire in Redis (`SET … PX`); single use is `GETDEL`; `put_if_absent` is
 /// `SET … NX`; counters and the log are Lua scripts, so each operation is one atomic command.
-/// The connection is a [`ConnectionManager`]: when Redis goes away, commands fail at once (the
-/// request gets a `503` with `Retry-After`), and it reconnects by itself when Redis returns.
+/// The connection is a [`ConnectionManager`]: when Redis goes away, commands fail within a
+/// short reconnection attempt (a closed port: milliseconds; an unreachable host: the time
+/// limit), so the request gets a `503` with `Retry-After`; it reconnects by itself when Redis
+/// returns. A `put` with a zero TTL lives one millisecond (Redis's least).
 /// `redis://` and `rediss://` (TLS) URLs, with `user:password@` and a `/db` number.
 ///
 /// ```no_run
@@ -175,10 +180,13 @@ impl RedisStoreBuilder {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
-            // Reconnect quickly and keep trying: requests fail fast meanwhile.
+            // A reconnection tries a few times, quickly, then gives up: the commands waiting on
+            // it fail (503) instead of waiting out their time limit, and the next command
+            // starts a new reconnection. Endless retries here would hold every request of an
+            // outage for the full time limit.
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(usize::MAX);
+            .set_max_delay(Duration::from_millis(250))
+            .set_number_of_retries(2);
         let connection = tokio::time::timeout(
             self.timeout,
             ConnectionManager::new_with_config(client, config),
@@ -305,14 +313,15 @@ impl Store for RedisStore {
                 // Exclusive range start (Redis 6.2+).
                 format!("({}", id_of(after))
             };
-            let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = self
+            let entries: Vec<StreamEntry> = self
                 .run(
                     redis::cmd("XRANGE")
                         .arg(self.key(log))
                         .arg(start)
                         .arg("+")
                         .arg("COUNT")
-                        .arg(limit)
+                        // Redis takes a signed 64-bit count.
+                        .arg(limit.min(1 << 20))
                         .query_async(&mut connection),
                 )
                 .await?;

@@ -21,10 +21,14 @@ mod policy;
 mod quickstart_rmcp;
 #[cfg(feature = "server")]
 mod registration;
+#[cfg(feature = "redis")]
+mod replicas;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "atag")]
 mod step_up;
+#[cfg(feature = "redis")]
+mod store;
 #[cfg(feature = "atag")]
 mod ts_sdk;
 #[cfg(feature = "server")]

@@ -713,3 +713,16 @@ pub async fn redis_store() -> tower_mcp_auth::store::RedisStore {
         .await
         .expect("the test Redis")
 }
+
+#[cfg(feature = "redis")]
+impl Drop for RedisProcess {
+    /// Shuts the server down: killing its watchdog shell alone would leave it running.
+    fn drop(&mut self) {
+        use std::io::Write;
+        if self.child.is_some()
+            && let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port))
+        {
+            let _ = stream.write_all(b"SHUTDOWN NOSAVE\r\n");
+        }
+    }
+}
