@@ -450,6 +450,24 @@ async fn redis_stopping_under_traffic_gives_503s_opens_nothing_and_loses_nothing
     let (unseen, _) = tokens_of(server.redeem(&client(), &client_id, &code).await).await;
     assert_eq!(server.status(&cached).await, 200);
 
+    // Traffic throughout the stop, the outage and the restart: what each kind of request got.
+    let server = Arc::new(server);
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let traffic = {
+        let (server, running) = (server.clone(), running.clone());
+        let (cached, unseen) = (cached.clone(), unseen.clone());
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while running.load(Ordering::SeqCst) {
+                seen.insert(("cached", server.status(&cached).await));
+                seen.insert(("unseen", server.status(&unseen).await));
+                let anonymous = client().post(&server.mcp).send().await.unwrap();
+                seen.insert(("anonymous", anonymous.status().as_u16()));
+            }
+            seen
+        })
+    };
+
     redis.stop().await;
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut outage_503s = 0;
@@ -501,6 +519,20 @@ async fn redis_stopping_under_traffic_gives_503s_opens_nothing_and_loses_nothing
         server.status(&unseen).await,
         200,
         "the unseen token validates again"
+    );
+    running.store(false, Ordering::SeqCst);
+    let seen = traffic.await.unwrap();
+    for (kind, status) in &seen {
+        let allowed: &[u16] = match *kind {
+            "cached" => &[200],
+            "unseen" => &[200, 503],
+            _ => &[401],
+        };
+        assert!(allowed.contains(status), "{kind} got {status}: {seen:?}");
+    }
+    assert!(
+        seen.contains(&("unseen", 503)),
+        "the outage was seen: {seen:?}"
     );
     eprintln!("recovered {:?} after Redis came back", started.elapsed());
 }
