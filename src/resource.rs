@@ -283,7 +283,7 @@ impl ProtectedResourceBuilder {
         if self.scopes_supported.iter().any(|s| s == "offline_access") {
             // MCP 2026-07-28: clients request all of `scopes_supported` when no challenge
             // names scopes; `offline_access` there makes every client ask for refresh tokens.
-            tracing::warn!(resource = %self.resource, "scopes_supported should not contain offline_access");
+            tracing::warn!(resource = %crate::audit::Escaped(&self.resource), "scopes_supported should not contain offline_access");
         }
         let path = match url.path() {
             "/" => "",

@@ -401,7 +401,7 @@ impl Call<'_> {
                 )
                 .await
         {
-            tracing::warn!(target: audit::TARGET, user = ctx.subject(), tool = %self.tool, reason = refusal.message(), "requestState refused");
+            tracing::warn!(target: audit::TARGET, user = ctx.subject(), tool = %crate::audit::Escaped(&self.tool), reason = refusal.message(), "requestState refused");
             return Err(rpc_error(
                 StatusCode::OK,
                 &self.id,
@@ -430,7 +430,7 @@ impl Call<'_> {
             // until it gives up). A later call asks again.
             Ok(None) if matches!(self.answer.as_deref(), Some("decline" | "cancel")) => {
                 let answer = self.answer.as_deref().unwrap_or_default();
-                tracing::info!(target: audit::TARGET, user = ctx.subject(), service = %service.id, tool = %self.tool, answer, "third-party connection declined");
+                tracing::info!(target: audit::TARGET, user = ctx.subject(), service = %crate::audit::Escaped(&service.id), tool = %crate::audit::Escaped(&self.tool), answer, "third-party connection declined");
                 let how = if answer == "cancel" {
                     "cancelled"
                 } else {
@@ -444,7 +444,7 @@ impl Call<'_> {
             }
             Ok(None) => Err(self.challenge(&ctx, service).await),
             Err(e) => {
-                tracing::warn!(target: audit::TARGET, service = %service.id, error = %e, "third-party token unavailable");
+                tracing::warn!(target: audit::TARGET, service = %crate::audit::Escaped(&service.id), error = %crate::audit::Escaped(&e), "third-party token unavailable");
                 Err(rpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &self.id,
@@ -483,7 +483,7 @@ impl Call<'_> {
                 );
             }
         };
-        tracing::info!(target: audit::TARGET, user = ctx.subject(), service = %service.id, tool = %self.tool, "third-party connection required");
+        tracing::info!(target: audit::TARGET, user = ctx.subject(), service = %crate::audit::Escaped(&service.id), tool = %crate::audit::Escaped(&self.tool), "third-party connection required");
         let name = service.name();
         let message = format!(
             "Connect your {name} account so that {} can act for you.",

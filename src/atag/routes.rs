@@ -107,7 +107,7 @@ async fn same_user(server: &AuthServer, headers: &HeaderMap, user: &str) -> Resu
     match logged_in_user(server, headers).await? {
         Some(session) if session.subject == user => Ok(()),
         Some(session) => {
-            tracing::warn!(target: audit::TARGET, signed_in = %session.subject, "a connect link was opened by another user");
+            tracing::warn!(target: audit::TARGET, signed_in = %crate::audit::Escaped(&session.subject), "a connect link was opened by another user");
             Err(error_page(
                 server,
                 StatusCode::FORBIDDEN,
@@ -197,7 +197,7 @@ pub(super) async fn callback(
     )
     .await?;
     if params.contains_key("error") {
-        tracing::info!(target: audit::TARGET, user = %record.link.user, service = %service_id, "third-party authorization declined");
+        tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&record.link.user), service = %crate::audit::Escaped(&service_id), "third-party authorization declined");
         return Err(error_page(
             server,
             StatusCode::FORBIDDEN,
@@ -223,7 +223,7 @@ pub(super) async fn callback(
     {
         Ok(tokens) => tokens,
         Err(e) => {
-            tracing::warn!(target: audit::TARGET, user = %record.link.user, service = %service_id, error = %e, "third-party code exchange failed");
+            tracing::warn!(target: audit::TARGET, user = %crate::audit::Escaped(&record.link.user), service = %crate::audit::Escaped(&service_id), error = %crate::audit::Escaped(&e), "third-party code exchange failed");
             return Err(failure(server, &e));
         }
     };
@@ -236,7 +236,7 @@ pub(super) async fn callback(
         )
         .await
         .map_err(vault_unavailable)?;
-    tracing::info!(target: audit::TARGET, user = %record.link.user, client_id = ?record.link.client_id, service = %service_id, elicitation = %record.link.elicitation, "third-party account connected");
+    tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&record.link.user), client_id = ?record.link.client_id, service = %crate::audit::Escaped(&service_id), elicitation = %crate::audit::Escaped(&record.link.elicitation), "third-party account connected");
     atag.elicitation_complete(&record.link);
     Ok(message_page(
         server,
@@ -300,6 +300,6 @@ pub(super) async fn disconnect(
         .delete(&user, &service_id)
         .await
         .map_err(vault_unavailable)?;
-    tracing::info!(target: audit::TARGET, %user, service = %service_id, "third-party account disconnected");
+    tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&user), service = %crate::audit::Escaped(&service_id), "third-party account disconnected");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -218,12 +218,12 @@ impl AtagState {
                     .put(user, &service.id, &fresh, self.ttl_of(&fresh))
                     .await
                     .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-                tracing::info!(target: audit::TARGET, user, service = %service.id, "third-party token refreshed");
+                tracing::info!(target: audit::TARGET, user, service = %crate::audit::Escaped(&service.id), "third-party token refreshed");
                 Ok(Some(fresh))
             }
             Err(UpstreamError::Refused(reason)) => {
                 // The grant is gone at the service: forget it, the user connects again.
-                tracing::info!(target: audit::TARGET, user, service = %service.id, %reason, "third-party refresh refused; token dropped");
+                tracing::info!(target: audit::TARGET, user, service = %crate::audit::Escaped(&service.id), reason = %crate::audit::Escaped(&reason), "third-party refresh refused; token dropped");
                 let _ = self.vault.delete(user, &service.id).await;
                 Ok(None)
             }
@@ -237,7 +237,7 @@ impl AtagState {
             Err(super::VaultError::Store(e)) => Err(UpstreamError::Unavailable(e.to_string())),
             Err(e) => {
                 // A forged or foreign entry counts as none: the user connects again.
-                tracing::warn!(target: audit::TARGET, user, service, error = %e, "vault entry refused");
+                tracing::warn!(target: audit::TARGET, user, service, error = %crate::audit::Escaped(&e), "vault entry refused");
                 Ok(None)
             }
         }

@@ -51,7 +51,7 @@ impl Admission {
 
     pub(crate) fn refuse_token(&self, error: &TokenError) -> Response<Full<Bytes>> {
         if let TokenError::Unavailable(detail) = error {
-            tracing::warn!(target: audit::TARGET, decision = "deny", reason = %detail, "token validation unavailable");
+            tracing::warn!(target: audit::TARGET, decision = "deny", reason = %crate::audit::Escaped(&detail), "token validation unavailable");
             let mut response = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -62,7 +62,7 @@ impl Admission {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return response;
         }
-        tracing::info!(target: audit::TARGET, decision = "deny", reason = %error, "token refused");
+        tracing::info!(target: audit::TARGET, decision = "deny", reason = %crate::audit::Escaped(&error), "token refused");
         let description = error.to_string();
         Challenge::new(self.resource.metadata_url())
             .scope(&self.challenge_scopes)

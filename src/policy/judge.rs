@@ -313,7 +313,7 @@ impl Shared {
     ) -> Response<PolicyBody> {
         match refusal {
             Refusal::InsufficientScope(scopes) => {
-                tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %scopes, "operation refused");
+                tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %crate::audit::Escaped(&scopes), "operation refused");
                 let description = if target.is_empty() {
                     format!("{method} requires the scopes: {scopes}")
                 } else {

@@ -225,7 +225,7 @@ impl Shared {
             let mcp = match jsonrpc::parse(&bytes) {
                 Ok(mcp) => mcp,
                 Err(e) => {
-                    tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = %e, "unparseable request refused");
+                    tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = %crate::audit::Escaped(&e), "unparseable request refused");
                     return rpc_error(
                         StatusCode::BAD_REQUEST,
                         &Value::Null,

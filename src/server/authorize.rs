@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::auth_server::AuthServer;
 use super::clients::Client;
-use super::consent::consent_or_code;
+use super::consent::{approved_before, consent_or_code};
 use super::cookies::{browser_cookie_name, session_cookie, set_cookie};
 use super::error::OAuthError;
 use super::keyspace;
@@ -26,6 +26,13 @@ use super::redirect::{redirect_back, redirect_matches};
 use super::storage::{load, save};
 use crate::audit;
 use crate::resource::canonical_audience;
+
+/// The longest `state` kept with a pending request (it is stored until the request ends:
+/// unbounded, it would be free memory for anyone).
+const MAX_STATE: usize = 1024;
+
+/// The longest query `/oauth/authorize` reads.
+const MAX_QUERY: usize = 8 * 1024;
 
 /// How long a started authorization waits for login and consent.
 pub(super) const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -54,8 +61,16 @@ pub(super) async fn authorize(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, Response> {
+    let query = query.unwrap_or_default();
+    if query.len() > MAX_QUERY {
+        return Err(error_page(
+            &server,
+            StatusCode::URI_TOO_LONG,
+            "the authorization request is too large",
+        ));
+    }
     // RFC 6749 §3.1: parameters must not repeat (a repeated one is refused, not picked from).
-    let params = parse_form(query.unwrap_or_default().as_bytes())
+    let params = parse_form(query.as_bytes())
         .map_err(|_| error_page(&server, StatusCode::BAD_REQUEST, "a parameter is repeated"))?;
     // Until the client and its redirect URI are known good, errors stay on our page.
     let Some(client_id) = params.get("client_id") else {
@@ -68,7 +83,7 @@ pub(super) async fn authorize(
     let client = match server.lookup_client(client_id).await? {
         Some(client) if client.grant_types.iter().any(|g| g == "authorization_code") => client,
         _ => {
-            tracing::info!(target: audit::TARGET, decision = "deny", %client_id, reason = "unknown client", "authorization refused");
+            tracing::info!(target: audit::TARGET, decision = "deny", client_id = %crate::audit::Escaped(&client_id), reason = "unknown client", "authorization refused");
             return Err(error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
@@ -86,7 +101,7 @@ pub(super) async fn authorize(
             uri.clone()
         }
         Some(_) => {
-            tracing::info!(target: audit::TARGET, decision = "deny", %client_id, reason = "redirect URI not registered", "authorization refused");
+            tracing::info!(target: audit::TARGET, decision = "deny", client_id = %crate::audit::Escaped(&client_id), reason = "redirect URI not registered", "authorization refused");
             return Err(error_page(
                 &server,
                 StatusCode::BAD_REQUEST,
@@ -102,8 +117,35 @@ pub(super) async fn authorize(
         }
     };
     let state = params.get("state").map(String::as_str);
+    // Errors go back to the client only if the operator configured it or this person approved
+    // it before; otherwise they are shown here (no open redirector for self-registered ones).
+    let requested_resource = match params.get("resource") {
+        Some(r) => canonical_audience(r).into_owned(),
+        None => server
+            .grants()
+            .resources
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let trusted = client.configured
+        || approved_before(
+            &server,
+            &headers,
+            &client.client_id,
+            &requested_resource,
+            &redirect_uri,
+        )
+        .await?;
     let fail = |error: &str, description: &str| {
-        tracing::info!(target: audit::TARGET, decision = "deny", client_id = %client.client_id, error, reason = description, requested_scope = params.get("scope").map(String::as_str), "authorization refused");
+        tracing::info!(target: audit::TARGET, decision = "deny", client_id = %crate::audit::Escaped(&client.client_id), error, reason = description, requested_scope = params.get("scope").map(String::as_str), redirected = trusted, "authorization refused");
+        if !trusted {
+            return error_page(
+                &server,
+                StatusCode::BAD_REQUEST,
+                &format!("The application's request is not valid: {description} ({error})."),
+            );
+        }
         redirect_back(
             &server,
             &redirect_uri,
@@ -111,6 +153,9 @@ pub(super) async fn authorize(
             &[("error", error), ("error_description", description)],
         )
     };
+    if state.is_some_and(|s| s.len() > MAX_STATE) {
+        return Err(fail("invalid_request", "state is too long"));
+    }
     if params.get("response_type").map(String::as_str) != Some("code") {
         return Err(fail(
             "unsupported_response_type",

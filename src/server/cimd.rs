@@ -217,6 +217,7 @@ impl AuthServer {
                 redirect_uris: document.redirect_uris,
                 grant_types,
                 configured: false,
+                auth_method: None,
             },
             ttl,
         ))

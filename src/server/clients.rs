@@ -30,7 +30,17 @@ pub(super) struct Client {
     /// ceiling. Never stored, so every client read from the store (self-registered) is not.
     #[serde(skip)]
     pub(super) configured: bool,
+    /// The registered `token_endpoint_auth_method` of a self-registered confidential client:
+    /// the only one it may use. Configured clients may use either.
+    #[serde(default)]
+    pub(super) auth_method: Option<String>,
 }
+
+/// Failed client authentications allowed per client and window: past it, 429 until the window
+/// ends, so a client secret cannot be guessed online (it is 256-bit random anyway; this keeps
+/// the endpoint from being a free oracle and the logs readable).
+const MAX_AUTH_FAILURES: u64 = 10;
+const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Client {
     /// What this client may ask for: a configured client its own list; a self-registered one
@@ -76,7 +86,7 @@ impl AuthServer {
             return match self.document_client(id).await {
                 Ok(client) => Ok(client),
                 Err(reason) => {
-                    tracing::info!(target: audit::TARGET, client_id = %id, %reason, "client metadata document refused");
+                    tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&id), reason = %crate::audit::Escaped(&reason), "client metadata document refused");
                     Ok(None)
                 }
             };
@@ -127,18 +137,40 @@ impl AuthServer {
             (None, _, _) => return Err(OAuthError::InvalidClient { basic: false }),
         };
         let basic = matches!(how, ClientAuth::Basic);
+        let failures_key = super::keyspace::client_auth_failures(&id);
+        let failures = self
+            .store()
+            .get(&failures_key)
+            .await?
+            .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= MAX_AUTH_FAILURES {
+            tracing::warn!(target: audit::TARGET, client_id = ?id, "client authentication locked out");
+            return Err(OAuthError::RateLimited {
+                description: "too many failed client authentications; try again later".into(),
+                retry_after: AUTH_FAILURE_WINDOW.as_secs(),
+            });
+        }
         let client = self.lookup_client(&id).await?;
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let method = match how {
+            ClientAuth::Basic => "client_secret_basic",
+            ClientAuth::Post => "client_secret_post",
+        };
         match client {
             Some(client)
                 if client
                     .secret_sha256
-                    .is_some_and(|stored| bool::from(presented.ct_eq(&stored))) =>
+                    .is_some_and(|stored| bool::from(presented.ct_eq(&stored)))
+                    && client.auth_method.as_deref().is_none_or(|m| m == method) =>
             {
                 Ok((client, how))
             }
             _ => {
-                tracing::info!(target: audit::TARGET, client_id = %id, "client authentication failed");
+                tracing::info!(target: audit::TARGET, client_id = ?id, method, "client authentication failed");
+                self.store()
+                    .increment(&failures_key, AUTH_FAILURE_WINDOW)
+                    .await?;
                 Err(OAuthError::InvalidClient { basic })
             }
         }

@@ -51,7 +51,7 @@ pub(super) async fn exchange_code(
         // A code seen before is a replay: revoke what it produced.
         if let Some(family) = load(server, &keyspace::used_code(&key)).await? {
             revoke_family(server, &family).await?;
-            tracing::warn!(target: audit::TARGET, client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
+            tracing::warn!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), "authorization code replayed; its tokens are revoked");
         }
         return Err(OAuthError::InvalidGrant(
             "the code is invalid, expired or already used".into(),
@@ -93,7 +93,7 @@ pub(super) async fn exchange_code(
             "resource differs from the authorization request".into(),
         ));
     }
-    tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %grant.subject, "authorization code redeemed");
+    tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), user = %crate::audit::Escaped(&grant.subject), "authorization code redeemed");
     server.keep_client(client).await;
     let scope = Scopes::from_space_separated(&grant.scope);
     let (mut body, _) = token_body(

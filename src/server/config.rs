@@ -346,6 +346,7 @@ impl AuthServerBuilder {
                 redirect_uris: Vec::new(),
                 grant_types: vec!["client_credentials".into()],
                 configured: true,
+                auth_method: None,
             };
             clients.insert(id, client);
         }
@@ -365,6 +366,7 @@ impl AuthServerBuilder {
                 redirect_uris,
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
                 configured: true,
+                auth_method: None,
             };
             clients.insert(id, client);
         }

@@ -41,7 +41,7 @@ pub(super) async fn consent_or_code(
             Scopes::from_space_separated(&pending.scope),
         );
         let removed: Vec<&str> = kept.missing(&asked).collect();
-        tracing::info!(target: audit::TARGET, decision = "narrow", user = %session.subject, client_id = %client.client_id, requested = %pending.scope, granted = %granted, removed = ?removed, "authorization narrowed to the user's grants");
+        tracing::info!(target: audit::TARGET, decision = "narrow", user = %crate::audit::Escaped(&session.subject), client_id = %crate::audit::Escaped(&client.client_id), requested = %crate::audit::Escaped(&pending.scope), granted = %crate::audit::Escaped(&granted), removed = ?removed, "authorization narrowed to the user's grants");
     }
     pending.scope = granted;
     let user = session.subject.as_str();
@@ -103,8 +103,36 @@ async fn remembered_consent(
 /// Consent is remembered per user, client, resource and redirect URI: a public client's code
 /// is never issued silently to a redirect (a loopback port) the user did not approve.
 fn consent_key(user: &str, client: &Client, pending: &Pending) -> Key<String> {
-    let scope_of = format!("{}|{}", pending.resource, pending.redirect_uri);
-    keyspace::consent(user, &client.client_id, &digest(&scope_of))
+    consent_key_for(
+        user,
+        &client.client_id,
+        &pending.resource,
+        &pending.redirect_uri,
+    )
+}
+
+fn consent_key_for(user: &str, client_id: &str, resource: &str, redirect_uri: &str) -> Key<String> {
+    let scope_of = format!("{resource}|{redirect_uri}");
+    keyspace::consent(user, client_id, &digest(&scope_of))
+}
+
+/// Whether the person in this browser approved `client` for `resource` and `redirect_uri`
+/// before. Only then may an authorization error be sent back to a client that is not
+/// configured by the operator: anyone can register a client whose redirect URI is their own
+/// site, and an error redirect before sign-in would make us an open redirector (RFC 9700
+/// §4.11.2).
+pub(super) async fn approved_before(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    client_id: &str,
+    resource: &str,
+    redirect_uri: &str,
+) -> Result<bool, OAuthError> {
+    let Some(session) = logged_in_user(server, headers).await? else {
+        return Ok(false);
+    };
+    let key = consent_key_for(&session.subject, client_id, resource, redirect_uri);
+    Ok(load(server, &key).await?.is_some())
 }
 
 /// `POST /oauth/consent`.
@@ -127,7 +155,7 @@ pub(super) async fn consent(
         return Err(already_answered(&server));
     }
     if form.get("decision").map(String::as_str) != Some("approve") {
-        tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, "consent denied");
+        tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&user), client_id = %crate::audit::Escaped(&client.client_id), "consent denied");
         return Err(redirect_back(
             &server,
             &pending.redirect_uri,
@@ -153,7 +181,7 @@ pub(super) async fn consent(
         server.grants().refresh_token_ttl,
     )
     .await?;
-    tracing::info!(target: audit::TARGET, user = %user, client_id = %client.client_id, scope = %pending.scope, "consent given");
+    tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&user), client_id = %crate::audit::Escaped(&client.client_id), scope = %crate::audit::Escaped(&pending.scope), "consent given");
     issue_code(&server, pending, &session).await
 }
 

@@ -15,7 +15,7 @@
 //! | `session:` | a sign-in session (by digest of its cookie) | the session lifetime |
 //! | `upstream:` | an upstream sign-in in progress (by digest of its `state`) | 10 minutes |
 //! | `cimd:` | a fetched client metadata document | its cache lifetime, a day at most |
-//! | `regcount:`, `attempts:`, `lock:` | counters and locks | their window |
+//! | `regcount:`, `attempts:`, `authfail:`, `loginfail-user:`, `loginfail-addr:`, `lock:` | counters and locks | their window |
 //! | `keys:signing` | the shared signing key, sealed ([`SigningKeys::shared`](super::SigningKeys::shared)) | ten years |
 //! | `log:revocations` | the revocation log every replica reads | the access token lifetime |
 
@@ -111,6 +111,28 @@ pub(super) fn metadata_document(client_id: &str) -> Key<Client> {
 /// The registrations counted for one client address in one window.
 pub(super) fn registration_count(bucket: &str, window: u64) -> String {
     format!("regcount:{bucket}:{window}")
+}
+
+/// The failed client authentications of one client id, in the current window.
+pub(super) fn client_auth_failures(client_id: &str) -> String {
+    format!("authfail:{}", super::primitives::digest(client_id))
+}
+
+/// Failed dev sign-ins for one user name (by digest: the name is the attacker's text).
+pub(super) fn login_failures_of_user(username: &str) -> String {
+    format!("loginfail-user:{}", super::primitives::digest(username))
+}
+
+/// Failed dev sign-ins from one client address.
+pub(super) fn login_failures_from(address: std::net::IpAddr) -> String {
+    match address.to_canonical() {
+        // An IPv6 client holds a whole /64.
+        std::net::IpAddr::V6(ip) => {
+            let [a, b, c, d, ..] = ip.segments();
+            format!("loginfail-addr:{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+        ip => format!("loginfail-addr:{ip}"),
+    }
 }
 
 /// The wrong passwords counted for one sign-in request.

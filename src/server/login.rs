@@ -105,14 +105,56 @@ async fn signed_in(
     Ok(response)
 }
 
+/// Failed sign-ins allowed per user name, and per client address, in a window: a new
+/// authorization request is free, so the per-request count alone would let anyone guess on.
+const MAX_FAILURES_PER_USER: u64 = 10;
+const MAX_FAILURES_PER_ADDRESS: u64 = 50;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 /// `POST /oauth/login`: the dev login.
 pub(super) async fn login(
     State(server): State<AuthServer>,
-    headers: HeaderMap,
+    parts: http::request::Parts,
     Form(form): Form,
 ) -> Result<Response, Response> {
-    let (id, pending, client) = pending_from_form(&server, &headers, &form).await?;
+    let headers = &parts.headers;
+    let (id, pending, client) = pending_from_form(&server, headers, &form).await?;
     let username = form.get("username").cloned().unwrap_or_default();
+    // Counted whether the user exists or not, so the limit does not tell which names do.
+    let address = server.registry().client_address.client_address(&parts);
+    let mut counters = vec![(
+        keyspace::login_failures_of_user(&username),
+        MAX_FAILURES_PER_USER,
+    )];
+    // Without a known address (no `ConnectInfo`), one shared bucket would lock everyone out.
+    if let Some(address) = address {
+        counters.push((
+            keyspace::login_failures_from(address),
+            MAX_FAILURES_PER_ADDRESS,
+        ));
+    }
+    for (key, max) in &counters {
+        let failures = server
+            .store()
+            .get(key)
+            .await
+            .map_err(OAuthError::from)?
+            .and_then(|n| std::str::from_utf8(&n).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= *max {
+            tracing::warn!(target: audit::TARGET, user = %crate::audit::Escaped(&username), ?address, "sign-in locked out after failed attempts");
+            let mut page = error_page(
+                &server,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-in attempts. Try again in 15 minutes.",
+            );
+            page.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(FAILURE_WINDOW.as_secs()),
+            );
+            return Err(page);
+        }
+    }
     let presented: [u8; 32] = Sha256::digest(
         form.get("password")
             .map(String::as_bytes)
@@ -129,10 +171,17 @@ pub(super) async fn login(
         }
     }
     let Some(user) = found else {
-        tracing::info!(target: audit::TARGET, user = %username, "dev login failed");
+        tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&username), "dev login failed");
         // A sign-in request allows a few guesses, then it is spent: guessing needs a new
         // authorization request each time (and each of those a browser round trip). Counted
         // atomically, so parallel guesses are all counted.
+        for (key, _) in &counters {
+            server
+                .store()
+                .increment(key, FAILURE_WINDOW)
+                .await
+                .map_err(OAuthError::from)?;
+        }
         let attempts = server
             .store()
             .increment(&keyspace::login_attempts(&id), PENDING_TTL)
@@ -140,7 +189,7 @@ pub(super) async fn login(
             .map_err(OAuthError::from)?;
         if attempts >= MAX_LOGIN_ATTEMPTS {
             forget(&server, &keyspace::pending(&id)).await;
-            tracing::warn!(target: audit::TARGET, user = %username, "too many failed sign-in attempts; request spent");
+            tracing::warn!(target: audit::TARGET, user = %crate::audit::Escaped(&username), "too many failed sign-in attempts; request spent");
             return Err(error_page(
                 &server,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -155,7 +204,7 @@ pub(super) async fn login(
             Some("Wrong user name or password."),
         ));
     };
-    tracing::info!(target: audit::TARGET, user = %user.name, "dev login");
+    tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&user.name), "dev login");
     let session = Session {
         subject: user.name.clone(),
         groups: user.groups.clone(),
@@ -192,7 +241,7 @@ pub(super) async fn begin_upstream(
     {
         Ok(start) => start,
         Err(e) => {
-            tracing::warn!(target: audit::TARGET, provider = provider.id(), error = %e, "upstream sign-in could not start");
+            tracing::warn!(target: audit::TARGET, provider = provider.id(), error = %crate::audit::Escaped(&e), "upstream sign-in could not start");
             return Err(upstream_failure(server, &e));
         }
     };
@@ -282,7 +331,7 @@ pub(super) async fn upstream_callback(
     let record = match load(&server, &key).await? {
         Some(record) if record.provider == provider_id => record,
         _ => {
-            tracing::warn!(target: audit::TARGET, provider = %provider_id, "unknown, replayed or expired upstream callback state");
+            tracing::warn!(target: audit::TARGET, provider = %crate::audit::Escaped(&provider_id), "unknown, replayed or expired upstream callback state");
             return Err(sign_in_no_longer_valid(&server));
         }
     };
@@ -295,7 +344,7 @@ pub(super) async fn upstream_callback(
         .map(|b| digest(&b))
         .unwrap_or_default();
     if !bool::from(browser.as_bytes().ct_eq(record.browser.as_bytes())) {
-        tracing::warn!(target: audit::TARGET, provider = %provider_id, "upstream callback from another browser");
+        tracing::warn!(target: audit::TARGET, provider = %crate::audit::Escaped(&provider_id), "upstream callback from another browser");
         return Err(error_page(
             &server,
             StatusCode::FORBIDDEN,
@@ -315,7 +364,7 @@ pub(super) async fn upstream_callback(
     };
     if mixed_up {
         let iss = params.get("iss").map_or("-", String::as_str);
-        tracing::warn!(target: audit::TARGET, provider = %provider_id, %iss, "upstream response from another issuer");
+        tracing::warn!(target: audit::TARGET, provider = %crate::audit::Escaped(&provider_id), iss = %crate::audit::Escaped(&iss), "upstream response from another issuer");
         return Err(upstream_failure(
             &server,
             &UpstreamError::Refused("issuer mismatch".into()),
@@ -323,7 +372,7 @@ pub(super) async fn upstream_callback(
     }
     let (pending, client) = pending_request(&server, &headers, &record.request, None).await?;
     if let Some(error) = params.get("error") {
-        tracing::info!(target: audit::TARGET, provider = %provider_id, %error, "upstream sign-in declined");
+        tracing::info!(target: audit::TARGET, provider = %crate::audit::Escaped(&provider_id), error = %crate::audit::Escaped(&error), "upstream sign-in declined");
         return Err(redirect_back(
             &server,
             &pending.redirect_uri,
@@ -350,7 +399,7 @@ pub(super) async fn upstream_callback(
     {
         Ok(user) => user,
         Err(e) => {
-            tracing::warn!(target: audit::TARGET, provider = %provider_id, error = %e, "upstream sign-in failed");
+            tracing::warn!(target: audit::TARGET, provider = %crate::audit::Escaped(&provider_id), error = %crate::audit::Escaped(&e), "upstream sign-in failed");
             return Err(upstream_failure(&server, &e));
         }
     };
@@ -358,7 +407,7 @@ pub(super) async fn upstream_callback(
         subject: format!("{provider_id}|{}", user.subject),
         groups: user.groups,
     };
-    tracing::info!(target: audit::TARGET, provider = %provider_id, user = %session.subject, name = ?user.name, "upstream sign-in");
+    tracing::info!(target: audit::TARGET, provider = %crate::audit::Escaped(&provider_id), user = %crate::audit::Escaped(&session.subject), name = ?user.name, "upstream sign-in");
     signed_in(&server, &record.request, pending, &client, session).await
 }
 

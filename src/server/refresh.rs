@@ -125,7 +125,7 @@ async fn refresh_locked(
         .is_some_and(|at| now.saturating_sub(at) > server.grants().refresh_grace.as_secs());
     if entry.successor_used || grace_over {
         revoke_family(server, &entry.family).await?;
-        tracing::warn!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token reused after rotation; family revoked");
+        tracing::warn!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), user = %crate::audit::Escaped(&entry.subject), "refresh token reused after rotation; family revoked");
         return Err(OAuthError::InvalidGrant(
             "the refresh token was already used".into(),
         ));
@@ -177,7 +177,7 @@ async fn refresh_locked(
     entry.child = child;
     save(server, key, &entry, server.grants().refresh_token_ttl).await?;
     server.keep_client(client).await;
-    tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token rotated");
+    tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), user = %crate::audit::Escaped(&entry.subject), "refresh token rotated");
     Ok(json_no_store(body))
 }
 
@@ -195,7 +195,7 @@ pub(super) async fn revoke_refresh_token(
     if entry.client_id == client.client_id {
         revoke_family(server, &entry.family).await?;
         forget(server, &key).await;
-        tracing::info!(target: audit::TARGET, client_id = %client.client_id, user = %entry.subject, "refresh token revoked");
+        tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), user = %crate::audit::Escaped(&entry.subject), "refresh token revoked");
     }
     Ok(true)
 }

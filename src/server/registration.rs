@@ -140,7 +140,7 @@ pub(super) async fn register(
             metadata_document: None,
         };
         if let Err(reason) = policy(&registration) {
-            tracing::info!(target: audit::TARGET, ?source, %reason, "registration refused by policy");
+            tracing::info!(target: audit::TARGET, ?source, reason = %crate::audit::Escaped(&reason), "registration refused by policy");
             return Err(invalid(&reason));
         }
     }
@@ -161,7 +161,7 @@ pub(super) async fn register(
         };
         let key = keyspace::registration_count(&bucket, window);
         if server.store().increment(&key, per).await? > max {
-            tracing::warn!(target: audit::TARGET, source = %bucket, "registration limit reached");
+            tracing::warn!(target: audit::TARGET, source = %crate::audit::Escaped(&bucket), "registration limit reached");
             return Err(OAuthError::RateLimited {
                 description: "too many registrations from this address; try again later".into(),
                 retry_after: ((window + 1) * period).saturating_sub(started),
@@ -180,6 +180,7 @@ pub(super) async fn register(
         redirect_uris: redirect_uris.clone(),
         grant_types: grant_types.clone(),
         configured: false,
+        auth_method: confidential.then(|| method.to_owned()),
     };
     let stored =
         serde_json::to_vec(&client).map_err(|e| OAuthError::ServerError(e.to_string().into()))?;
@@ -194,7 +195,7 @@ pub(super) async fn register(
     if !fresh {
         return Err(OAuthError::ServerError("client id collision".into()));
     }
-    tracing::info!(target: audit::TARGET, client_id = %client_id, ?source, "client registered");
+    tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client_id), ?source, "client registered");
     let mut document = json!({
         "client_id": client_id, "client_id_issued_at": now(),
         "grant_types": grant_types, "token_endpoint_auth_method": method,

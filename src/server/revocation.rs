@@ -153,7 +153,7 @@ pub(super) async fn revoke(
                 left + Duration::from_secs(60),
             )
             .await?;
-        tracing::info!(target: audit::TARGET, client_id = %client.client_id, jti, "access token revoked");
+        tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), jti, "access token revoked");
     }
     let mut response = StatusCode::OK.into_response();
     no_store(response.headers_mut());

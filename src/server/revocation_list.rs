@@ -155,7 +155,7 @@ impl RevocationList {
                     // Another version's event: its marker in the store still refuses the
                     // token on validation.
                     Err(e) => {
-                        tracing::warn!(target: audit::TARGET, error = %e, "unreadable revocation event skipped");
+                        tracing::warn!(target: audit::TARGET, error = %crate::audit::Escaped(&e), "unreadable revocation event skipped");
                     }
                 }
             }
@@ -186,7 +186,7 @@ async fn poll(list: Weak<RevocationList>, store: Arc<dyn Store>) {
             // Said once per outage, not every second.
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(target: audit::TARGET, error = %e, "revocation log unreadable; revocations made elsewhere are not seen until it is back");
+                tracing::warn!(target: audit::TARGET, error = %crate::audit::Escaped(&e), "revocation log unreadable; revocations made elsewhere are not seen until it is back");
             }
             Err(_) => {}
         }

@@ -16,7 +16,7 @@ use crate::audit;
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, OAuthError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        tracing::error!(target: audit::TARGET, key, error = %e, "a stored record does not decode");
+        tracing::error!(target: audit::TARGET, key, error = %crate::audit::Escaped(&e), "a stored record does not decode");
         OAuthError::TemporarilyUnavailable("a stored record is unreadable".into())
     })
 }

@@ -21,38 +21,54 @@ use crate::Scopes;
 use crate::audit;
 use crate::resource::canonical_audience;
 
+/// `POST /oauth/token`: the client first (authenticated by its secret, or a public client by
+/// its id), then the grant type (`unsupported_grant_type` for one this server does not serve,
+/// `unauthorized_client` for one this client may not use), then the grant itself: a client
+/// that authenticated hears what is wrong with its grant, never `invalid_client`.
 pub(super) async fn token(
     State(server): State<AuthServer>,
     headers: HeaderMap,
     Form(form): Form,
 ) -> Result<Response, OAuthError> {
-    let grant = form.get("grant_type").map(String::as_str);
-    if matches!(grant, Some("authorization_code" | "refresh_token")) && server.code_flow() {
-        return user_grant(&server, &headers, &form).await;
-    }
-    let (client, _) = server.authenticate(&headers, &form).await?;
-    match grant {
-        Some("client_credentials")
-            if client.grant_types.iter().any(|g| g == "client_credentials") => {}
-        Some("client_credentials") => {
-            return Err(OAuthError::UnauthorizedClient(
-                "this client may not use client_credentials".into(),
-            ));
-        }
-        Some("authorization_code" | "refresh_token") => {
+    let client = grant_client(&server, &headers, &form).await?;
+    let grant = form
+        .get("grant_type")
+        .ok_or(OAuthError::InvalidRequest("grant_type is required".into()))?;
+    match grant.as_str() {
+        "authorization_code" | "refresh_token" if !server.code_flow() => {
             return Err(OAuthError::UnsupportedGrantType(
                 "this server issues client_credentials tokens only".into(),
             ));
         }
-        Some(_) => {
+        "authorization_code" | "refresh_token" | "client_credentials" => {}
+        _ => {
             return Err(OAuthError::UnsupportedGrantType(
                 "unknown grant_type".into(),
             ));
         }
-        None => {
-            return Err(OAuthError::InvalidRequest("grant_type is required".into()));
-        }
     }
+    // A public client never gets client_credentials, whatever it registered.
+    let confidential = client.secret_sha256.is_some();
+    if !client.grant_types.iter().any(|g| g == grant)
+        || (grant == "client_credentials" && !confidential)
+    {
+        return Err(OAuthError::UnauthorizedClient(
+            format!("this client may not use {grant}").into(),
+        ));
+    }
+    match grant.as_str() {
+        "authorization_code" => exchange_code(&server, &client, &form).await,
+        "refresh_token" => refresh(&server, &client, &form).await,
+        _ => client_credentials(&server, &client, &form),
+    }
+}
+
+/// `grant_type=client_credentials`: a token for the client itself.
+fn client_credentials(
+    server: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
     // RFC 8707: the resource the token is for; with one resource, it may be left out.
     let resource = match form.get("resource") {
         Some(r) => canonical_audience(r).into_owned(),
@@ -66,7 +82,7 @@ pub(super) async fn token(
             "this server issues no tokens for that resource".into(),
         ));
     }
-    let Some(scope) = client.requested_scope(&server, form.get("scope").map(String::as_str)) else {
+    let Some(scope) = client.requested_scope(server, form.get("scope").map(String::as_str)) else {
         return Err(OAuthError::InvalidScope(
             "the client may not request these scopes".into(),
         ));
@@ -79,7 +95,7 @@ pub(super) async fn token(
         &scope,
         None,
     )?;
-    tracing::info!(target: audit::TARGET, client_id = %client.client_id, scope = %scope, resource = %resource, "access token issued (client_credentials)");
+    tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), scope = %crate::audit::Escaped(&scope), resource = %crate::audit::Escaped(&resource), "access token issued (client_credentials)");
     Ok(json_no_store(json!({
         "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope.to_string(),
     })))
@@ -192,28 +208,6 @@ pub(super) async fn grant_client(
     match server.lookup_client(id).await? {
         Some(client) if client.secret_sha256.is_none() => Ok(client),
         _ => Err(OAuthError::InvalidClient { basic: false }),
-    }
-}
-
-/// `grant_type=authorization_code` and `grant_type=refresh_token`.
-pub(super) async fn user_grant(
-    server: &AuthServer,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<Response, OAuthError> {
-    let client = grant_client(server, headers, form).await?;
-    let grant = form
-        .get("grant_type")
-        .map(String::as_str)
-        .unwrap_or_default();
-    if !client.grant_types.iter().any(|g| g == grant) {
-        return Err(OAuthError::UnauthorizedClient(
-            "this client may not use this grant type".into(),
-        ));
-    }
-    match grant {
-        "authorization_code" => exchange_code(server, &client, form).await,
-        _ => refresh(server, &client, form).await,
     }
 }
 

@@ -145,7 +145,7 @@ impl Shared {
             ClientAuth::Bearer(token) => request.bearer_auth(token),
         };
         let unavailable = |e: String| {
-            tracing::warn!(endpoint = %self.endpoint, error = %e, "token introspection failed");
+            tracing::warn!(endpoint = %crate::audit::Escaped(&self.endpoint), error = %crate::audit::Escaped(&e), "token introspection failed");
             TokenError::Unavailable(e)
         };
         let response = request

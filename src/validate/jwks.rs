@@ -203,7 +203,7 @@ impl Shared {
         match self.fetch_keys().await {
             Ok(keys) => {
                 state.last_error = None;
-                tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
+                tracing::debug!(url = %crate::audit::Escaped(&self.url), keys = keys.len(), "fetched JWKS");
                 Ok(self.store(KeySet {
                     keys,
                     generation: current.generation + 1,
@@ -211,7 +211,7 @@ impl Shared {
                 }))
             }
             Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the keys held");
+                tracing::warn!(url = %crate::audit::Escaped(&self.url), error = %crate::audit::Escaped(&e), "JWKS fetch failed; keeping the keys held");
                 state.last_error = Some(e.clone());
                 Err(TokenError::Unavailable(e))
             }
@@ -266,7 +266,9 @@ impl Shared {
             // whole set down: skip it.
             match serde_json::from_value::<Jwk>(entry.clone()) {
                 Ok(jwk) => self.add_jwk(&jwk, &mut keys),
-                Err(e) => tracing::debug!(error = %e, "skipping unparseable JWK"),
+                Err(e) => {
+                    tracing::debug!(error = %crate::audit::Escaped(&e), "skipping unparseable JWK")
+                }
             }
         }
         if keys.is_empty() {
@@ -308,7 +310,7 @@ impl Shared {
                         keys.push(key);
                     }
                     Err(e) => {
-                        tracing::debug!(kid = ?jwk.common.key_id, error = %e, "skipping JWK");
+                        tracing::debug!(kid = ?jwk.common.key_id, error = %crate::audit::Escaped(&e), "skipping JWK");
                         return;
                     }
                 },
@@ -450,11 +452,11 @@ impl JwksValidatorBuilder {
         let provider = super::discovery::discover(&shared.client, issuer, insecure).await?;
         match provider.jwks_uri.as_deref() {
             Some(published) if published != shared.url => {
-                tracing::warn!(configured = %shared.url, published, "the JWKS URL differs from the provider's jwks_uri");
+                tracing::warn!(configured = %crate::audit::Escaped(&shared.url), published, "the JWKS URL differs from the provider's jwks_uri");
             }
             Some(_) => {}
             None => {
-                tracing::warn!(issuer = %issuer, "the provider's discovery document has no jwks_uri");
+                tracing::warn!(issuer = %crate::audit::Escaped(&issuer), "the provider's discovery document has no jwks_uri");
             }
         }
         // A fetch succeeds only with a key usable with an accepted algorithm.
