@@ -8,6 +8,8 @@ mod quickstart;
 
 #[cfg(feature = "atag")]
 mod atag;
+#[cfg(feature = "server")]
+mod attacks;
 mod bearer;
 #[cfg(feature = "server")]
 mod code_flow;
@@ -17,12 +19,16 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod metadata;
+#[cfg(feature = "server")]
+mod oauth_server;
 mod policy;
 mod quickstart_rmcp;
 #[cfg(feature = "server")]
 mod registration;
 #[cfg(feature = "redis")]
 mod replicas;
+#[cfg(feature = "server")]
+mod revocation;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "atag")]

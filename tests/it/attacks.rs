@@ -1,0 +1,316 @@
+//! Attacks on the authorization server, one test each, named after the attack (SECURITY.md
+//! lists them by family): token-endpoint confusion and guessing, open redirects, sign-in brute
+//! force, memory exhaustion, log injection.
+
+use serde_json::{Value, json};
+
+use crate::code_flow::{VERIFIER, challenge};
+use crate::oauth_server::*;
+use crate::support::*;
+
+/// Registers a confidential client using `method` at the token endpoint; returns its id and
+/// secret.
+async fn register_confidential(server: &Replica, method: &str) -> (String, String) {
+    let response = client()
+        .post(format!("{}/oauth/register", server.base))
+        .json(&json!({
+            "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": method,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    (
+        body["client_id"].as_str().unwrap().to_owned(),
+        body["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn authorize_url(server: &Replica, client_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(&format!("{}/oauth/authorize", server.base)).unwrap();
+    {
+        let mut query = url.query_pairs_mut();
+        let defaults = [
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", &challenge(VERIFIER)),
+            ("code_challenge_method", "S256"),
+            ("state", "s"),
+        ];
+        for (k, v) in defaults {
+            if !extra.iter().any(|(ek, _)| *ek == k) {
+                query.append_pair(k, v);
+            }
+        }
+        for (k, v) in extra {
+            query.append_pair(k, v);
+        }
+    }
+    url.to_string()
+}
+
+async fn oauth_error(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+// ---- the token endpoint ----
+
+#[tokio::test]
+async fn grant_type_password_from_a_public_client_is_unsupported_grant_type() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let response = server
+        .token(
+            &client(),
+            &[
+                ("grant_type", "password"),
+                ("client_id", &client_id),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(
+        oauth_error(response).await,
+        (400, "unsupported_grant_type".into()),
+        "the client is known: it hears what is wrong with its grant"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_from_a_public_client_is_unauthorized_client() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let response = server
+        .token(
+            &client(),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+            ],
+        )
+        .await;
+    assert_eq!(
+        oauth_error(response).await,
+        (400, "unauthorized_client".into())
+    );
+}
+
+#[tokio::test]
+async fn client_registered_for_basic_authenticating_with_post_is_refused() {
+    let server = single().await;
+    let (client_id, secret) = register_confidential(&server, "client_secret_basic").await;
+    let code = server.code(&browser(), &client_id, &server.resource).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    // The secret in the body: not the method this client registered.
+    let mut posted = form.to_vec();
+    posted.extend([
+        ("client_id", client_id.as_str()),
+        ("client_secret", &secret),
+    ]);
+    let refused = server.token(&client(), &posted).await;
+    assert_eq!(oauth_error(refused).await, (401, "invalid_client".into()));
+    // The code was not spent by the refused request: Basic redeems it.
+    let accepted = client()
+        .post(format!("{}/oauth/token", server.base))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+}
+
+#[tokio::test]
+async fn guessing_a_client_secret_is_rate_limited() {
+    let server = single().await;
+    let (client_id, secret) = register_confidential(&server, "client_secret_post").await;
+    let attempt = |guess: String| {
+        let (server_base, client_id) = (server.base.clone(), client_id.clone());
+        async move {
+            client()
+                .post(format!("{server_base}/oauth/token"))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "whatever"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", guess.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..10 {
+        let response = attempt(format!("guess-{i}")).await;
+        assert_eq!(response.status(), 401, "guess {i}");
+    }
+    let limited = attempt("guess-11".into()).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    // The right secret is refused too until the window ends: the limit is not an oracle.
+    let right = attempt(secret).await;
+    assert_eq!(right.status(), 429);
+}
+
+// ---- the authorization endpoint ----
+
+#[tokio::test]
+async fn open_redirect_through_an_error_for_an_unapproved_client_shows_a_page() {
+    let server = single().await;
+    // Anyone may register a client whose redirect URI is their own site.
+    let response = client()
+        .post(format!("{}/oauth/register", server.base))
+        .json(&json!({"redirect_uris": ["https://evil.example/landing"]}))
+        .send()
+        .await
+        .unwrap();
+    let client_id = response.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = authorize_url(
+        &server,
+        &client_id,
+        &[
+            ("redirect_uri", "https://evil.example/landing"),
+            ("response_type", "token"),
+        ],
+    );
+    let page = browser().get(url).send().await.unwrap();
+    assert_eq!(page.status(), 400, "a page, not a redirect");
+    assert!(page.headers().get("location").is_none());
+    let html = page.text().await.unwrap();
+    assert!(html.contains("unsupported_response_type"), "{html}");
+}
+
+#[tokio::test]
+async fn errors_still_go_back_to_a_client_the_user_approved() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let browser = browser();
+    // Approved once (sign-in, consent, code).
+    server.code(&browser, &client_id, &server.resource).await;
+    let url = authorize_url(&server, &client_id, &[("response_type", "token")]);
+    let back = browser.get(url).send().await.unwrap();
+    assert_eq!(back.status(), 303);
+    let location = back.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert!(
+        location.contains("error=unsupported_response_type"),
+        "{location}"
+    );
+}
+
+#[tokio::test]
+async fn memory_exhaustion_through_a_huge_state_is_refused() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let huge = "s".repeat(12 * 1024);
+    let url = authorize_url(&server, &client_id, &[("state", &huge)]);
+    let refused = browser().get(url).send().await.unwrap();
+    assert_eq!(
+        refused.status(),
+        414,
+        "the query is refused before anything is stored"
+    );
+    let long = "s".repeat(2000);
+    let url = authorize_url(&server, &client_id, &[("state", &long)]);
+    let refused = browser().get(url).send().await.unwrap();
+    assert_eq!(refused.status(), 400, "a state past 1 KiB is refused");
+}
+
+// ---- sign-in ----
+
+/// The login page of a fresh authorization request, and its form fields.
+async fn login_page(server: &Replica, browser: &reqwest::Client, client_id: &str) -> String {
+    let url = authorize_url(
+        server,
+        client_id,
+        &[("resource", &server.resource), ("scope", "mcp:tools")],
+    );
+    let page = browser.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    page.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn password_guessing_across_fresh_authorization_requests_is_locked_out() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let browser = browser();
+    let guess = |html: String, password: String| {
+        let (browser, base) = (browser.clone(), server.base.clone());
+        async move {
+            browser
+                .post(format!("{base}/oauth/login"))
+                .form(&[
+                    ("request", form_field(&html, "request")),
+                    ("csrf", form_field(&html, "csrf")),
+                    ("username", "alice".to_owned()),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A new authorization request for every guess: the per-request limit never triggers.
+    for i in 0..10 {
+        let html = login_page(&server, &browser, &client_id).await;
+        let response = guess(html, format!("wrong-{i}")).await;
+        assert_eq!(response.status(), 401, "guess {i}");
+    }
+    let html = login_page(&server, &browser, &client_id).await;
+    let locked = guess(html, PASSWORD.to_owned()).await;
+    assert_eq!(
+        locked.status(),
+        429,
+        "even the right password, until the window ends"
+    );
+    assert!(locked.headers().contains_key("retry-after"));
+}
+
+// ---- logs ----
+
+#[tokio::test]
+async fn log_injection_through_a_user_name_is_escaped() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let browser = browser();
+    let audit = AuditLog::default();
+    let _guard = audit.capture();
+    let html = login_page(&server, &browser, &client_id).await;
+    let forged = "mallory\n2026-11-30T00:00:00Z  INFO tower_mcp_auth::audit: dev login user=admin";
+    browser
+        .post(format!("{}/oauth/login", server.base))
+        .form(&[
+            ("request", form_field(&html, "request")),
+            ("csrf", form_field(&html, "csrf")),
+            ("username", forged.to_owned()),
+            ("password", "x".to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let log = audit.text();
+    assert!(log.contains("mallory\\n2026"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|line| line.starts_with("2026-11-30T00:00:00Z")),
+        "no forged line: {log}"
+    );
+}
