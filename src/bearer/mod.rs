@@ -66,7 +66,7 @@
 
 mod admission;
 mod cache;
-mod credentials;
+pub(crate) mod credentials;
 mod future;
 mod layer;
 mod service;

@@ -49,11 +49,18 @@ impl Client {
     /// would be no security boundary, only a trap for step-up: what a user receives is decided
     /// by the user's own grants and consent.
     pub(super) fn scope_ceiling(&self, server: &AuthServer) -> Scopes {
-        if self.configured {
-            Scopes::from_space_separated(&self.scope)
-        } else {
-            Scopes::new(&server.grants().scopes_supported)
+        if !self.configured {
+            return Scopes::new(&server.grants().scopes_supported);
         }
+        // `openid` asks who the user is, not for a permission: any client of the code flow.
+        let openid = (self.grant_types.iter().any(|g| g == "authorization_code")
+            && server.code_flow())
+        .then_some("openid");
+        self.scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .chain(openid)
+            .collect()
     }
 
     /// The scopes of a request for `requested`: the request itself if within the ceiling, the

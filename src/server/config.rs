@@ -313,7 +313,7 @@ impl AuthServerBuilder {
     }
 
     /// Validates the configuration and prepares the metadata document.
-    pub fn build(self) -> Result<AuthServer, ConfigError> {
+    pub fn build(mut self) -> Result<AuthServer, ConfigError> {
         let urls = PublicUrls::new(&self.base)?;
         if self.resources.is_empty() {
             return Err(ConfigError::InvalidServer(
@@ -327,6 +327,13 @@ impl AuthServerBuilder {
         }
         for s in &self.scopes_supported {
             check_scope_token(s)?;
+        }
+        // OpenID Discovery is published with the code flow, and it requires `openid`: users get
+        // an id_token when their client asks for it.
+        if (!self.users.is_empty() || !self.providers.is_empty())
+            && !self.scopes_supported.iter().any(|s| s == "openid")
+        {
+            self.scopes_supported.push("openid".to_owned());
         }
         let mut clients = HashMap::new();
         for (id, secret, scopes) in self.clients {

@@ -54,6 +54,13 @@ pub(crate) enum OAuthError {
     /// own access tokens.
     #[error("invalid_token: {0}")]
     InvalidToken(Text),
+    /// 401 with a plain Bearer challenge: no credentials at all, so no error code (RFC 6750
+    /// §3.1); the body says `unauthorized`, as the bearer layer's does.
+    #[error("a bearer token is required")]
+    NoToken,
+    /// 400 `invalid_request` with a Bearer challenge: malformed credentials (RFC 6750 §3.1).
+    #[error("invalid_request: {0}")]
+    BadCredentials(Text),
     /// 404 `invalid_request`: the path names nothing this server has.
     #[error("not found: {0}")]
     #[cfg_attr(not(feature = "atag"), allow(dead_code))]
@@ -90,6 +97,8 @@ impl OAuthError {
             Self::InvalidRedirectUri(_) => (StatusCode::BAD_REQUEST, "invalid_redirect_uri"),
             Self::InvalidClientMetadata(_) => (StatusCode::BAD_REQUEST, "invalid_client_metadata"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::NoToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::BadCredentials(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
             Self::ServerError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
@@ -102,6 +111,7 @@ impl OAuthError {
     fn description(&self) -> &str {
         match self {
             Self::InvalidClient { .. } => "client authentication failed",
+            Self::NoToken => "a bearer access token is required",
             Self::RateLimited { description, .. } => description,
             Self::InvalidRequest(text)
             | Self::InvalidGrant(text)
@@ -113,6 +123,7 @@ impl OAuthError {
             | Self::InvalidRedirectUri(text)
             | Self::InvalidClientMetadata(text)
             | Self::InvalidToken(text)
+            | Self::BadCredentials(text)
             | Self::NotFound(text)
             | Self::ServerError(text)
             | Self::TemporarilyUnavailable(text) => text,
@@ -146,6 +157,15 @@ impl IntoResponse for OAuthError {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            Self::NoToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::BadCredentials(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_request\""),
                 );
             }
             Self::RateLimited { retry_after, .. } => {

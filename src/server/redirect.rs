@@ -9,9 +9,23 @@ use super::error::no_store;
 use super::pages::error_page;
 use crate::resource::is_loopback;
 
-/// Redirect URIs: https, or http on a loopback host (RFC 8252 native apps); no fragment, no
-/// credentials.
-pub(super) fn check_redirect_uri(uri: &str) -> Result<url::Url, &'static str> {
+/// What kind of redirect URI a client registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RedirectKind {
+    /// `https` on a host name or IP address.
+    Web,
+    /// `http` on a loopback address (RFC 8252 §7.3).
+    Loopback,
+    /// A private-use scheme of a native app, in reverse domain form (RFC 8252 §7.1):
+    /// `com.example.app:/callback`.
+    PrivateUse,
+}
+
+/// Redirect URIs (RFC 6749 §3.1.2, RFC 8252, RFC 9700 §4.1): absolute; `https` on a valid host
+/// name or IP address (no wildcard, no empty or malformed label), `http` on a loopback host, or
+/// a reverse-domain private-use scheme; no fragment; no user information. Each refusal says
+/// which rule.
+pub(super) fn check_redirect_uri(uri: &str) -> Result<RedirectKind, &'static str> {
     let url = url::Url::parse(uri).map_err(|_| "not an absolute URL")?;
     if url.fragment().is_some() {
         return Err("redirect URIs must not have a fragment");
@@ -20,11 +34,67 @@ pub(super) fn check_redirect_uri(uri: &str) -> Result<url::Url, &'static str> {
         return Err("redirect URIs must not carry credentials");
     }
     match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
+        "https" => {
+            check_host(&url)?;
+            Ok(RedirectKind::Web)
+        }
+        "http" if is_loopback(&url) => Ok(RedirectKind::Loopback),
         "http" => Err("plain http redirect URIs are only allowed on loopback hosts"),
-        _ => Err("redirect URIs must be https (or http on loopback)"),
+        scheme if is_private_use_scheme(scheme) => {
+            if url.host().is_some() {
+                return Err(
+                    "a private-use scheme redirect URI has no host (`com.example.app:/path`)",
+                );
+            }
+            Ok(RedirectKind::PrivateUse)
+        }
+        "javascript" | "data" | "file" | "blob" | "vbscript" | "about" => {
+            Err("this scheme cannot be a redirect URI")
+        }
+        _ => Err(
+            "redirect URIs must be https, http on loopback, or a reverse-domain private-use scheme",
+        ),
     }
+}
+
+/// A host the redirect may go to: an IP address, or a DNS name of valid labels (letters,
+/// digits, hyphens; no wildcard `*`, no empty label, no label starting or ending with `-`).
+fn check_host(url: &url::Url) -> Result<(), &'static str> {
+    match url.host() {
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => Ok(()),
+        Some(url::Host::Domain(domain)) => {
+            let domain = domain.strip_suffix('.').unwrap_or(domain);
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if valid {
+                Ok(())
+            } else {
+                Err("the redirect URI's host is not a valid host name (no wildcards)")
+            }
+        }
+        None => Err("the redirect URI has no host"),
+    }
+}
+
+/// RFC 8252 §7.1: a private-use scheme is a reverse domain name the app controls (at least
+/// one dot), so it cannot collide with `http` and friends.
+fn is_private_use_scheme(scheme: &str) -> bool {
+    scheme.contains('.')
+        && scheme.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'+')
+        })
 }
 
 /// Exact string match, except that a redirect URI registered on a loopback IP literal without a

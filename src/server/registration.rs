@@ -16,6 +16,7 @@ use super::clients::Client;
 use super::error::{OAuthError, no_store};
 use super::keyspace;
 use super::primitives::{now, random_token};
+use super::redirect::RedirectKind;
 use super::source::ClientRegistration;
 use crate::Scopes;
 use crate::audit;
@@ -89,19 +90,19 @@ pub(super) async fn register(
     if redirect_uris.is_empty() || redirect_uris.len() > 10 {
         return Err(bad_redirect("between 1 and 10 redirect_uris are required"));
     }
-    let mut loopback = false;
+    let mut native_only = false;
     for uri in &redirect_uris {
         match super::redirect::check_redirect_uri(uri) {
-            Ok(url) => loopback |= url.scheme() == "http",
+            Ok(kind) => native_only |= kind != RedirectKind::Web,
             Err(e) => return Err(bad_redirect(e)),
         }
     }
     let application_type = request.application_type.as_deref().unwrap_or("native");
     match application_type {
         "native" => {}
-        "web" if loopback => {
+        "web" if native_only => {
             return Err(bad_redirect(
-                "web applications may not use loopback http redirect URIs",
+                "web applications may not use loopback or private-use scheme redirect URIs",
             ));
         }
         "web" => {}

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use serde_json::json;
 
 use super::auth_server::AuthServer;
@@ -17,13 +17,16 @@ pub(crate) async fn bearer_caller(
     server: &AuthServer,
     headers: &HeaderMap,
 ) -> Result<crate::AuthContext, OAuthError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(OAuthError::InvalidToken(
-            "a bearer token is required".into(),
-        ))?;
+    // Parsed as the bearer layer parses it (scheme in any case, one header, token syntax), and
+    // no credentials at all is a challenge without an error code (RFC 6750 §3.1).
+    let token = crate::bearer::credentials::bearer_token(headers, &http::Uri::from_static("/"))
+        .and_then(crate::bearer::credentials::check_syntax)
+        .map_err(|e| match e {
+            crate::bearer::credentials::CredentialError::Missing => OAuthError::NoToken,
+            crate::bearer::credentials::CredentialError::Invalid(why) => {
+                OAuthError::BadCredentials(why.into())
+            }
+        })?;
     let ctx = own_token(server, token)
         .await
         .ok_or(OAuthError::InvalidToken(

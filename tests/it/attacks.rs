@@ -314,3 +314,131 @@ async fn log_injection_through_a_user_name_is_escaped() {
         "no forged line: {log}"
     );
 }
+
+// ---- registration ----
+
+async fn register_redirects(
+    server: &Replica,
+    redirect_uris: &[&str],
+    application_type: &str,
+) -> (u16, Value) {
+    let response = client()
+        .post(format!("{}/oauth/register", server.base))
+        .json(&json!({"redirect_uris": redirect_uris, "application_type": application_type}))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn wildcard_and_malformed_redirect_uris_are_refused_at_registration() {
+    let server = single().await;
+    for uri in [
+        "https://*.example.com/cb",
+        "https://exa_mple.com/cb",
+        "https://-example.com/cb",
+        "https://example..com/cb",
+        "https://user:pass@example.com/cb",
+        "https://example.com/cb#fragment",
+        "http://example.com/cb",
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "myapp:/cb",
+        "/relative/cb",
+    ] {
+        let (status, body) = register_redirects(&server, &[uri], "native").await;
+        assert_eq!(status, 400, "{uri} was registered");
+        assert_eq!(body["error"], "invalid_redirect_uri", "{uri}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{uri}: a clear message"
+        );
+    }
+}
+
+#[tokio::test]
+async fn private_use_scheme_redirects_are_for_native_apps_only() {
+    let server = single().await;
+    let (status, body) =
+        register_redirects(&server, &["com.example.notes:/oauth/callback"], "native").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        register_redirects(&server, &["com.example.notes:/oauth/callback"], "web").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_redirect_uri"))
+    );
+}
+
+// ---- OpenID Connect and bearer endpoints ----
+
+#[tokio::test]
+async fn openid_scope_published_by_discovery_is_served() {
+    let server = single().await;
+    let discovery = get_json(&format!("{}/.well-known/openid-configuration", server.base)).await;
+    assert!(
+        discovery["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("openid")),
+        "{discovery}"
+    );
+    let client_id = server.register().await;
+    let browser = browser();
+    let mut url = url::Url::parse(&authorize_url(
+        &server,
+        &client_id,
+        &[
+            ("resource", &server.resource),
+            ("scope", "openid mcp:tools"),
+        ],
+    ))
+    .unwrap();
+    url.set_fragment(None);
+    let login = browser.get(url.as_str()).send().await.unwrap();
+    assert_eq!(login.status(), 200, "openid is not refused");
+    let html = login.text().await.unwrap();
+    let back = sign_in_and_approve(&browser, &server.base, &html, "alice", PASSWORD).await;
+    let code =
+        crate::code_flow::query(back.headers()["location"].to_str().unwrap())["code"].clone();
+    let tokens: Value = server
+        .redeem(&client(), &client_id, &code)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(tokens["id_token"].is_string(), "{tokens}");
+}
+
+#[tokio::test]
+async fn userinfo_reads_credentials_as_the_mcp_endpoint_does() {
+    let server = single().await;
+    let client_id = server.register().await;
+    let code = server.code(&browser(), &client_id, &server.resource).await;
+    let (access, _) = tokens_of(server.redeem(&client(), &client_id, &code).await).await;
+    let userinfo = format!("{}/oauth/userinfo", server.base);
+    // The scheme is case-insensitive (RFC 7235), as at /mcp.
+    let lower = client()
+        .get(&userinfo)
+        .header("authorization", format!("bearer {access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
+    // No credentials: a challenge without an error code (RFC 6750 §3.1).
+    let none = client().get(&userinfo).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    // Two Authorization headers: malformed, as at /mcp.
+    let two = client()
+        .get(&userinfo)
+        .header("authorization", format!("Bearer {access}"))
+        .header("authorization", format!("Bearer {access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status(), 400);
+}

@@ -161,7 +161,8 @@ async fn metadata_scopes_supported_are_the_quickstart_policy_scopes() {
         policy.to_string(),
         "mcp:tools notes:admin notes:read notes:write"
     );
-    // The authorization server lets clients ask for the same.
+    // The authorization server lets clients ask for the same, and `openid` (OpenID Discovery
+    // is published, and requires it).
     let as_metadata = get_json(&format!("{base}/.well-known/oauth-authorization-server")).await;
     assert_eq!(
         as_metadata["scopes_supported"]
@@ -170,7 +171,7 @@ async fn metadata_scopes_supported_are_the_quickstart_policy_scopes() {
             .iter()
             .map(|s| s.as_str().unwrap())
             .collect::<BTreeSet<_>>(),
-        policy.iter().collect::<BTreeSet<_>>()
+        policy.iter().chain(["openid"]).collect::<BTreeSet<_>>()
     );
 }
 
