@@ -75,7 +75,7 @@ impl AuthServerBuilder {
             prefill: false,
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
-            refresh_grace: Duration::from_secs(30),
+            refresh_grace: Duration::ZERO,
             client_address: Arc::new(PeerAddress),
             registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
             registration_limit_loopback: false,
@@ -223,8 +223,12 @@ impl AuthServerBuilder {
         self
     }
 
-    /// How long a rotated refresh token stays usable, until its successor is first used
-    /// (default 30 s): clients retry after lost responses and refresh from two places.
+    /// Refresh-token rotation is strict by default: a rotated token presented again revokes
+    /// its whole family at once (RFC 9700 §4.14.2), which is how a stolen token is detected.
+    /// A grace window (opt-in, e.g. 30 s, for clients that retry after a lost response)
+    /// answers such a retry, while the successor is still unused, with the *same* successor
+    /// (and a fresh access token): no second chain ever exists, and the rotated token
+    /// presented after the window or after its successor was used still revokes the family.
     pub fn refresh_grace(mut self, grace: Duration) -> Self {
         self.refresh_grace = grace;
         self

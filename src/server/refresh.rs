@@ -41,6 +41,42 @@ pub(super) struct Refresh {
     pub(super) parent: Option<String>,
     /// The store key of the live token issued in exchange for this one.
     pub(super) child: Option<String>,
+    /// With a grace window: that successor, sealed under a key derived from this token (which
+    /// the store does not hold), so a retry gets it back.
+    #[serde(default)]
+    pub(super) successor_sealed: Option<String>,
+}
+
+/// The presented refresh token (checked present before this is called).
+fn presented_key_material(form: &HashMap<String, String>) -> &str {
+    form.get("refresh_token").map_or("", String::as_str)
+}
+
+/// The key sealing a successor: SHA-256 over a label and the presented token. The record is
+/// stored under another digest of the token, so the store alone cannot open it.
+fn successor_key(presented: &str) -> Result<super::EncryptionKeys, OAuthError> {
+    use sha2::{Digest, Sha256};
+    let key: [u8; 32] = Sha256::new()
+        .chain_update(b"tower-mcp-auth refresh successor\0")
+        .chain_update(presented.as_bytes())
+        .finalize()
+        .into();
+    super::EncryptionKeys::new("rt", &key)
+        .map_err(|e| OAuthError::ServerError(e.to_string().into()))
+}
+
+fn seal_successor(presented: &str, successor: &str) -> Result<String, OAuthError> {
+    successor_key(presented)?
+        .seal(successor.as_bytes(), b"refresh successor")
+        .map_err(|e| OAuthError::ServerError(e.to_string().into()))
+}
+
+fn open_successor(presented: &str, sealed: &str) -> Result<String, OAuthError> {
+    let plain = successor_key(presented)?
+        .open(sealed, b"refresh successor")
+        .map_err(|_| OAuthError::InvalidGrant("the refresh token was already used".into()))?;
+    String::from_utf8(plain)
+        .map_err(|_| OAuthError::InvalidGrant("the refresh token was already used".into()))
 }
 
 /// Revokes a grant family: its refresh tokens at once, its access tokens wherever they are
@@ -120,10 +156,13 @@ async fn refresh_locked(
         ));
     }
     let now = super::primitives::now();
-    let grace_over = entry
+    let grace = server.grants().refresh_grace.as_secs();
+    let in_grace = entry
         .rotated_at
-        .is_some_and(|at| now.saturating_sub(at) > server.grants().refresh_grace.as_secs());
-    if entry.successor_used || grace_over {
+        .is_some_and(|at| grace > 0 && now.saturating_sub(at) <= grace);
+    // A rotated token presented again is a theft signal (RFC 9700 §4.14.2): unless it is a
+    // retry within the opt-in grace window and its successor is still unused.
+    if entry.rotated_at.is_some() && (entry.successor_used || !in_grace) {
         revoke_family(server, &entry.family).await?;
         tracing::warn!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), user = %crate::audit::Escaped(&entry.subject), "refresh token reused after rotation; family revoked");
         return Err(OAuthError::InvalidGrant(
@@ -159,9 +198,28 @@ async fn refresh_locked(
         )
         .await?;
     }
-    // A retry within the grace window: the successor handed out before dies.
-    if let Some(child) = entry.child.take() {
-        forget(server, &Key::<Refresh>::from_stored(child)).await;
+    // A retry within the grace window gets the successor handed out before, never a second
+    // one: no second chain can exist. It is kept sealed under a key only the presenter of
+    // this token can derive.
+    if let Some(sealed) = &entry.successor_sealed {
+        let successor = open_successor(presented_key_material(form), sealed)?;
+        let (mut body, _) = token_body(
+            server,
+            &Client {
+                // The access token only: the refresh token is the one handed out before.
+                grant_types: Vec::new(),
+                ..client.clone()
+            },
+            &entry.subject,
+            &entry.resource,
+            &scope,
+            &entry.family,
+            None,
+        )
+        .await?;
+        body["refresh_token"] = serde_json::Value::String(successor);
+        tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), user = %crate::audit::Escaped(&entry.subject), "refresh retried within the grace window; same successor");
+        return Ok(json_no_store(body));
     }
     let (body, child) = token_body(
         server,
@@ -174,6 +232,11 @@ async fn refresh_locked(
     )
     .await?;
     entry.rotated_at.get_or_insert(now);
+    if grace > 0
+        && let Some(successor) = body["refresh_token"].as_str()
+    {
+        entry.successor_sealed = Some(seal_successor(presented_key_material(form), successor)?);
+    }
     entry.child = child;
     save(server, key, &entry, server.grants().refresh_token_ttl).await?;
     server.keep_client(client).await;

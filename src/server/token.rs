@@ -241,6 +241,7 @@ pub(super) async fn token_body(
             successor_used: false,
             parent: parent.map(str::to_owned),
             child: None,
+            successor_sealed: None,
         };
         let key = keyspace::refresh_token(&digest(&refresh_token));
         save(server, &key, &entry, server.grants().refresh_token_ttl).await?;

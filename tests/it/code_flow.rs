@@ -314,8 +314,7 @@ async fn full_flow_login_consent_code_token_call_refresh() {
         .unwrap();
     let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(rt1, rt2);
-    // Within the grace window, and before its successor is used, the old token still works
-    // (a retry after a lost response).
+    // Rotation is strict by default: the rotated token presented again is a theft signal.
     let refresh = |token: String| {
         let flow = &flow;
         async move {
@@ -327,20 +326,92 @@ async fn full_flow_login_consent_code_token_call_refresh() {
             .await
         }
     };
+    let reuse = refresh(rt1.clone()).await;
+    assert_eq!(
+        reuse.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        refresh(rt2).await.status(),
+        400,
+        "the whole family is revoked"
+    );
+    assert_eq!(
+        flow.call(second["access_token"].as_str().unwrap()).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn stolen_refresh_token_replayed_after_rotation_revokes_the_family() {
+    // The attacker presents a stolen token the legitimate client already rotated, right
+    // away (inside what used to be a grace window): the family dies, and the legitimate
+    // client's next refresh tells it so instead of the attacker's chain living on.
+    let flow = setup().await;
+    let code = flow.code().await["code"].clone();
+    let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
+    let stolen = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| {
+        let flow = &flow;
+        async move {
+            flow.token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "app"),
+                ("refresh_token", &token),
+            ])
+            .await
+        }
+    };
+    let legitimate: Value = refresh(stolen.clone()).await.json().await.unwrap();
+    let attacker = refresh(stolen).await;
+    assert_eq!(attacker.status(), 400, "the attacker gets nothing");
+    let next = refresh(legitimate["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        next.status(),
+        400,
+        "the family is revoked: the theft is detected"
+    );
+    assert_eq!(
+        flow.call(legitimate["access_token"].as_str().unwrap())
+            .await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn grace_window_retry_gets_the_same_successor_and_reuse_later_still_revokes() {
+    let flow = setup_with(|b| b.refresh_grace(std::time::Duration::from_secs(30))).await;
+    let code = flow.code().await["code"].clone();
+    let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
+    let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| {
+        let flow = &flow;
+        async move {
+            flow.token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "app"),
+                ("refresh_token", &token),
+            ])
+            .await
+        }
+    };
+    let second: Value = refresh(rt1.clone()).await.json().await.unwrap();
+    let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
+    // A retry after a lost response, within the window: the same successor, a fresh access
+    // token; no second chain.
     let retry = refresh(rt1.clone()).await;
     assert_eq!(retry.status(), 200);
     let retry: Value = retry.json().await.unwrap();
-    let rt2b = retry["refresh_token"].as_str().unwrap().to_owned();
-    // The retry replaced the successor handed out before: one live chain, never two.
+    assert_eq!(retry["refresh_token"], rt2.as_str(), "the same successor");
     assert_eq!(
-        refresh(rt2.clone()).await.json::<Value>().await.unwrap()["error"],
-        "invalid_grant"
+        flow.call(retry["access_token"].as_str().unwrap()).await,
+        200
     );
-    // Using the live successor retires the old token; presenting it now is reuse: the family dies.
-    let third = refresh(rt2b).await;
+    // Using the successor retires the old token; presenting it now revokes the family.
+    let third = refresh(rt2).await;
     assert_eq!(third.status(), 200);
     let third: Value = third.json().await.unwrap();
-    let reuse = refresh(rt1.clone()).await;
+    let reuse = refresh(rt1).await;
     assert_eq!(
         reuse.json::<Value>().await.unwrap()["error"],
         "invalid_grant"
@@ -517,8 +588,13 @@ async fn concurrent_redemptions_have_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_never_fork_the_family() {
-    // A store with network-like latency, so that concurrent refreshes overlap.
-    let flow = setup_with(|b| b.store(SlowStore(MemoryStore::default()))).await;
+    // A store with network-like latency, so that concurrent refreshes overlap; a grace
+    // window, so that they may all succeed.
+    let flow = setup_with(|b| {
+        b.store(SlowStore(MemoryStore::default()))
+            .refresh_grace(std::time::Duration::from_secs(30))
+    })
+    .await;
     let redirect = flow.code().await;
     let tokens: Value = flow.redeem(&redirect["code"]).await.json().await.unwrap();
     let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
@@ -548,7 +624,9 @@ async fn concurrent_refreshes_never_fork_the_family() {
         let body: Value = response.json().await.unwrap();
         successors.push(body["refresh_token"].as_str().unwrap().to_owned());
     }
-    // Each retry replaced the successor before it: exactly one chain lives on.
+    // Every one got the same successor: exactly one chain lives on.
+    successors.dedup();
+    assert_eq!(successors.len(), 1, "one successor for all");
     let mut live = 0;
     for successor in successors {
         let response = flow
