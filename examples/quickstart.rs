@@ -44,6 +44,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
 use tower_mcp_auth::atag::{Atag, External, ExternalService};
+use tower_mcp_auth::origin::OriginLayer;
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
 use tower_mcp_auth::resource::ProtectedResourceBuilder;
 use tower_mcp_auth::server::{
@@ -187,6 +188,7 @@ pub fn app<V: TokenValidator>(resource: ProtectedResource, validator: V) -> axum
         .nest_service(
             "/mcp",
             ServiceBuilder::new()
+                .layer(origins(&resource))
                 .layer(bearer)
                 .layer(policy().layer(&resource))
                 .service(mcp_service(&resource, Notes::default())),
@@ -213,6 +215,7 @@ pub fn app_with_third_party<V: TokenValidator>(
         .nest_service(
             "/mcp",
             ServiceBuilder::new()
+                .layer(origins(&resource))
                 .layer(bearer)
                 .layer(policy.layer(&resource))
                 .layer(atag)
@@ -220,6 +223,22 @@ pub fn app_with_third_party<V: TokenValidator>(
         )
         .layer(cors())
         .merge(resource.router()))
+}
+
+/// Browser requests only from the resource's own origin, and from the loopback origins when it
+/// serves on loopback (browser-based clients such as the MCP Inspector on the same machine): a
+/// page elsewhere that re-points its name at this server (DNS rebinding) gets 403.
+fn origins(resource: &ProtectedResource) -> OriginLayer {
+    let layer = OriginLayer::new(resource);
+    let loopback = url::Url::parse(resource.resource())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|host| ["127.0.0.1", "localhost", "[::1]"].contains(&host.as_str()));
+    if loopback {
+        layer.allow_loopback()
+    } else {
+        layer
+    }
 }
 
 /// The bearer layer: every request needs `mcp:tools`; a client without a token is told to ask

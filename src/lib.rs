@@ -16,6 +16,7 @@ mod error;
 pub mod jsonrpc;
 #[cfg(feature = "server")]
 mod oauth_client;
+pub mod origin;
 #[cfg(any(feature = "jwks", feature = "introspection"))]
 mod outbound;
 pub mod policy;

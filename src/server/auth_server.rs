@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use bytes::Bytes;
 
@@ -62,6 +63,8 @@ pub(super) struct Inner {
     pub(super) pages: minijinja::Environment<'static>,
     pub(super) metadata: Metadata,
     pub(super) revocations: Arc<RevocationList>,
+    /// Host names the routes answer to (lower case, no port).
+    pub(super) hosts: Vec<String>,
 }
 
 /// What this server issues tokens for, and how long they live.
@@ -275,6 +278,55 @@ impl AuthServer {
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                only_own_hosts,
+            ))
             .with_state(self.clone())
     }
+}
+
+/// Refuses requests whose `Host` (or HTTP/2 authority) names a host this server is not: DNS
+/// rebinding would otherwise let a page on an attacker's name read our pages (the sign-in form
+/// with its prefilled demo password) from the victim's browser. 421 Misdirected Request.
+async fn only_own_hosts(
+    axum::extract::State(server): axum::extract::State<AuthServer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+    let host = authority.as_deref().map(host_of);
+    if host.is_some_and(|host| server.0.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
+        return next.run(request).await;
+    }
+    tracing::warn!(target: crate::audit::TARGET, decision = "deny", host = ?authority, "request for another host refused");
+    let mut response = crate::challenge::json_error(
+        http::StatusCode::MISDIRECTED_REQUEST,
+        "invalid_request",
+        "this server does not serve that host",
+    )
+    .into_response();
+    super::error::no_store(response.headers_mut());
+    response
+}
+
+/// The host name of an authority (`host[:port]`, `[v6]:port`), without the port.
+fn host_of(authority: &str) -> &str {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or(authority)
 }

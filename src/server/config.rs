@@ -46,6 +46,7 @@ pub struct AuthServerBuilder {
     client_address: Arc<dyn ClientAddress>,
     registration_limit: Option<(u64, Duration)>,
     registration_limit_loopback: bool,
+    allowed_hosts: Vec<String>,
     registration_policy: Option<RegistrationPolicy>,
 }
 
@@ -79,6 +80,7 @@ impl AuthServerBuilder {
             client_address: Arc::new(PeerAddress),
             registration_limit: Some((DEFAULT_REGISTRATIONS_PER_HOUR, Duration::from_secs(3600))),
             registration_limit_loopback: false,
+            allowed_hosts: Vec::new(),
             registration_policy: None,
             cimd_development: false,
         }
@@ -214,6 +216,17 @@ impl AuthServerBuilder {
     /// The scopes every user may be granted when a group mapping is set (default none).
     pub fn user_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
         self.user_scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Also serves requests whose `Host` is one of `hosts` (host names, without port). By
+    /// default the routes answer only to the issuer's host name (and, for a loopback issuer, to
+    /// `localhost`, `127.0.0.1` and `[::1]`): a page on a name an attacker re-points at this
+    /// server (DNS rebinding) gets 421, not the sign-in page. Add the internal names a reverse
+    /// proxy uses if it does not pass the public `Host` through.
+    pub fn allowed_hosts<I: IntoIterator<Item = S>, S: Into<String>>(mut self, hosts: I) -> Self {
+        self.allowed_hosts
+            .extend(hosts.into_iter().map(|h| h.into().to_ascii_lowercase()));
         self
     }
 
@@ -453,6 +466,16 @@ impl AuthServerBuilder {
         let loopback = url::Url::parse(urls.issuer())
             .ok()
             .is_some_and(|u| crate::resource::is_loopback(&u));
+        let mut hosts = self.allowed_hosts;
+        if let Some(host) = url::Url::parse(urls.issuer())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        {
+            hosts.push(host);
+        }
+        if loopback {
+            hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+        }
         let prefill = (self.prefill && loopback)
             .then(|| {
                 self.users
@@ -507,6 +530,7 @@ impl AuthServerBuilder {
             pages: super::pages::pages()?,
             metadata: Metadata(Bytes::from(metadata.to_string())),
             revocations: Arc::new(RevocationList::new(self.access_token_ttl)),
+            hosts,
         })))
     }
 }

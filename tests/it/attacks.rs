@@ -442,3 +442,97 @@ async fn userinfo_reads_credentials_as_the_mcp_endpoint_does() {
         .unwrap();
     assert_eq!(two.status(), 400);
 }
+
+// ---- DNS rebinding ----
+
+#[tokio::test]
+async fn dns_rebinding_to_the_authorization_server_gets_421() {
+    let server = single().await;
+    let client_id = server.register().await;
+    // The attacker's name, re-pointed at 127.0.0.1: the browser sends it as Host.
+    let url = authorize_url(&server, &client_id, &[("resource", &server.resource)]);
+    let rebound = browser()
+        .get(url.as_str())
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+    for path in ["/oauth/token", "/oauth/register"] {
+        let response = client()
+            .post(format!("{}{path}", server.base))
+            .header("host", "127.0.0.1.attacker.example:8080")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 421, "{path}");
+    }
+    // The loopback names themselves are fine on a loopback issuer.
+    let own = browser()
+        .get(url.as_str())
+        .header("host", "localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+}
+
+#[tokio::test]
+async fn dns_rebinding_to_the_mcp_endpoint_gets_403_before_the_token_is_read() {
+    let stack = start_quickstart().await;
+    let token = mint_hs256(&stack.base, &stack.mcp_url, "alice", "mcp:tools");
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+        "http://localhost.evil.example:8080",
+    ] {
+        let response = client()
+            .post(&stack.mcp_url)
+            .header("origin", origin)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{origin}");
+        assert!(
+            response.headers().get("www-authenticate").is_none(),
+            "{origin}: refused before the bearer layer"
+        );
+    }
+    // Loopback origins (the MCP Inspector on this machine) pass on to the bearer layer.
+    let local = client()
+        .post(&stack.mcp_url)
+        .header("origin", "http://localhost:6274")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 401, "the bearer layer answers");
+}
+
+#[tokio::test]
+async fn the_sign_in_page_is_not_readable_cross_origin() {
+    let stack = start_quickstart().await;
+    let page = client()
+        .get(format!("{}/oauth/authorize?client_id=x", stack.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers().get("access-control-allow-origin").is_none(),
+        "no CORS on the pages"
+    );
+    // The API endpoints browser-based clients call do allow it.
+    let token = client()
+        .post(format!("{}/oauth/token", stack.base))
+        .header("origin", "http://localhost:6274")
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert!(token.headers().get("access-control-allow-origin").is_some());
+}

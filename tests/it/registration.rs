@@ -143,6 +143,8 @@ async fn registration_flood_through_a_tunnel_to_a_public_issuer_is_counted() {
         .scopes_supported(["mcp:tools"])
         .dev_user("demo", "demo")
         .registration_limit(Some((3, Duration::from_secs(3600))))
+        // The tunnel delivers under the local name.
+        .allowed_hosts(["127.0.0.1"])
         .build()
         .unwrap();
     spawn_with_peer(listener, auth.router());
