@@ -94,13 +94,14 @@ impl ListFilter {
         changed
     }
 
-    /// Rewrites one SSE event (line ends normalized to `\n`, without its blank line), or
-    /// returns `None` to pass it unchanged.
-    fn rewrite_event(&self, event: &[u8]) -> Option<Vec<u8>> {
+    /// Rewrites one SSE event (line ends normalized to `\n`, without its blank line): `Ok(None)`
+    /// to pass it unchanged, `Err` for an event that may hold a list but cannot be read (not
+    /// UTF-8, data that is not JSON): it must not pass unfiltered.
+    fn rewrite_event(&self, event: &[u8]) -> Result<Option<Vec<u8>>, Unfilterable> {
         if !may_hold_list(event) {
-            return None;
+            return Ok(None);
         }
-        let text = std::str::from_utf8(event).ok()?;
+        let text = std::str::from_utf8(event).map_err(|_| Unfilterable)?;
         let mut data = String::new();
         let mut other = Vec::new();
         for line in text.split('\n').filter(|l| !l.is_empty()) {
@@ -114,9 +115,13 @@ impl ListFilter {
                 None => other.push(line),
             }
         }
-        let mut message: Value = serde_json::from_str(&data).ok()?;
+        if data.is_empty() {
+            // No message in the event (comments, an `event:` line): nothing to filter.
+            return Ok(None);
+        }
+        let mut message: Value = serde_json::from_str(&data).map_err(|_| Unfilterable)?;
         if !self.apply(&mut message) {
-            return None;
+            return Ok(None);
         }
         let mut out = Vec::with_capacity(event.len());
         out.extend_from_slice(b"data: ");
@@ -126,9 +131,14 @@ impl ListFilter {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
         }
-        Some(out)
+        Ok(Some(out))
     }
 }
+
+/// An event or body that may hold a list result but cannot be parsed: refused, never passed
+/// unfiltered (it could carry a tool the caller may not see).
+#[derive(Debug)]
+pub(crate) struct Unfilterable;
 
 pin_project! {
     /// An SSE body whose list results are filtered as events go by. Line ends are normalized
@@ -182,11 +192,16 @@ where
                 *this.scanned = 0;
                 let event = this.pending.split_to(end).freeze();
                 let out = match this.filter.rewrite_event(&event[..end - 1]) {
-                    Some(mut rewritten) => {
+                    Ok(Some(mut rewritten)) => {
                         rewritten.push(b'\n');
                         Bytes::from(rewritten)
                     }
-                    None => event,
+                    Ok(None) => event,
+                    Err(Unfilterable) => {
+                        *this.done = true;
+                        this.pending.clear();
+                        return Poll::Ready(Some(Err("an SSE event could not be filtered".into())));
+                    }
                 };
                 return Poll::Ready(Some(Ok(Frame::data(out))));
             }
@@ -204,8 +219,11 @@ where
                 let rest = this.pending.split().freeze();
                 *this.scanned = 0;
                 let out = match this.filter.rewrite_event(&rest) {
-                    Some(rewritten) => Bytes::from(rewritten),
-                    None => rest,
+                    Ok(Some(rewritten)) => Bytes::from(rewritten),
+                    Ok(None) => rest,
+                    Err(Unfilterable) => {
+                        return Poll::Ready(Some(Err("an SSE event could not be filtered".into())));
+                    }
                 };
                 return Poll::Ready(Some(Ok(Frame::data(out))));
             }

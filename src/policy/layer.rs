@@ -335,7 +335,17 @@ where
                 bytes
             }
         }
-        Err(_) => bytes,
+        // It may hold a list we cannot see into: refused, never passed unfiltered.
+        Err(_) => {
+            tracing::warn!(target: crate::audit::TARGET, decision = "deny", "an unparseable response that may hold a list was refused");
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                &Value::Null,
+                code::INTERNAL_ERROR,
+                "the response could not be filtered",
+                None,
+            );
+        }
     };
     Response::from_parts(parts, boxed(Full::new(rewritten)))
 }

@@ -845,3 +845,80 @@ fn every_decision_is_an_audit_event() {
         "{deny}"
     );
 }
+
+/// Answers every request with `body` as `content_type`.
+fn answering(
+    content_type: &'static str,
+    body: &'static str,
+) -> impl tower::Service<
+    http::Request<http_body_util::Full<bytes::Bytes>>,
+    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<
+        Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible>,
+    >,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(
+        move |_: http::Request<http_body_util::Full<bytes::Bytes>>| {
+            std::future::ready(Ok(http::Response::builder()
+                .header("content-type", content_type)
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap()))
+        },
+    )
+}
+
+async fn list_through_policy(content_type: &'static str, body: &'static str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt};
+    let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
+        .authorization_server("https://auth.example.com")
+        .build()
+        .unwrap();
+    let service = notes_policy()
+        .layer(&resource)
+        .layer(answering(content_type, body));
+    let mut request = http::Request::post("https://mcp.example.com/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(axum::body::Body::from(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        ))
+        .unwrap();
+    request.extensions_mut().insert(ctx("mcp:tools"));
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let text = match response.into_body().collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(e) => format!("stream error: {e}"),
+    };
+    (status, text)
+}
+
+#[tokio::test]
+async fn unparseable_json_list_response_is_refused_not_passed_unfiltered() {
+    // Invalid JSON that still names the hidden tool: it must not reach the caller.
+    let (status, body) = list_through_policy(
+        "application/json",
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_note"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("delete_note"), "{body}");
+}
+
+#[tokio::test]
+async fn unparseable_sse_list_event_ends_the_stream_instead_of_passing() {
+    let (status, body) = list_through_policy(
+        "text/event-stream",
+        "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"delete_note\"}]\n\n",
+    )
+    .await;
+    assert_eq!(status, 200, "the stream had started");
+    assert!(body.starts_with("stream error"), "{body}");
+    assert!(!body.contains("delete_note"), "{body}");
+}
