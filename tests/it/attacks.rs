@@ -536,3 +536,30 @@ async fn the_sign_in_page_is_not_readable_cross_origin() {
         .unwrap();
     assert!(token.headers().get("access-control-allow-origin").is_some());
 }
+
+// ---- server-side request forgery ----
+
+#[tokio::test]
+async fn ssrf_through_metadata_document_addresses_that_embed_internal_ipv4_is_refused() {
+    let server = single().await;
+    let audit = AuditLog::default();
+    let _guard = audit.capture();
+    for host in [
+        "[64:ff9b::a9fe:a9fe]",  // NAT64 of 169.254.169.254 (cloud metadata)
+        "[2002:7f00:1::1]",      // 6to4 of 127.0.0.1
+        "[::127.0.0.1]",         // IPv4-compatible loopback
+        "[2001:0:4136:e378::1]", // Teredo
+        "192.0.0.8",             // IETF protocol assignments
+    ] {
+        let client_id = format!("https://{host}/client.json");
+        let url = authorize_url(&server, &client_id, &[("resource", &server.resource)]);
+        let page = browser().get(url).send().await.unwrap();
+        assert_eq!(page.status(), 400, "{host}: unknown client");
+    }
+    let log = audit.text();
+    assert_eq!(
+        log.matches("resolves to a non-public address").count(),
+        5,
+        "refused by the address fence, before any connection: {log}"
+    );
+}
