@@ -486,8 +486,16 @@ impl AuthServerBuilder {
         // Browsers key cookies by host, not port: two servers on 127.0.0.1 must not share a
         // cookie name, so the name carries a digest of the issuer.
         let digest = Sha256::digest(urls.issuer().as_bytes());
+        // On https, the `__Host-` prefix: the browser keeps only a cookie set by this very
+        // host, Secure, for path `/`, so a sibling subdomain cannot plant one (cookie tossing,
+        // login CSRF). Plain http (loopback development) cannot carry it.
+        let prefix = if urls.issuer().starts_with("https://") {
+            "__Host-"
+        } else {
+            ""
+        };
         let cookie_name = format!(
-            "tma_session_{:02x}{:02x}{:02x}{:02x}",
+            "{prefix}tma_session_{:02x}{:02x}{:02x}{:02x}",
             digest[0], digest[1], digest[2], digest[3]
         );
         let keys = match self.keys {

@@ -1,5 +1,5 @@
 //! The cookies of the sign-in flow, read and written with the `cookie` crate: HttpOnly,
-//! SameSite=Lax, `Secure` on an https issuer.
+//! SameSite=Lax; on an https issuer `Secure` and named with the `__Host-` prefix.
 
 use std::time::Duration;
 
@@ -44,7 +44,8 @@ pub(super) fn cookie_header(
     HeaderValue::from_str(&cookie.to_string()).ok()
 }
 
-/// Sets a cookie of the sign-in flow, scoped to the issuer's `/oauth` path.
+/// Sets a cookie of the sign-in flow, scoped to the issuer's `/oauth` path; on https to `/`,
+/// as the `__Host-` prefix of its name requires.
 pub(super) fn set_cookie(
     server: &AuthServer,
     response: &mut Response,
@@ -52,7 +53,11 @@ pub(super) fn set_cookie(
     value: &str,
     ttl: Duration,
 ) {
-    let path = server.urls().local_path("/oauth");
+    let path = if name.starts_with("__Host-") {
+        "/".to_owned()
+    } else {
+        server.urls().local_path("/oauth")
+    };
     if let Some(value) = cookie_header(server, name, value, &path, ttl) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -563,3 +563,48 @@ async fn ssrf_through_metadata_document_addresses_that_embed_internal_ipv4_is_re
         "refused by the address fence, before any connection: {log}"
     );
 }
+
+// ---- cookies ----
+
+#[tokio::test]
+async fn cookie_tossing_from_a_sibling_host_is_prevented_by_the_host_prefix() {
+    // An https issuer, reached here over plain HTTP on loopback with its own Host name.
+    let (listener, addr) = listener().await;
+    let auth = tower_mcp_auth::server::AuthServer::builder("https://mcp.example.com")
+        .resource("https://mcp.example.com/mcp")
+        .scopes_supported(["mcp:tools"])
+        .dev_user("alice", PASSWORD)
+        .public_client("app", [REDIRECT], ["mcp:tools"])
+        .build()
+        .unwrap();
+    spawn_with_peer(listener, auth.router());
+    let mut url = url::Url::parse(&format!("http://{addr}/oauth/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "app")
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", &challenge(VERIFIER))
+        .append_pair("code_challenge_method", "S256");
+    let page = client()
+        .get(url.as_str())
+        .header("host", "mcp.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let cookies: Vec<&str> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(!cookies.is_empty());
+    for cookie in cookies {
+        assert!(cookie.starts_with("__Host-"), "{cookie}");
+        assert!(
+            cookie.contains("Secure") && cookie.contains("Path=/;"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains("Domain"), "{cookie}");
+    }
+}
