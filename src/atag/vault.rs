@@ -111,12 +111,13 @@ impl TokenVault {
     }
 
     /// The store key of a user's tokens at a service. The subject is hashed: subjects are
-    /// free-form, store keys should not be.
+    /// free-form, store keys should not be. Pinned: a flood of other state never evicts a
+    /// user's connection from the memory store.
     pub fn key(user: &str, service: &str) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(user.as_bytes());
-        let mut key = String::with_capacity(11 + 64 + 1 + service.len());
-        key.push_str("atag:vault:");
+        let mut key = String::with_capacity(15 + 64 + 1 + service.len());
+        key.push_str("pin:atag:vault:");
         for b in digest {
             key.push(char::from(HEX[usize::from(b >> 4)]));
             key.push(char::from(HEX[usize::from(b & 15)]));

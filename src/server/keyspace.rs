@@ -3,14 +3,17 @@
 //! record's type). Counters and locks, which hold no record, have key functions too. ATAG builds
 //! its own keys with [`Key::new`] under the `atag:` prefix.
 //!
+//! Security markers are under `pin:` ([`crate::store::PINNED_PREFIX`]): the memory store never
+//! evicts them early.
+//!
 //! | prefix | record | lives |
 //! |---|---|---|
 //! | `client:` | a self-registered client | a day unused, then as long as its grants |
 //! | `authreq:` | an authorization request waiting for sign-in and consent | 10 minutes |
 //! | `code:` | what an authorization code grants (by digest) | 60 s, single use |
-//! | `usedcode:` | the family of a redeemed code (replay detection) | the refresh lifetime |
-//! | `rt:` | a refresh token (by digest) | the refresh lifetime |
-//! | `revoked:`, `revoked-family:` | a revoked access token, a revoked grant family | until the tokens expire |
+//! | `pin:usedcode:` | the family of a redeemed code (replay detection) | the refresh lifetime |
+//! | `pin:rt:` | a refresh token (by digest) and its rotation state (reuse detection) | the refresh lifetime |
+//! | `pin:revoked:`, `pin:revoked-family:` | a revoked access token, a revoked grant family | until the tokens expire |
 //! | `consent:` | the scopes a user allowed a client | the refresh lifetime |
 //! | `session:` | a sign-in session (by digest of its cookie) | the session lifetime |
 //! | `upstream:` | an upstream sign-in in progress (by digest of its `state`) | 10 minutes |
@@ -72,21 +75,21 @@ pub(super) fn code(digest: &str) -> Key<Grant> {
 
 /// The family of a redeemed code: a replay revokes it.
 pub(super) fn used_code(digest: &str) -> Key<String> {
-    Key::new("usedcode:", digest)
+    Key::new("pin:usedcode:", digest)
 }
 
 pub(super) fn refresh_token(digest: &str) -> Key<Refresh> {
-    Key::new("rt:", digest)
+    Key::new("pin:rt:", digest)
 }
 
 /// Present when the grant family was revoked (read by the bearer layer's validator too).
 pub(super) fn revoked_family(family: &str) -> Key<bool> {
-    Key::new("revoked-family:", family)
+    Key::new("pin:revoked-family:", family)
 }
 
 /// Present (`true`) when the access token `jti` was revoked.
 pub(super) fn revoked_token(jti: &str) -> Key<bool> {
-    Key::new("revoked:", jti)
+    Key::new("pin:revoked:", jti)
 }
 
 /// The scopes `user` allowed `client` for one resource and redirect URI (`scope_of`: the

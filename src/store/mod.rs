@@ -150,15 +150,27 @@ struct LogEvent {
     event: Bytes,
 }
 
-/// The in-process store (moka): bounded, each entry expiring at its own time. Right for one
-/// instance; several instances behind a load balancer need a shared store.
+/// Keys under this prefix hold security markers (revocations, used authorization codes,
+/// refresh-token records that detect reuse): the [`MemoryStore`] never evicts them before they
+/// expire, whatever else it holds. Only authenticated actions create them.
+pub const PINNED_PREFIX: &str = "pin:";
+
+/// What an entry costs against the byte budget: key, value and bookkeeping.
+fn weight(key: &String, entry: &Entry) -> u32 {
+    u32::try_from(key.len() + entry.value.len() + 64).unwrap_or(u32::MAX)
+}
+
+/// The in-process store (moka): each entry expiring at its own time, bounded by a byte budget
+/// (least recently used entries go first once it is reached), except the security markers
+/// under [`PINNED_PREFIX`], which stay until they expire. Right for one instance; several
+/// instances behind a load balancer need a shared store.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_mcp_auth::store::{MemoryStore, Store};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let store = MemoryStore::new(10_000);
+/// let store = MemoryStore::new(64 * 1024 * 1024);
 /// store.put("code:abc", "grant".into(), Duration::from_secs(60)).await.unwrap();
 /// assert_eq!(store.take("code:abc").await.unwrap().as_deref(), Some(&b"grant"[..]));
 /// assert_eq!(store.take("code:abc").await.unwrap(), None); // single use
@@ -167,6 +179,7 @@ struct LogEvent {
 #[derive(Clone)]
 pub struct MemoryStore {
     entries: moka::sync::Cache<String, Entry>,
+    pinned: moka::sync::Cache<String, Entry>,
     logs: std::sync::Arc<std::sync::Mutex<Logs>>,
 }
 
@@ -174,30 +187,49 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("entries", &self.entries.entry_count())
+            .field("pinned", &self.pinned.entry_count())
             .finish()
     }
 }
 
+/// The default byte budget of [`MemoryStore::default`].
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore::new(1_000_000)
+        MemoryStore::new(DEFAULT_MAX_BYTES)
     }
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity` entries. Beyond it, the least recently used are
-    /// evicted early: size it for the live state of the deployment.
-    pub fn new(capacity: u64) -> Self {
+    /// A store holding at most about `max_bytes` of keys and values (each entry also counts 64
+    /// bytes of bookkeeping), not counting the pinned security markers. Beyond it, the least
+    /// recently used entries are evicted early: size it for the live state of the deployment.
+    pub fn new(max_bytes: u64) -> Self {
         MemoryStore {
             entries: moka::sync::Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(max_bytes)
+                .weigher(weight)
                 // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a new entry
                 // when full, and a state store must keep what it was just given (a code just
-                // issued, a revocation just recorded).
+                // issued, a session just opened).
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(UntilExpiry)
                 .build(),
+            // No capacity: a flood of other entries never pushes a revocation out.
+            pinned: moka::sync::Cache::builder()
+                .expire_after(UntilExpiry)
+                .build(),
             logs: std::sync::Arc::default(),
+        }
+    }
+
+    /// The cache `key` lives in.
+    fn cache(&self, key: &str) -> &moka::sync::Cache<String, Entry> {
+        if key.starts_with(PINNED_PREFIX) {
+            &self.pinned
+        } else {
+            &self.entries
         }
     }
 
@@ -228,7 +260,7 @@ impl Store for MemoryStore {
             value,
             expires_at: deadline(Instant::now(), ttl),
         };
-        self.entries.insert(key.to_owned(), entry);
+        self.cache(key).insert(key.to_owned(), entry);
         ready(Ok(()))
     }
 
@@ -244,35 +276,38 @@ impl Store for MemoryStore {
             expires_at: deadline(now, ttl),
         };
         let mut inserted = self
-            .entries
+            .cache(key)
             .entry_by_ref(key)
             .or_insert_with(|| entry.clone())
             .is_fresh();
         if !inserted {
             // An entry past its time but not yet evicted counts as absent: replace it, but
             // only if it is still that same expired entry (compare-and-swap on the instant).
-            let replaced = self.entries.entry_by_ref(key).and_compute_with(|current| {
-                use moka::ops::compute::Op;
-                match current {
-                    Some(e) if e.value().expires_at <= now => Op::Put(entry),
-                    _ => Op::Nop,
-                }
-            });
+            let replaced = self
+                .cache(key)
+                .entry_by_ref(key)
+                .and_compute_with(|current| {
+                    use moka::ops::compute::Op;
+                    match current {
+                        Some(e) if e.value().expires_at <= now => Op::Put(entry),
+                        _ => Op::Nop,
+                    }
+                });
             inserted = matches!(replaced, moka::ops::compute::CompResult::ReplacedWith(_));
         }
         ready(Ok(inserted))
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
-        ready(Ok(self.entries.get(key).and_then(Self::live)))
+        ready(Ok(self.cache(key).get(key).and_then(Self::live)))
     }
 
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
-        ready(Ok(self.entries.remove(key).and_then(Self::live)))
+        ready(Ok(self.cache(key).remove(key).and_then(Self::live)))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.entries.invalidate(key);
+        self.cache(key).invalidate(key);
         ready(Ok(()))
     }
 
@@ -289,19 +324,22 @@ impl Store for MemoryStore {
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
         };
-        let result = self.entries.entry_by_ref(key).and_compute_with(|current| {
-            let (count, expires_at) = match current {
-                Some(e) if e.value().expires_at > now => match count_of(&e.value().value) {
-                    Some(n) => (n.saturating_add(1), e.value().expires_at),
-                    None => return Op::Nop,
-                },
-                _ => (1, deadline(now, ttl)),
-            };
-            Op::Put(Entry {
-                value: Bytes::from(count.to_string()),
-                expires_at,
-            })
-        });
+        let result = self
+            .cache(key)
+            .entry_by_ref(key)
+            .and_compute_with(|current| {
+                let (count, expires_at) = match current {
+                    Some(e) if e.value().expires_at > now => match count_of(&e.value().value) {
+                        Some(n) => (n.saturating_add(1), e.value().expires_at),
+                        None => return Op::Nop,
+                    },
+                    _ => (1, deadline(now, ttl)),
+                };
+                Op::Put(Entry {
+                    value: Bytes::from(count.to_string()),
+                    expires_at,
+                })
+            });
         ready(match result {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) => count_of(&e.value().value)
                 .ok_or_else(|| StoreError(format!("`{key}` is not a counter"))),
@@ -410,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_at_their_own_time() {
-        let store = MemoryStore::new(100);
+        let store = MemoryStore::new(100 * 1024);
         store
             .put("a", "1".into(), Duration::from_millis(50))
             .await
@@ -427,7 +465,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_if_absent_is_first_writer_wins_and_ignores_expired() {
-        let store = MemoryStore::new(100);
+        let store = MemoryStore::new(100 * 1024);
         assert!(
             store
                 .put_if_absent("k", "1".into(), Duration::from_millis(40))
@@ -453,7 +491,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_store_keeps_what_it_was_just_given() {
-        let store = MemoryStore::new(50);
+        let store = MemoryStore::new(50 * 80);
         // Popular old entries, read often (what TinyLFU would favour over a newcomer).
         for i in 0..50 {
             let key = format!("old:{i}");
@@ -481,7 +519,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_increments_are_all_counted_in_a_fixed_window() {
-        let store = Arc::new(MemoryStore::new(100));
+        let store = Arc::new(MemoryStore::new(100 * 1024));
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let store = store.clone();
@@ -520,7 +558,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_takes_have_exactly_one_winner() {
         for round in 0..20 {
-            let store = Arc::new(MemoryStore::new(100));
+            let store = Arc::new(MemoryStore::new(100 * 1024));
             let key = format!("code:{round}");
             store
                 .put(&key, "grant".into(), Duration::from_secs(60))

@@ -608,3 +608,46 @@ async fn cookie_tossing_from_a_sibling_host_is_prevented_by_the_host_prefix() {
         assert!(!cookie.contains("Domain"), "{cookie}");
     }
 }
+
+// ---- memory exhaustion and eviction ----
+
+#[tokio::test]
+async fn a_flood_of_authorization_requests_cannot_evict_replay_detection() {
+    use tower_mcp_auth::store::MemoryStore;
+    // A small byte budget, so a few hundred requests fill it.
+    let (listener, addr) = listener().await;
+    let issuer = format!("http://{addr}");
+    let server = replica(
+        listener,
+        &issuer,
+        MemoryStore::new(256 * 1024),
+        tower_mcp_auth::server::SigningKeys::generate().unwrap(),
+    )
+    .await;
+    let client_id = server.register().await;
+    let code = server.code(&browser(), &client_id, &server.resource).await;
+    let (access, _) = tokens_of(server.redeem(&client(), &client_id, &code).await).await;
+    // Anyone, without credentials: pending authorization requests with 1 KiB states, far
+    // more than the budget holds.
+    let state = "s".repeat(1000);
+    for _ in 0..600 {
+        let url = authorize_url(&server, &client_id, &[("state", &state)]);
+        assert!(
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
+    }
+    // The used-code marker survived the flood: the replay is detected and revokes the tokens.
+    let replay = server.redeem(&client(), &client_id, &code).await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(
+        server.status(&access).await,
+        401,
+        "the replay still revokes what the code produced"
+    );
+}

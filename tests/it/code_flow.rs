@@ -1263,7 +1263,7 @@ async fn corrupt_refresh_record_is_unavailable_not_invalid_grant() {
     let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
     let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
     let key = format!(
-        "rt:{}",
+        "pin:rt:{}",
         URL_SAFE_NO_PAD.encode(Sha256::digest(refresh_token.as_bytes()))
     );
     assert!(store.get(&key).await.unwrap().is_some(), "the record's key");

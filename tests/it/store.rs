@@ -33,7 +33,7 @@ macro_rules! store_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
-                    let store = tower_mcp_auth::store::MemoryStore::new(10_000);
+                    let store = tower_mcp_auth::store::MemoryStore::default();
                     super::$check(std::sync::Arc::new(store)).await;
                 }
             )+
@@ -371,7 +371,7 @@ async fn idle_log_is_gone_after_its_retention(store: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn memory_store_drops_events_past_retention_from_a_live_log() {
-    let store = tower_mcp_auth::store::MemoryStore::new(10_000);
+    let store = tower_mcp_auth::store::MemoryStore::default();
     let old = store.append("log", bytes("old"), SHORT).await.unwrap();
     let kept = store.append("log", bytes("kept"), LONG).await.unwrap();
     tokio::time::sleep(PAST_SHORT).await;
