@@ -51,7 +51,7 @@ pub(crate) enum SessionCheck {
 #[derive(Clone)]
 pub(crate) struct SessionBindings {
     sessions: moka::sync::Cache<Box<str>, Arc<Principal>>,
-    by_principal: Arc<Mutex<HashMap<Arc<Principal>, VecDeque<Box<str>>>>>,
+    by_principal: ByPrincipal,
 }
 
 /// The longest session id accepted; rmcp's are UUIDs. Longer ones are refused unread.

@@ -156,6 +156,7 @@ struct LogEvent {
 pub const PINNED_PREFIX: &str = "pin:";
 
 /// What an entry costs against the byte budget: key, value and bookkeeping.
+#[expect(clippy::ptr_arg, reason = "moka's weigher takes the key type")]
 fn weight(key: &String, entry: &Entry) -> u32 {
     u32::try_from(key.len() + entry.value.len() + 64).unwrap_or(u32::MAX)
 }

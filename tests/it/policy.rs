@@ -846,30 +846,35 @@ fn every_decision_is_an_audit_event() {
     );
 }
 
-/// Answers every request with `body` as `content_type`.
-fn answering(
+type Answer = http::Response<http_body_util::Full<bytes::Bytes>>;
+
+/// A service answering every request with `body` as `content_type`.
+#[derive(Clone)]
+struct Answering {
     content_type: &'static str,
     body: &'static str,
-) -> impl tower::Service<
-    http::Request<http_body_util::Full<bytes::Bytes>>,
-    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
-    Error = std::convert::Infallible,
-    Future = std::future::Ready<
-        Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible>,
-    >,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(
-        move |_: http::Request<http_body_util::Full<bytes::Bytes>>| {
-            std::future::ready(Ok(http::Response::builder()
-                .header("content-type", content_type)
-                .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                    body.as_bytes(),
-                )))
-                .unwrap()))
-        },
-    )
+}
+
+impl tower::Service<http::Request<http_body_util::Full<bytes::Bytes>>> for Answering {
+    type Response = Answer;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Answer, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<http_body_util::Full<bytes::Bytes>>) -> Self::Future {
+        std::future::ready(Ok(http::Response::builder()
+            .header("content-type", self.content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                self.body.as_bytes(),
+            )))
+            .unwrap()))
+    }
 }
 
 async fn list_through_policy(content_type: &'static str, body: &'static str) -> (u16, String) {
@@ -881,7 +886,7 @@ async fn list_through_policy(content_type: &'static str, body: &'static str) -> 
         .unwrap();
     let service = notes_policy()
         .layer(&resource)
-        .layer(answering(content_type, body));
+        .layer(Answering { content_type, body });
     let mut request = http::Request::post("https://mcp.example.com/mcp")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
