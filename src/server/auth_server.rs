@@ -104,6 +104,8 @@ pub(super) struct SignIn {
     /// The dev login form's prefilled user name and password (the quickstart's demo user).
     pub(super) prefill: Option<(String, String)>,
     pub(super) cookie_name: String,
+    /// Scope → what it lets a client do, for the consent page.
+    pub(super) scope_descriptions: HashMap<String, String>,
 }
 
 /// The RFC 8414 metadata document, serialized once.

@@ -39,6 +39,7 @@ pub struct AuthServerBuilder {
     groups: Option<GroupMapping>,
     user_scopes: Vec<String>,
     prefill: bool,
+    scope_descriptions: HashMap<String, String>,
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
     refresh_grace: Duration,
@@ -74,6 +75,7 @@ impl AuthServerBuilder {
             groups: None,
             user_scopes: Vec::new(),
             prefill: false,
+            scope_descriptions: HashMap::new(),
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::ZERO,
@@ -227,6 +229,14 @@ impl AuthServerBuilder {
     pub fn allowed_hosts<I: IntoIterator<Item = S>, S: Into<String>>(mut self, hosts: I) -> Self {
         self.allowed_hosts
             .extend(hosts.into_iter().map(|h| h.into().to_ascii_lowercase()));
+        self
+    }
+
+    /// What `scope` lets a client do, in words for the consent page ("Read your notes"). Scopes
+    /// without one are shown by name; `openid`, `profile`, `email` and `offline_access` have
+    /// descriptions already.
+    pub fn scope_description(mut self, scope: impl Into<String>, text: impl Into<String>) -> Self {
+        self.scope_descriptions.insert(scope.into(), text.into());
         self
     }
 
@@ -534,6 +544,19 @@ impl AuthServerBuilder {
                 user_scopes: self.user_scopes,
                 prefill,
                 cookie_name,
+                scope_descriptions: {
+                    let mut descriptions: HashMap<String, String> = [
+                        ("openid", "Know who you are (your user id)"),
+                        ("profile", "Read your basic profile"),
+                        ("email", "Read your email address"),
+                        ("offline_access", "Keep access while you are away"),
+                    ]
+                    .into_iter()
+                    .map(|(scope, text)| (scope.to_owned(), text.to_owned()))
+                    .collect();
+                    descriptions.extend(self.scope_descriptions);
+                    descriptions
+                },
             },
             pages: super::pages::pages()?,
             metadata: Metadata(Bytes::from(metadata.to_string())),

@@ -72,6 +72,7 @@ pub(super) async fn consent_or_code(
             // Added scopes are marked: the person sees what changes since they last allowed.
             scopes => requested.iter().map(|scope| minijinja::context! {
                 name => scope,
+                description => server.sign_in().scope_descriptions.get(scope),
                 new => remembered.as_ref().is_some_and(|r| !r.contains(scope)),
             }).collect::<Vec<_>>(),
             added => remembered.as_ref().is_some_and(|r| !r.contains_all(requested.iter())),

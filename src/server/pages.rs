@@ -7,19 +7,19 @@ use super::auth_server::AuthServer;
 use super::error::no_store;
 use crate::ConfigError;
 
-const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}input,button{box-sizing:border-box;font-size:1rem;padding:.4rem;margin:.2rem 0;width:100%}code{word-break:break-all}.new{background:#fde68a;border-radius:.2rem;padding:0 .3rem;font-size:.8rem}";
+const PAGE_STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1f2328;margin:0;padding:1rem;font-size:1rem;line-height:1.5}main{background:#fff;max-width:26rem;margin:2rem auto;padding:1.5rem;border-radius:.75rem;box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.35rem;margin:0 0 .75rem}label{display:block;margin:.75rem 0 .25rem;font-weight:600}input{width:100%;font-size:1rem;padding:.6rem .7rem;border:1px solid #c8ccd1;border-radius:.4rem}button{width:100%;font-size:1rem;min-height:2.75rem;margin-top:.75rem;border-radius:.4rem;border:1px solid #c8ccd1;background:#fff;cursor:pointer}button.primary{background:#1f6feb;border-color:#1f6feb;color:#fff;font-weight:600}ul.scopes{list-style:none;padding:0;margin:.5rem 0}ul.scopes li{padding:.5rem 0;border-top:1px solid #eceef1}ul.scopes li:first-child{border-top:0}.what{display:block}code{font-size:.85rem;color:#57606a;word-break:break-all}.new{background:#fde68a;border-radius:.2rem;padding:0 .3rem;font-size:.8rem}.muted{color:#57606a;font-size:.9rem}.error{color:#b3261e}";
 
 /// The templates: minijinja escapes every value in `.html` templates.
 pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
     let mut env = minijinja::Environment::new();
     let base = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{{{{ title }}}}</title><style>{PAGE_STYLE}</style></head><body>{{% block body %}}{{% endblock %}}</body></html>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>{{{{ title }}}}</title><style>{PAGE_STYLE}</style></head><body><main>{{% block body %}}{{% endblock %}}</main></body></html>"
     );
     let templates = [
         ("base.html", base),
-        ("error.html", r#"{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1><p>{{ message }}</p>{% endblock %}"#.to_owned()),
-        ("login.html", r#"{% extends "base.html" %}{% block body %}<h1>Sign in</h1><p><b>{{ client }}</b> asks to access {{ resource }}.</p>{% if error %}<p style="color:#b00">{{ error }}</p>{% endif %}{% for p in providers %}<form method="post" action="{{ p.action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit">Sign in with {{ p.name }}</button></form>{% endfor %}{% if dev %}<form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><label>User <input name="username" value="{{ username }}" autocomplete="username"></label><label>Password <input name="password" value="{{ password }}" type="password" autocomplete="current-password"></label><button type="submit">Sign in</button></form>{% endif %}{% endblock %}"#.to_owned()),
-        ("consent.html", r#"{% extends "base.html" %}{% block body %}<h1>Allow access?</h1><p><b>{{ client }}</b> wants to act as <b>{{ user }}</b> on {{ resource }} with these scopes:</p><ul>{% for s in scopes %}<li><code>{{ s.name }}</code>{% if s.new %} <span class="new">new</span>{% endif %}</li>{% endfor %}</ul>{% if added %}<p>Scopes marked <span class="new">new</span> were not part of what you allowed before.</p>{% endif %}<p>You will be sent back to <b>{{ redirect_host }}</b>.</p><form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button name="decision" value="approve" type="submit">Allow</button><button name="decision" value="deny" type="submit">Deny</button></form>{% endblock %}"#.to_owned()),
+        ("error.html", r#"{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1><p>{{ message }}</p>{% if hint %}<p class="muted">{{ hint }}</p>{% endif %}{% endblock %}"#.to_owned()),
+        ("login.html", r#"{% extends "base.html" %}{% block body %}<h1>Sign in</h1><p><b>{{ client }}</b> asks to access <code>{{ resource }}</code>.</p>{% if error %}<p class="error">{{ error }}</p>{% endif %}{% for p in providers %}<form method="post" action="{{ p.action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit" class="primary">Sign in with {{ p.name }}</button></form>{% endfor %}{% if dev %}<form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><label for="username">User name</label><input id="username" name="username" value="{{ username }}" autocomplete="username"><label for="password">Password</label><input id="password" name="password" value="{{ password }}" type="password" autocomplete="current-password"><button type="submit" class="primary">Sign in</button></form>{% endif %}{% endblock %}"#.to_owned()),
+        ("consent.html", r#"{% extends "base.html" %}{% block body %}<h1>Allow access?</h1><p><b>{{ client }}</b> wants to act as <b>{{ user }}</b> on <code>{{ resource }}</code>. It will be able to:</p><ul class="scopes">{% for s in scopes %}<li>{% if s.description %}<span class="what">{{ s.description }}</span>{% endif %}<code>{{ s.name }}</code>{% if s.new %} <span class="new">new</span>{% endif %}</li>{% endfor %}</ul>{% if added %}<p>Scopes marked <span class="new">new</span> were not part of what you allowed before.</p>{% endif %}<p>You will be sent back to <b>{{ redirect_host }}</b>.</p><form method="post" action="{{ action }}"><input type="hidden" name="request" value="{{ request }}"><input type="hidden" name="csrf" value="{{ csrf }}"><button name="decision" value="approve" type="submit" class="primary">Allow</button><button name="decision" value="deny" type="submit">Deny</button></form>{% endblock %}"#.to_owned()),
     ];
     for (name, source) in templates {
         env.add_template_owned(name, source)
@@ -101,10 +101,19 @@ pub(crate) fn upstream_error_page(
 
 /// An error shown to the person in the browser, never sent to a redirect URI we cannot trust.
 pub(crate) fn error_page(server: &AuthServer, status: StatusCode, message: &str) -> Response {
+    let mut message = message.to_owned();
+    if let Some(first) = message.get(..1) {
+        let upper = first.to_uppercase();
+        message.replace_range(..1, &upper);
+    }
     page(
         server,
         status,
         "error.html",
-        minijinja::context! { title => "Authorization failed", message },
+        minijinja::context! {
+            title => "Authorization failed",
+            message,
+            hint => "Go back to your application and start signing in again. If you did not start this, close this page: nothing was shared.",
+        },
     )
 }

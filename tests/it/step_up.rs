@@ -282,12 +282,12 @@ async fn rmcp_client_steps_up_to_admin_as_demo_after_consenting_to_the_new_scope
     assert_eq!(answer.status(), 200);
     let consent = answer.text().await.unwrap();
     assert!(
-        consent.contains(r#"<li><code>notes:admin</code> <span class="new">new</span></li>"#),
+        consent.contains(r#"<code>notes:admin</code> <span class="new">new</span></li>"#),
         "{consent}"
     );
     for old in ["mcp:tools", "notes:read", "notes:write"] {
         assert!(
-            consent.contains(&format!("<li><code>{old}</code></li>")),
+            consent.contains(&format!("<code>{old}</code></li>")),
             "{consent}"
         );
     }
@@ -375,7 +375,7 @@ async fn declining_the_new_scope_leaves_the_old_token_working() {
             .text()
             .await
             .unwrap()
-            .contains(r#"<li><code>notes:admin</code> <span class="new">new</span></li>"#)
+            .contains(r#"<code>notes:admin</code> <span class="new">new</span></li>"#)
     );
     session.client.cancel().await.unwrap();
 }
