@@ -7,7 +7,7 @@ use super::auth_server::AuthServer;
 use super::error::no_store;
 use crate::ConfigError;
 
-const PAGE_STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1f2328;margin:0;padding:1rem;font-size:1rem;line-height:1.5}main{background:#fff;max-width:26rem;margin:2rem auto;padding:1.5rem;border-radius:.75rem;box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.35rem;margin:0 0 .75rem}label{display:block;margin:.75rem 0 .25rem;font-weight:600}input{width:100%;font-size:1rem;padding:.6rem .7rem;border:1px solid #c8ccd1;border-radius:.4rem}button{width:100%;font-size:1rem;min-height:2.75rem;margin-top:.75rem;border-radius:.4rem;border:1px solid #c8ccd1;background:#fff;cursor:pointer}button.primary{background:#1f6feb;border-color:#1f6feb;color:#fff;font-weight:600}ul.scopes{list-style:none;padding:0;margin:.5rem 0}ul.scopes li{padding:.5rem 0;border-top:1px solid #eceef1}ul.scopes li:first-child{border-top:0}.what{display:block}code{font-size:.85rem;color:#57606a;word-break:break-all}.new{background:#fde68a;border-radius:.2rem;padding:0 .3rem;font-size:.8rem}.muted{color:#57606a;font-size:.9rem}.error{color:#b3261e}";
+const PAGE_STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1f2328;margin:0;padding:1rem;font-size:1rem;line-height:1.5}main{background:#fff;max-width:26rem;margin:2rem auto;padding:1.5rem;border-radius:.75rem;box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.35rem;margin:0 0 .75rem}label{display:block;margin:.75rem 0 .25rem;font-weight:600}input{width:100%;font-size:1rem;padding:.6rem .7rem;border:1px solid #c8ccd1;border-radius:.4rem}button{width:100%;font-size:1rem;min-height:2.75rem;margin-top:.75rem;border-radius:.4rem;border:1px solid #c8ccd1;background:#fff;cursor:pointer}button.primary{background:#1f6feb;border-color:#1f6feb;color:#fff;font-weight:600}ul.scopes{list-style:none;padding:0;margin:.5rem 0}ul.scopes li{padding:.5rem 0;border-top:1px solid #eceef1}ul.scopes li:first-child{border-top:0}.what{display:block}code{font-size:.85rem;color:#57606a;overflow-wrap:anywhere}.new{background:#fde68a;border-radius:.2rem;padding:0 .3rem;font-size:.8rem}.muted{color:#57606a;font-size:.9rem}.error{color:#b3261e}";
 
 /// The templates: minijinja escapes every value in `.html` templates.
 pub(super) fn pages() -> Result<minijinja::Environment<'static>, ConfigError> {
@@ -105,6 +105,9 @@ pub(crate) fn error_page(server: &AuthServer, status: StatusCode, message: &str)
     if let Some(first) = message.get(..1) {
         let upper = first.to_uppercase();
         message.replace_range(..1, &upper);
+    }
+    if !message.ends_with(['.', '!', '?']) {
+        message.push('.');
     }
     page(
         server,

@@ -11,6 +11,8 @@ mod atag;
 #[cfg(feature = "server")]
 mod attacks;
 mod bearer;
+#[cfg(feature = "atag")]
+mod browser;
 #[cfg(feature = "server")]
 mod code_flow;
 #[cfg(feature = "atag")]
