@@ -120,6 +120,45 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
     }
 }
 
+/// A JSON object read as a map, refusing duplicate keys (a plain `HashMap` keeps the last, so
+/// two parsers could read two different answers).
+struct UniqueMap<K, V>(HashMap<K, V>);
+
+impl<'de, K, V> Deserialize<'de> for UniqueMap<K, V>
+where
+    K: Deserialize<'de> + Eq + std::hash::Hash,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K, V> serde::de::Visitor<'de> for Visit<K, V>
+        where
+            K: Deserialize<'de> + Eq + std::hash::Hash,
+            V: Deserialize<'de>,
+        {
+            type Value = HashMap<K, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object without repeated keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = HashMap::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some((key, value)) = map.next_entry()? {
+                    if out.insert(key, value).is_some() {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer
+            .deserialize_map(Visit(std::marker::PhantomData))
+            .map(UniqueMap)
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
@@ -151,7 +190,7 @@ struct Params<'a> {
     #[serde(rename = "requestState", borrow, default)]
     request_state: Option<Cow<'a, str>>,
     #[serde(rename = "inputResponses", borrow, default)]
-    input_responses: Option<ObjectOnly<HashMap<Cow<'a, str>, ObjectOnly<InputResponse<'a>>>>>,
+    input_responses: Option<UniqueMap<Cow<'a, str>, ObjectOnly<InputResponse<'a>>>>,
 }
 
 #[derive(Deserialize)]
@@ -289,7 +328,7 @@ fn message(envelope: Envelope<'_>) -> Result<McpMessage, EnvelopeError> {
         request_state: p.request_state.map(Cow::into_owned),
         input_actions: p
             .input_responses
-            .map(|ObjectOnly(answers)| {
+            .map(|UniqueMap(answers)| {
                 answers
                     .into_iter()
                     .filter_map(|(key, ObjectOnly(answer))| {
@@ -386,5 +425,109 @@ mod tests {
         );
         assert!(r.messages[1].is_notification());
         assert!(r.messages[2].is_response());
+    }
+
+    fn one(body: &str) -> McpMessage {
+        let mut r = parse(body.as_bytes()).unwrap();
+        assert_eq!(r.messages.len(), 1);
+        r.messages.remove(0)
+    }
+
+    /// A notification is let through without an answer, a response is matched to a pending
+    /// server request: each kind must be recognised as exactly itself, or a tool call could be
+    /// passed off as a notification or a response.
+    #[test]
+    fn message_kinds_are_exclusive() {
+        let request =
+            one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
+        let notification = one(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#);
+        let response = one(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        let error = one(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#);
+        let kinds = |m: &McpMessage| (m.is_request(), m.is_notification(), m.is_response());
+        assert_eq!(kinds(&request), (true, false, false));
+        assert_eq!(kinds(&notification), (false, true, false));
+        assert_eq!(kinds(&response), (false, false, true));
+        assert_eq!(kinds(&error), (false, false, true));
+        // A response with a null id is still a response, not a request.
+        let null_id = one(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#);
+        assert_eq!(kinds(&null_id), (false, false, true));
+    }
+
+    /// The target the policy judges is the tool or prompt name, else the resource URI; a
+    /// message naming neither has none (so it cannot borrow another rule's target).
+    #[test]
+    fn target_is_the_name_then_the_uri() {
+        let call =
+            one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}"#);
+        assert_eq!(call.target(), Some("delete_all"));
+        let read = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/shadow"}}"#,
+        );
+        assert_eq!(read.target(), Some("file:///etc/shadow"));
+        let both = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"uri":"file:///a","name":"delete_all"}}"#,
+        );
+        assert_eq!(both.target(), Some("delete_all"));
+        let none = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#);
+        assert_eq!(none.target(), None);
+        let no_params = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        assert_eq!(no_params.target(), None);
+        let empty = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":""}}"#);
+        assert_eq!(empty.target(), Some(""));
+    }
+
+    /// Integer ids are kept exactly, however large: one id rounded through `f64` would match
+    /// another client's pending request (2^53 + 1 and 2^53 are one `f64`).
+    #[test]
+    fn large_integer_ids_are_kept_exactly() {
+        for id in [
+            Value::from(i64::MAX),
+            Value::from(i64::MIN),
+            Value::from(u64::MAX),
+            Value::from(9_007_199_254_740_993_i64),
+            Value::from(-9_007_199_254_740_993_i64),
+        ] {
+            let m = one(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+            assert_eq!(m.id, Some(id));
+        }
+        let m = one(r#"{"jsonrpc":"2.0","id":-3,"method":"ping"}"#);
+        assert_eq!(m.id, Some(Value::from(-3)));
+        let m = one(r#"{"jsonrpc":"2.0","id":"7","method":"ping"}"#);
+        assert_eq!(m.id, Some(Value::from("7")));
+    }
+
+    /// Non-integer spellings of ids are refused from 2^53 on: `9007199254740993.0` reads as the
+    /// `f64` 2^53, so it would be taken for the id 9007199254740992.
+    #[test]
+    fn float_ids_from_two_to_the_53_are_refused() {
+        for id in [
+            "9007199254740992.0",
+            "9007199254740993.0",
+            "-9007199254740992.0",
+            "9.007199254740992e15",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            assert_eq!(parse(body.as_bytes()).unwrap_err().code(), -32600, "{id}");
+        }
+        let m = one(r#"{"jsonrpc":"2.0","id":9007199254740991.0,"method":"ping"}"#);
+        assert_eq!(m.id, Some(Value::from(9_007_199_254_740_991_i64)));
+        let m = one(r#"{"jsonrpc":"2.0","id":-2e0,"method":"ping"}"#);
+        assert_eq!(m.id, Some(Value::from(-2)));
+    }
+
+    /// Structural errors are `invalid_request`, syntax errors `parse_error`, and a non-object
+    /// `params` says why.
+    #[test]
+    fn error_codes_and_messages() {
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().code(),
+            -32600
+        );
+        assert_eq!(parse(br#"{"jsonrpc":"2.0""#).unwrap_err().code(), -32700);
+        assert_eq!(parse(b"  [").unwrap_err().code(), -32700);
+        let e =
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["x"]}"#).unwrap_err();
+        assert_eq!(e.code(), -32600);
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
     }
 }

@@ -20,6 +20,8 @@ pub mod origin;
 #[cfg(any(feature = "jwks", feature = "introspection"))]
 mod outbound;
 pub mod policy;
+#[cfg(test)]
+mod proptests;
 pub mod resource;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

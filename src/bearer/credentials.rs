@@ -152,4 +152,61 @@ mod tests {
             Err(CredentialError::Invalid(_))
         ));
     }
+
+    /// A query string that carries no `access_token` must not cost a valid header its token:
+    /// only the `access_token` parameter (under any percent-encoding of its name) makes the
+    /// request two credentials at once.
+    #[test]
+    fn query_without_access_token_keeps_the_header_token() {
+        for uri in [
+            "/mcp?",
+            "/mcp?foo=bar",
+            "/mcp?access_tokens=x",
+            "/mcp?access_token_x=1&y",
+            "/mcp?token=abc",
+            "/mcp?x=access_token",
+        ] {
+            assert_eq!(
+                bearer_token(&parts(&["Bearer abc"], uri)),
+                Ok("abc"),
+                "{uri}"
+            );
+        }
+        for uri in [
+            "/mcp?foo=bar&access_token=x",
+            "/mcp?access%5Ftoken=x",
+            "/mcp?access_token",
+            "/mcp?access_token=",
+        ] {
+            assert!(
+                matches!(
+                    bearer_token(&parts(&["Bearer abc"], uri)),
+                    Err(CredentialError::Invalid(_))
+                ),
+                "{uri}"
+            );
+        }
+    }
+
+    /// Every `b64token` character is accepted and padding only at the end; anything else (a
+    /// quote, a comma, a control or non-ASCII byte that another parser might split or fold on)
+    /// is refused.
+    #[test]
+    fn b64token_alphabet_is_exact() {
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
+        assert_eq!(check_syntax(alphabet.as_bytes()), Ok(alphabet));
+        assert_eq!(check_syntax(b"a="), Ok("a="));
+        assert_eq!(check_syntax(b"a==="), Ok("a==="));
+        for b in 0..=255u8 {
+            let token = [b'a', b];
+            let expected = b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+            assert_eq!(check_syntax(&token).is_ok(), expected, "byte {b:#04x}");
+        }
+        for bad in [&b""[..], b"=", b"==", b"a=b", b"=a", b"a,b", b"a;b", b"\xc3\xa9"] {
+            assert!(
+                matches!(check_syntax(bad), Err(CredentialError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }

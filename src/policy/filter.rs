@@ -51,8 +51,11 @@ pub(crate) fn may_hold_list(payload: &[u8]) -> bool {
         b"\"resources\"",
         b"\"resourceTemplates\"",
     ];
+    // An escaped key (`"t\u006fols"`) reads as `tools` to every JSON parser: any escape means
+    // a full parse.
     NEEDLES
         .iter()
+        .chain([&&b"\\u"[..]])
         .any(|needle| memchr::memmem::find(payload, needle).is_some())
 }
 
@@ -230,13 +233,20 @@ where
             match ready!(this.inner.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let mut data = &data[..];
-                        // A byte order mark may open the stream; it is not part of an event.
+                        this.line_ends.push(this.pending, &data);
+                        // A byte order mark may open the stream; it is not part of an event,
+                        // and it may arrive cut across frames: decide once three bytes are in.
                         if !*this.started {
-                            *this.started = !data.is_empty();
-                            data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+                            const BOM: &[u8] = b"\xEF\xBB\xBF";
+                            let seen = this.pending.len().min(BOM.len());
+                            if this.pending[..seen] != BOM[..seen] {
+                                *this.started = true;
+                            } else if seen == BOM.len() {
+                                let _ = this.pending.split_to(BOM.len());
+                                *this.scanned = 0;
+                                *this.started = true;
+                            }
                         }
-                        this.line_ends.push(this.pending, data);
                     }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },

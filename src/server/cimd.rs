@@ -195,6 +195,10 @@ impl AuthServer {
         let body = crate::outbound::read_capped(response, MAX_DOCUMENT)
             .await
             .map_err(|e| format!("the client metadata document is refused: {e}"))?;
+        // A JSON object (a derived struct would also read an array, field by field).
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err("the client metadata is not a JSON object".into());
+        }
         let document: Document = serde_json::from_slice(&body)
             .map_err(|e| format!("the client metadata is invalid: {e}"))?;
         if document.client_id != client_id {

@@ -56,7 +56,13 @@ pub(super) async fn register(
 ) -> Result<Response, OAuthError> {
     let invalid = |msg: &str| OAuthError::InvalidClientMetadata(msg.to_owned().into());
     let bad_redirect = |msg: &str| OAuthError::InvalidRedirectUri(msg.to_owned().into());
-    let Ok(request) = serde_json::from_slice::<RegistrationBody>(&body) else {
+    // RFC 7591: a JSON object (a derived struct would also read an array, field by field;
+    // read directly, it refuses repeated fields).
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let Some(request) = is_object
+        .then(|| serde_json::from_slice::<RegistrationBody>(&body).ok())
+        .flatten()
+    else {
         return Err(invalid(
             "the registration request is not a valid JSON document",
         ));

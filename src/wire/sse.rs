@@ -15,6 +15,10 @@ pub(crate) struct LineEnds {
 impl LineEnds {
     /// Appends `chunk` to `buf` with `\r\n` and `\r` turned into `\n`.
     pub(crate) fn push(&mut self, buf: &mut BytesMut, chunk: &[u8]) {
+        // An empty chunk between `\r` and `\n` must not forget the pending `\r`.
+        if chunk.is_empty() {
+            return;
+        }
         let mut chunk = chunk;
         if self.after_cr && chunk.first() == Some(&b'\n') {
             chunk = &chunk[1..];
