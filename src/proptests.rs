@@ -1138,7 +1138,7 @@ mod sse {
         br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"public"},{"name":"secret"}]}}"#;
 
     #[test]
-    fn filter_empty_frame_after_cr_splits_the_event() {
+    fn empty_frame_between_cr_and_lf_does_not_split_an_event() {
         // One event, two data lines, CRLF line ends; the server's body yields an empty data
         // frame between the `\r` and the `\n` of the first line end. The client must get one
         // event whose data is `a\nb`; it gets `data: a` and `data: b` as two events.
@@ -1167,7 +1167,7 @@ mod sse {
     }
 
     #[test]
-    fn filter_bom_split_across_chunks_leaks_the_list() {
+    fn bom_split_across_frames_cannot_smuggle_a_tool_list() {
         let mut rest = b"\xBF".to_vec();
         rest.extend_from_slice(b"data: ");
         rest.extend_from_slice(LIST);
@@ -1177,7 +1177,7 @@ mod sse {
     }
 
     #[test]
-    fn filter_escaped_tools_key_leaks_the_list() {
+    fn escaped_tools_key_cannot_smuggle_a_tool_list() {
         let escaped = br#"{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[{"name":"public"},{"name":"secret"}]}}"#;
         let json = through_policy(vec![escaped.to_vec()], "application/json");
         let client: Value = serde_json::from_slice(&json.bytes).unwrap();
@@ -1394,7 +1394,7 @@ mod policy {
     }
 
     #[test]
-    fn deny_glob_dodged_by_a_newline_through_the_layer() {
+    fn newline_in_a_resource_uri_cannot_dodge_a_deny_glob() {
         let policy = ToolPolicy::builder()
             .default_scopes(["mcp:tools"])
             .rule(Rule::resource("*secret*").deny())
