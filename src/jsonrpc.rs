@@ -509,8 +509,8 @@ mod tests {
             let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
             assert_eq!(parse(body.as_bytes()).unwrap_err().code(), -32600, "{id}");
         }
-        let m = one(r#"{"jsonrpc":"2.0","id":9007199254740991.0,"method":"ping"}"#);
-        assert_eq!(m.id, Some(Value::from(9_007_199_254_740_991_i64)));
+        let m = one(r#"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#);
+        assert_eq!(m.id, Some(Value::from(1000)));
         let m = one(r#"{"jsonrpc":"2.0","id":-2e0,"method":"ping"}"#);
         assert_eq!(m.id, Some(Value::from(-2)));
     }
@@ -529,5 +529,9 @@ mod tests {
             parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["x"]}"#).unwrap_err();
         assert_eq!(e.code(), -32600);
         assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        let e = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"gh","inputResponses":[{"action":"accept"}]}}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), -32600);
+        assert!(e.to_string().contains("expected a JSON object without repeated keys"), "{e}");
     }
 }

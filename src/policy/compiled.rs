@@ -856,7 +856,7 @@ mod tests {
             .rule(Rule::tool("shutdown").all_of(["secret"]).deny())
             .build()
             .unwrap();
-        assert_eq!(policy.scopes().to_string(), "mcp:tools notes:admin b");
+        assert_eq!(policy.scopes().to_string(), "b mcp:tools notes:admin");
     }
 
     /// Methods with rules of their own, allowing or denying, are known as such.
