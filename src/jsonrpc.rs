@@ -532,6 +532,10 @@ mod tests {
         let e = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"gh","inputResponses":[{"action":"accept"}]}}"#)
             .unwrap_err();
         assert_eq!(e.code(), -32600);
-        assert!(e.to_string().contains("expected a JSON object without repeated keys"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("expected a JSON object without repeated keys"),
+            "{e}"
+        );
     }
 }

@@ -202,7 +202,16 @@ mod tests {
             let expected = b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
             assert_eq!(check_syntax(&token).is_ok(), expected, "byte {b:#04x}");
         }
-        for bad in [&b""[..], b"=", b"==", b"a=b", b"=a", b"a,b", b"a;b", b"\xc3\xa9"] {
+        for bad in [
+            &b""[..],
+            b"=",
+            b"==",
+            b"a=b",
+            b"=a",
+            b"a,b",
+            b"a;b",
+            b"\xc3\xa9",
+        ] {
             assert!(
                 matches!(check_syntax(bad), Err(CredentialError::Invalid(_))),
                 "{bad:?}"

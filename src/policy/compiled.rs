@@ -556,7 +556,10 @@ mod tests {
             .unwrap();
         let public = scoped("public");
         assert_eq!(policy.decide(Kind::Tool, "notes", &public), Decision::Allow);
-        assert_eq!(policy.decide(Kind::Resource, "notes", &public), needs("res"));
+        assert_eq!(
+            policy.decide(Kind::Resource, "notes", &public),
+            needs("res")
+        );
         assert_eq!(policy.decide(Kind::Prompt, "notes", &public), needs("prm"));
         assert_eq!(policy.decide(Kind::Method, "notes", &public), needs("mth"));
         assert!(policy.permits(Kind::Prompt, "notes", &scoped("prm")));
@@ -587,13 +590,22 @@ mod tests {
             .unwrap();
         let public = scoped("public");
         assert_eq!(policy.decide(Kind::Tool, "read", &public), Decision::Allow);
-        assert_eq!(policy.decide(Kind::Tool, "purge_admin", &public), needs("admin"));
+        assert_eq!(
+            policy.decide(Kind::Tool, "purge_admin", &public),
+            needs("admin")
+        );
         assert_eq!(policy.decide(Kind::Tool, "get_x", &public), needs("one"));
-        assert_eq!(policy.decide(Kind::Tool, "get_xy", &public), Decision::Allow);
+        assert_eq!(
+            policy.decide(Kind::Tool, "get_xy", &public),
+            Decision::Allow
+        );
         assert_eq!(policy.decide(Kind::Tool, "a.bc", &public), needs("dot"));
         assert_eq!(policy.decide(Kind::Tool, "axbc", &public), Decision::Allow);
         for denied in ["delete_all", "delte", "drop_table", "drop_"] {
-            assert!(forbidden(&policy.decide(Kind::Tool, denied, &public)), "{denied}");
+            assert!(
+                forbidden(&policy.decide(Kind::Tool, denied, &public)),
+                "{denied}"
+            );
         }
         assert_eq!(policy.decide(Kind::Tool, "drop", &public), Decision::Allow);
     }
@@ -609,7 +621,10 @@ mod tests {
             .unwrap();
         let public = scoped("public");
         assert!(forbidden(&policy.decide(Kind::Tool, "rm_42", &public)));
-        assert_eq!(policy.decide(Kind::Tool, "admin_x", &public), needs("admin"));
+        assert_eq!(
+            policy.decide(Kind::Tool, "admin_x", &public),
+            needs("admin")
+        );
         assert_eq!(policy.decide(Kind::Tool, "rm_x", &public), Decision::Allow);
     }
 
@@ -625,10 +640,22 @@ mod tests {
             .build()
             .unwrap();
         let broad = scoped("broad regex narrow");
-        assert_eq!(policy.decide(Kind::Tool, "notes_x", &scoped("broad regex")), needs("narrow"));
-        assert_eq!(policy.decide(Kind::Tool, "notes_admin", &broad), needs("admin"));
-        assert_eq!(policy.decide(Kind::Tool, "nx", &scoped("regex")), needs("broad"));
-        assert_eq!(policy.decide(Kind::Tool, "nx", &scoped("broad")), Decision::Allow);
+        assert_eq!(
+            policy.decide(Kind::Tool, "notes_x", &scoped("broad regex")),
+            needs("narrow")
+        );
+        assert_eq!(
+            policy.decide(Kind::Tool, "notes_admin", &broad),
+            needs("admin")
+        );
+        assert_eq!(
+            policy.decide(Kind::Tool, "nx", &scoped("regex")),
+            needs("broad")
+        );
+        assert_eq!(
+            policy.decide(Kind::Tool, "nx", &scoped("broad")),
+            Decision::Allow
+        );
         // Reversed declaration order, same outcome.
         let policy = ToolPolicy::builder()
             .tool_regex("^n", ["regex"])
@@ -637,15 +664,24 @@ mod tests {
             .tool("n*", ["broad"])
             .build()
             .unwrap();
-        assert_eq!(policy.decide(Kind::Tool, "notes_x", &scoped("broad regex")), needs("narrow"));
-        assert_eq!(policy.decide(Kind::Tool, "notes_admin", &broad), needs("admin"));
+        assert_eq!(
+            policy.decide(Kind::Tool, "notes_x", &scoped("broad regex")),
+            needs("narrow")
+        );
+        assert_eq!(
+            policy.decide(Kind::Tool, "notes_admin", &broad),
+            needs("admin")
+        );
         // Same specificity: the first declared wins.
         let policy = ToolPolicy::builder()
             .tool("x", ["first"])
             .tool("x", ["second"])
             .build()
             .unwrap();
-        assert_eq!(policy.decide(Kind::Tool, "x", &scoped("second")), needs("first"));
+        assert_eq!(
+            policy.decide(Kind::Tool, "x", &scoped("second")),
+            needs("first")
+        );
     }
 
     /// A multi-byte character in a resource URI, cut by a shorter glob prefix, must not stop
@@ -659,9 +695,19 @@ mod tests {
             .build()
             .unwrap();
         let public = scoped("public");
-        assert!(forbidden(&policy.decide(Kind::Resource, "file:///\u{e9}/secret", &public)));
-        assert_eq!(policy.decide(Kind::Resource, "file:///xy", &public), needs("x"));
-        assert_eq!(policy.decide(Kind::Resource, "file:///", &public), Decision::Allow);
+        assert!(forbidden(&policy.decide(
+            Kind::Resource,
+            "file:///\u{e9}/secret",
+            &public
+        )));
+        assert_eq!(
+            policy.decide(Kind::Resource, "file:///xy", &public),
+            needs("x")
+        );
+        assert_eq!(
+            policy.decide(Kind::Resource, "file:///", &public),
+            Decision::Allow
+        );
     }
 
     /// Tool, prompt and method names must be printable ASCII (no control characters, spaces
@@ -678,8 +724,14 @@ mod tests {
                 assert!(forbidden(&policy.decide(kind, name, &public)), "{name:?}");
             }
         }
-        assert_eq!(policy.decide(Kind::Tool, "delete", &public), Decision::Allow);
-        assert_eq!(policy.decide(Kind::Resource, "file:///a b", &public), Decision::Allow);
+        assert_eq!(
+            policy.decide(Kind::Tool, "delete", &public),
+            Decision::Allow
+        );
+        assert_eq!(
+            policy.decide(Kind::Resource, "file:///a b", &public),
+            Decision::Allow
+        );
     }
 
     /// `Delete_All` is judged by the rules for `delete_all` too (a server may fold case); a
@@ -695,9 +747,19 @@ mod tests {
             .unwrap();
         let public = scoped("public");
         assert!(forbidden(&policy.decide(Kind::Tool, "Delete_All", &public)));
-        assert_eq!(policy.decide(Kind::Prompt, "SECRET", &public), needs("admin"));
-        assert_eq!(policy.decide(Kind::Resource, "file:///A", &public), Decision::Allow);
-        assert!(forbidden(&policy.decide(Kind::Resource, "file:///a", &public)));
+        assert_eq!(
+            policy.decide(Kind::Prompt, "SECRET", &public),
+            needs("admin")
+        );
+        assert_eq!(
+            policy.decide(Kind::Resource, "file:///A", &public),
+            Decision::Allow
+        );
+        assert!(forbidden(&policy.decide(
+            Kind::Resource,
+            "file:///a",
+            &public
+        )));
     }
 
     /// Default deny without default scopes; methods without rules need nothing more.
@@ -707,10 +769,16 @@ mod tests {
         let public = scoped("public");
         assert!(forbidden(&policy.decide(Kind::Tool, "x", &public)));
         assert!(forbidden(&policy.decide(Kind::Resource, "x", &public)));
-        assert_eq!(policy.decide(Kind::Method, "tools/list", &public), Decision::Allow);
+        assert_eq!(
+            policy.decide(Kind::Method, "tools/list", &public),
+            Decision::Allow
+        );
         let policy = ToolPolicy::builder().default_scopes(["d"]).build().unwrap();
         assert_eq!(policy.decide(Kind::Tool, "x", &public), needs("d"));
-        assert_eq!(policy.decide(Kind::Tool, "x", &scoped("d")), Decision::Allow);
+        assert_eq!(
+            policy.decide(Kind::Tool, "x", &scoped("d")),
+            Decision::Allow
+        );
     }
 
     /// `all_of`, `any_of` and claim conditions are all required; the challenge asks for what
@@ -730,8 +798,14 @@ mod tests {
         assert_eq!(policy.decide(Kind::Tool, "t", &scoped("x")), needs("a b"));
         assert_eq!(policy.decide(Kind::Tool, "t", &scoped("c")), needs("a"));
         assert_eq!(policy.decide(Kind::Tool, "t", &scoped("a")), needs("a b"));
-        assert_eq!(policy.decide(Kind::Tool, "t", &scoped("a c")), Decision::Allow);
-        assert_eq!(policy.decide(Kind::Tool, "u", &scoped("a")), Decision::Allow);
+        assert_eq!(
+            policy.decide(Kind::Tool, "t", &scoped("a c")),
+            Decision::Allow
+        );
+        assert_eq!(
+            policy.decide(Kind::Tool, "u", &scoped("a")),
+            Decision::Allow
+        );
         assert_eq!(policy.decide(Kind::Tool, "u", &scoped("b")), needs("a"));
         let corp = ctx(json!({"scope": "a", "tenant": "corp"}));
         let other = ctx(json!({"scope": "a", "tenant": "evil"}));
@@ -824,15 +898,33 @@ mod tests {
     fn services() {
         let policy = ToolPolicy::builder()
             .default_scopes(["mcp"])
-            .rule(Rule::tool("github_*").all_of(["mcp"]).needs_service("github", ["repo"]))
-            .rule(Rule::tool("gh_*").all_of(["mcp"]).needs_service("github", ["repo"]))
-            .rule(Rule::tool("mail").all_of(["mcp"]).needs_service("google", ["gmail"]))
+            .rule(
+                Rule::tool("github_*")
+                    .all_of(["mcp"])
+                    .needs_service("github", ["repo"]),
+            )
+            .rule(
+                Rule::tool("gh_*")
+                    .all_of(["mcp"])
+                    .needs_service("github", ["repo"]),
+            )
+            .rule(
+                Rule::tool("mail")
+                    .all_of(["mcp"])
+                    .needs_service("google", ["gmail"]),
+            )
             .build()
             .unwrap();
         assert_eq!(policy.service_ids(), ["github", "google"]);
         let need = policy.service_need("github_repos").unwrap();
-        assert_eq!((need.service.as_str(), &need.scopes[..]), ("github", &["repo".to_owned()][..]));
-        assert_eq!(policy.service_need("GitHub_Repos").unwrap().service, "github");
+        assert_eq!(
+            (need.service.as_str(), &need.scopes[..]),
+            ("github", &["repo".to_owned()][..])
+        );
+        assert_eq!(
+            policy.service_need("GitHub_Repos").unwrap().service,
+            "github"
+        );
         assert_eq!(policy.service_need("whoami"), None);
         assert!(policy.serves("whoami"));
         assert!(!policy.serves("github_repos"));
@@ -841,7 +933,10 @@ mod tests {
         clone.serve_services();
         assert!(policy.serves("github_repos"));
         assert!(policy.serves("whoami"));
-        let plain = ToolPolicy::builder().default_scopes(["mcp"]).build().unwrap();
+        let plain = ToolPolicy::builder()
+            .default_scopes(["mcp"])
+            .build()
+            .unwrap();
         assert!(plain.serves("github_repos"));
         assert!(plain.service_ids().is_empty());
     }
