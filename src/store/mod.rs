@@ -171,7 +171,7 @@ fn weight(key: &String, entry: &Entry) -> u32 {
 /// use tower_mcp_auth::store::{MemoryStore, Store};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let store = MemoryStore::new(64 * 1024 * 1024);
+/// let store = MemoryStore::with_max_bytes(64 * 1024 * 1024);
 /// store.put("code:abc", "grant".into(), Duration::from_secs(60)).await.unwrap();
 /// assert_eq!(store.take("code:abc").await.unwrap().as_deref(), Some(&b"grant"[..]));
 /// assert_eq!(store.take("code:abc").await.unwrap(), None); // single use
@@ -198,7 +198,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore::new(DEFAULT_MAX_BYTES)
+        MemoryStore::with_max_bytes(DEFAULT_MAX_BYTES)
     }
 }
 
@@ -206,7 +206,8 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of keys and values (each entry also counts 64
     /// bytes of bookkeeping), not counting the pinned security markers. Beyond it, the least
     /// recently used entries are evicted early: size it for the live state of the deployment.
-    pub fn new(max_bytes: u64) -> Self {
+    /// (It replaces `new(entries)`: a count of entries bounded nothing when values are large.)
+    pub fn with_max_bytes(max_bytes: u64) -> Self {
         MemoryStore {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
@@ -449,7 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_at_their_own_time() {
-        let store = MemoryStore::new(100 * 1024);
+        let store = MemoryStore::with_max_bytes(100 * 1024);
         store
             .put("a", "1".into(), Duration::from_millis(50))
             .await
@@ -466,7 +467,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_if_absent_is_first_writer_wins_and_ignores_expired() {
-        let store = MemoryStore::new(100 * 1024);
+        let store = MemoryStore::with_max_bytes(100 * 1024);
         assert!(
             store
                 .put_if_absent("k", "1".into(), Duration::from_millis(40))
@@ -492,7 +493,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_store_keeps_what_it_was_just_given() {
-        let store = MemoryStore::new(50 * 80);
+        let store = MemoryStore::with_max_bytes(50 * 80);
         // Popular old entries, read often (what TinyLFU would favour over a newcomer).
         for i in 0..50 {
             let key = format!("old:{i}");
@@ -520,7 +521,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_increments_are_all_counted_in_a_fixed_window() {
-        let store = Arc::new(MemoryStore::new(100 * 1024));
+        let store = Arc::new(MemoryStore::with_max_bytes(100 * 1024));
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let store = store.clone();
@@ -559,7 +560,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_takes_have_exactly_one_winner() {
         for round in 0..20 {
-            let store = Arc::new(MemoryStore::new(100 * 1024));
+            let store = Arc::new(MemoryStore::with_max_bytes(100 * 1024));
             let key = format!("code:{round}");
             store
                 .put(&key, "grant".into(), Duration::from_secs(60))

@@ -620,7 +620,7 @@ async fn a_flood_of_authorization_requests_cannot_evict_replay_detection() {
     let server = replica(
         listener,
         &issuer,
-        MemoryStore::new(256 * 1024),
+        MemoryStore::with_max_bytes(256 * 1024),
         tower_mcp_auth::server::SigningKeys::generate().unwrap(),
     )
     .await;
