@@ -252,6 +252,16 @@ impl Flow {
         .await
     }
 
+    /// `grant_type=refresh_token` for the public client `app`.
+    async fn refresh(&self, refresh_token: String) -> reqwest::Response {
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "app"),
+            ("refresh_token", &refresh_token),
+        ])
+        .await
+    }
+
     async fn call(&self, access_token: &str) -> reqwest::StatusCode {
         client()
             .post(&self.mcp)
@@ -315,17 +325,7 @@ async fn full_flow_login_consent_code_token_call_refresh() {
     let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(rt1, rt2);
     // Rotation is strict by default: the rotated token presented again is a theft signal.
-    let refresh = |token: String| {
-        let flow = &flow;
-        async move {
-            flow.token(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "app"),
-                ("refresh_token", &token),
-            ])
-            .await
-        }
-    };
+    let refresh = |token: String| flow.refresh(token);
     let reuse = refresh(rt1.clone()).await;
     assert_eq!(
         reuse.json::<Value>().await.unwrap()["error"],
@@ -351,17 +351,7 @@ async fn stolen_refresh_token_replayed_after_rotation_revokes_the_family() {
     let code = flow.code().await["code"].clone();
     let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
     let stolen = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let refresh = |token: String| {
-        let flow = &flow;
-        async move {
-            flow.token(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "app"),
-                ("refresh_token", &token),
-            ])
-            .await
-        }
-    };
+    let refresh = |token: String| flow.refresh(token);
     let legitimate: Value = refresh(stolen.clone()).await.json().await.unwrap();
     let attacker = refresh(stolen).await;
     assert_eq!(attacker.status(), 400, "the attacker gets nothing");
@@ -384,17 +374,7 @@ async fn grace_window_retry_gets_the_same_successor_and_reuse_later_still_revoke
     let code = flow.code().await["code"].clone();
     let tokens: Value = flow.redeem(&code).await.json().await.unwrap();
     let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let refresh = |token: String| {
-        let flow = &flow;
-        async move {
-            flow.token(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "app"),
-                ("refresh_token", &token),
-            ])
-            .await
-        }
-    };
+    let refresh = |token: String| flow.refresh(token);
     let second: Value = refresh(rt1.clone()).await.json().await.unwrap();
     let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
     // A retry after a lost response, within the window: the same successor, a fresh access
