@@ -454,6 +454,8 @@ mod tests {
             "http://mcp.example.com/mcp",
             "ftp://mcp.example.com/",
             "https://user:pw@mcp.example.com/",
+            "https://user@mcp.example.com/",
+            "https://:pw@mcp.example.com/",
         ] {
             assert!(build(bad).is_err(), "{bad} accepted");
         }
@@ -464,11 +466,130 @@ mod tests {
     }
 
     #[test]
+    fn accessors_return_what_was_built() {
+        let r = ProtectedResource::builder("https://ex.com/public/mcp")
+            .authorization_server("https://auth.example.com")
+            .scopes_supported(["mcp:tools"])
+            .build()
+            .unwrap();
+        assert_eq!(
+            r.metadata_path(),
+            "/.well-known/oauth-protected-resource/public/mcp"
+        );
+        assert_eq!(r.scopes_supported(), &Scopes::new(["mcp:tools"]));
+        assert_eq!(r.baseline_scopes(), &Scopes::new(["mcp:tools"]));
+        let doc: serde_json::Value = serde_json::from_slice(r.document()).unwrap();
+        assert_eq!(doc["resource"], "https://ex.com/public/mcp");
+        assert_eq!(doc["scopes_supported"][0], "mcp:tools");
+    }
+
+    async fn get(router: &axum::Router, method: Method, path: &str) -> axum::response::Response {
+        use tower::ServiceExt;
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router.clone().oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn router_serves_the_document_at_both_locations_with_cors() {
+        let r = build("https://ex.com/public/mcp").unwrap();
+        let router: axum::Router = r.router();
+        for path in [r.metadata_path(), WELL_KNOWN_PREFIX] {
+            let response = get(&router, Method::GET, path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(&body, r.document());
+            let preflight = get(&router, Method::OPTIONS, path).await;
+            assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+            assert_eq!(
+                preflight.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
+                "GET, OPTIONS"
+            );
+        }
+        // A resource at the root has one location (registering it twice would panic).
+        let root = build("https://ex.com").unwrap();
+        assert_eq!(root.metadata_path(), WELL_KNOWN_PREFIX);
+        let router: axum::Router = root.router();
+        let response = get(&router, Method::GET, WELL_KNOWN_PREFIX).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn scope_tokens_follow_rfc_6749() {
+        for bad in ["", "a b", "a\"b", "a\\b", "caf\u{e9}", "tab\there"] {
+            let built = ProtectedResource::builder("https://ex.com/mcp")
+                .authorization_server("https://auth.example.com")
+                .scopes_supported([bad])
+                .build();
+            assert!(
+                matches!(built, Err(ConfigError::InvalidScope(ref s)) if s == bad),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(check_scope_token("notes:read!#[]~").is_ok());
+    }
+
+    /// `offline_access` in `scopes_supported` makes 2026-07-28 clients ask every user for
+    /// refresh tokens: the builder warns the operator.
+    #[test]
+    fn offline_access_in_scopes_supported_is_warned_about() {
+        let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Captured(sink.clone()))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for scopes in [&["mcp:tools"][..], &["mcp:tools", "offline_access"][..]] {
+                ProtectedResource::builder("https://ex.com/mcp")
+                    .authorization_server("https://auth.example.com")
+                    .scopes_supported(scopes.iter().copied())
+                    .build()
+                    .unwrap();
+            }
+        });
+        let logged = String::from_utf8_lossy(&logged.lock().unwrap()).into_owned();
+        assert_eq!(
+            logged.matches("should not contain offline_access").count(),
+            1,
+            "{logged}"
+        );
+    }
+
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
     fn audience_canonicalization() {
         assert_eq!(
             canonical_audience("https://MCP.example.com/"),
             "https://mcp.example.com"
         );
         assert_eq!(canonical_audience("api://thing"), "api://thing");
+        // Only the root path loses its slash: `/a/` and `/a` are different resources.
+        assert_eq!(canonical_audience("https://ex.com/a/"), "https://ex.com/a/");
+        assert_eq!(
+            canonical_audience("https://ex.com/?q=1"),
+            "https://ex.com/?q=1"
+        );
     }
 }

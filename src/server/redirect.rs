@@ -157,7 +157,93 @@ pub(super) fn redirect_back(
 
 #[cfg(test)]
 mod tests {
-    use super::redirect_matches;
+    use super::{RedirectKind, check_redirect_uri, is_private_use_scheme, redirect_matches};
+
+    #[test]
+    fn each_redirect_uri_rule_refuses_with_its_reason() {
+        let refused = [
+            ("/callback", "not an absolute URL"),
+            ("https://app.example/cb#frag", "must not have a fragment"),
+            ("https://user@app.example/cb", "must not carry credentials"),
+            ("https://:pw@app.example/cb", "must not carry credentials"),
+            ("http://app.example/cb", "only allowed on loopback"),
+            ("https://*.example.com/cb", "not a valid host name"),
+            ("https://app..example/cb", "not a valid host name"),
+            ("https://-app.example/cb", "not a valid host name"),
+            ("https://app-.example/cb", "not a valid host name"),
+            ("https://app_1.example/cb", "not a valid host name"),
+            ("https://a.b$c.example/cb", "not a valid host name"),
+            ("com.example.app://host/cb", "has no host"),
+            ("javascript:alert(1)", "cannot be a redirect URI"),
+            ("data:text/html,hi", "cannot be a redirect URI"),
+            ("file:///etc/passwd", "cannot be a redirect URI"),
+            ("myapp:/cb", "reverse-domain private-use scheme"),
+            ("ftp://app.example/cb", "reverse-domain private-use scheme"),
+        ];
+        for (uri, reason) in refused {
+            match check_redirect_uri(uri) {
+                Err(message) => assert!(message.contains(reason), "{uri}: {message}"),
+                Ok(kind) => panic!("{uri} accepted as {kind:?}"),
+            }
+        }
+        let long_label = format!("https://{}.example/cb", "a".repeat(64));
+        assert!(check_redirect_uri(&long_label).is_err());
+        let long_name = format!("https://{}example/cb", "abcdefghi.".repeat(26));
+        assert!(check_redirect_uri(&long_name).is_err());
+
+        let accepted = [
+            ("https://app.example/cb", RedirectKind::Web),
+            ("https://app.example./cb", RedirectKind::Web),
+            ("https://x-1.app.example:8443/cb?x=1", RedirectKind::Web),
+            ("https://203.0.113.7/cb", RedirectKind::Web),
+            ("https://[2001:db8::1]/cb", RedirectKind::Web),
+            ("http://127.0.0.1:8080/cb", RedirectKind::Loopback),
+            ("http://[::1]/cb", RedirectKind::Loopback),
+            ("http://localhost:3000/cb", RedirectKind::Loopback),
+            ("com.example.app:/oauth", RedirectKind::PrivateUse),
+            ("com.example-app+dev:/oauth", RedirectKind::PrivateUse),
+        ];
+        for (uri, kind) in accepted {
+            assert_eq!(check_redirect_uri(uri), Ok(kind), "{uri}");
+        }
+        let longest_label = format!("https://{}.example/cb", "a".repeat(63));
+        assert_eq!(check_redirect_uri(&longest_label), Ok(RedirectKind::Web));
+        let (a, d) = ("a".repeat(63), "d".repeat(61));
+        let longest_name = format!("https://{a}.{a}.{a}.{d}/cb");
+        assert_eq!(check_redirect_uri(&longest_name), Ok(RedirectKind::Web));
+    }
+
+    #[test]
+    fn authorization_response_carries_params_state_and_iss() {
+        let server = crate::server::AuthServer::builder("https://auth.example")
+            .resource("https://mcp.example/mcp")
+            .dev_user("demo", "demo")
+            .build()
+            .unwrap();
+        let response = super::redirect_back(
+            &server,
+            "https://app.example/cb?keep=1",
+            Some("s t"),
+            &[("code", "abc")],
+        );
+        assert_eq!(response.status(), http::StatusCode::SEE_OTHER);
+        assert_eq!(
+            response.headers()[http::header::LOCATION],
+            "https://app.example/cb?keep=1&code=abc&state=s+t&iss=https%3A%2F%2Fauth.example"
+        );
+        assert_eq!(response.headers()[http::header::CACHE_CONTROL], "no-store");
+        let response = super::redirect_back(&server, "not a url", None, &[]);
+        assert_eq!(response.status(), http::StatusCode::BAD_REQUEST);
+        assert!(!response.headers().contains_key(http::header::LOCATION));
+    }
+
+    #[test]
+    fn private_use_schemes_are_reverse_domain_names() {
+        assert!(is_private_use_scheme("com.example.app"));
+        for scheme in ["myapp", "com..app", ".com.app", "com.app.", "com.ex_ample"] {
+            assert!(!is_private_use_scheme(scheme), "{scheme}");
+        }
+    }
 
     #[test]
     fn loopback_port_rule_is_narrow() {
