@@ -167,13 +167,41 @@ impl RequiredScopes {
 pub struct AuthContext(Arc<Inner>);
 
 struct Inner {
-    subject: String,
-    client_id: Option<String>,
-    issuer: Option<String>,
+    subject: Box<str>,
+    client_id: Option<Box<str>>,
+    issuer: Option<Box<str>>,
     scopes: Scopes,
     audience: Vec<String>,
     expires_at: Option<SystemTime>,
-    claims: Map<String, Value>,
+    claims: Claims,
+}
+
+/// Every claim, kept as compact JSON text and parsed the first time someone asks.
+///
+/// The token cache holds one context per user for as long as the token lives: a parsed claim
+/// map (a B-tree of `String` keys and `Value`s, a dozen allocations) costs several times the
+/// JSON it came from, and most requests never read a claim the typed accessors do not cover.
+struct Claims {
+    json: Box<str>,
+    parsed: std::sync::OnceLock<Map<String, Value>>,
+}
+
+impl Claims {
+    fn new(claims: &Map<String, Value>) -> Self {
+        Claims {
+            // A map of JSON values always serializes.
+            json: serde_json::to_string(claims)
+                .unwrap_or_default()
+                .into_boxed_str(),
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn map(&self) -> &Map<String, Value> {
+        // Parsing back what serde_json wrote cannot fail; an empty map would be the answer.
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
+    }
 }
 
 impl AuthContext {
@@ -187,12 +215,13 @@ impl AuthContext {
     ///
     /// Returns `None` when there is no non-empty `sub`: every token we accept names a principal.
     pub fn from_claims(claims: Map<String, Value>) -> Option<Self> {
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())?
-            .to_owned();
-        let string = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+        let subject = Box::from(
+            claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())?,
+        );
+        let string = |k: &str| claims.get(k).and_then(Value::as_str).map(Box::from);
         let client_id = string("client_id")
             .or_else(|| string("azp"))
             .or_else(|| string("cid"))
@@ -225,7 +254,7 @@ impl AuthContext {
             scopes,
             audience,
             expires_at,
-            claims,
+            claims: Claims::new(&claims),
         })))
     }
 
@@ -270,14 +299,16 @@ impl AuthContext {
     }
 
     /// Every claim of the token (or field of the introspection response), for checks this type
-    /// has no accessor for (`groups`, `email`, tenant ids, ...).
+    /// has no accessor for (`groups`, `email`, tenant ids, ...). Kept as JSON text until first
+    /// asked for, then parsed once per context (a cached token's context is shared by all its
+    /// requests).
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.0.claims
+        self.0.claims.map()
     }
 
     /// One claim by name.
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.0.claims.get(name)
+        self.0.claims.map().get(name)
     }
 }
 

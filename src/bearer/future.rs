@@ -11,7 +11,6 @@ use tower_service::Service;
 
 use super::ResponseBody;
 use super::admission::{Admission, SessionAction};
-use super::cache::TokenKey;
 use super::service::admit;
 use crate::AuthContext;
 use crate::BoxFuture;
@@ -39,8 +38,6 @@ pin_project! {
             request: Option<Request<B>>,
             inner: S,
             admission: Arc<Admission>,
-            key: TokenKey,
-            token: Arc<str>,
         },
         Calling {
             #[pin]
@@ -85,8 +82,6 @@ where
         request: Request<B>,
         inner: S,
         admission: Arc<Admission>,
-        key: TokenKey,
-        token: Arc<str>,
     ) -> Self {
         ResponseFuture {
             state: State::Validating {
@@ -94,8 +89,6 @@ where
                 request: Some(request),
                 inner,
                 admission,
-                key,
-                token,
             },
         }
     }
@@ -118,18 +111,12 @@ where
                     request,
                     inner,
                     admission,
-                    key,
-                    token,
                 } => {
                     let result = ready!(validation.as_mut().poll(cx));
                     let request = request.take().expect(POLLED_AFTER_COMPLETION);
                     let next = match result {
-                        Ok(ctx) => {
-                            if let Some(cache) = &admission.cache {
-                                cache.insert(*key, token.clone(), ctx.clone());
-                            }
-                            admit(admission, ctx, request, inner)
-                        }
+                        // Cached by the validation itself, once for all who waited on it.
+                        Ok(ctx) => admit(admission, ctx, request, inner),
                         Err(e) => ResponseFuture::refused(admission.refuse_token(&e)),
                     };
                     state.set(next.state);

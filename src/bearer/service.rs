@@ -73,43 +73,39 @@ where
             Ok(token) => token,
             Err(e) => return ResponseFuture::refused(self.admission.refuse_credentials(e)),
         };
-        let key = match &self.admission.cache {
+        let mac = match &self.admission.cache {
             Some(cache) => {
-                let key = cache.key(token);
-                if let Some(ctx) = cache.get(key, token) {
+                let mac = cache.mac(token);
+                if let Some(ctx) = cache.get(mac) {
                     // Hot path: no signature work, no syntax scan (the cached token passed it);
                     // a revocation since is a local lookup.
                     if !self.validator.revoked(&ctx) {
                         return admit(&self.admission, ctx, request, &mut self.inner);
                     }
                     // Validated again below, which refuses it with the validator's answer.
-                    cache.remove(key);
+                    cache.remove(mac);
                 }
-                key
+                Some(mac)
             }
-            None => 0,
+            None => None,
         };
         let token = match check_syntax(token) {
             Ok(token) => token,
             Err(e) => return ResponseFuture::refused(self.admission.refuse_credentials(e)),
         };
         let validator = self.validator.clone();
-        let token: Arc<str> = Arc::from(token);
-        let validation = {
-            let token = token.clone();
-            Box::pin(async move { validator.validate(&token).await })
-        };
+        let admission = self.admission.clone();
+        let token: Box<str> = Box::from(token);
+        let validation = Box::pin(async move {
+            match (&admission.cache, mac) {
+                (Some(cache), Some(mac)) => cache.validate_once(mac, &token, &*validator).await,
+                _ => validator.validate(&token).await,
+            }
+        });
         // The service that was polled ready goes into the future; a clone stays here.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::validating(
-            validation,
-            request,
-            inner,
-            self.admission.clone(),
-            key,
-            token,
-        )
+        ResponseFuture::validating(validation, request, inner, self.admission.clone())
     }
 }
 

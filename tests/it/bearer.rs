@@ -291,3 +291,67 @@ async fn absurd_exp_is_refused_without_panicking() {
         assert!(www_authenticate(&response).contains("`exp` claim"));
     }
 }
+
+/// Counts validations, each taking a while (as a JWKS fetch or an introspection call does).
+struct SlowCounted {
+    inner: JwtValidator,
+    validations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tower_mcp_auth::validate::TokenValidator for SlowCounted {
+    fn validate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> tower_mcp_auth::BoxFuture<
+        'a,
+        Result<tower_mcp_auth::AuthContext, tower_mcp_auth::validate::TokenError>,
+    > {
+        Box::pin(async move {
+            self.validations
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            self.inner.validate(token).await
+        })
+    }
+}
+
+/// A burst of requests from a user the cache has not seen (a thundering herd, or an attacker
+/// replaying one token to multiply signature work): one validation, every request answered.
+#[tokio::test]
+async fn concurrent_first_uses_of_a_token_validate_it_once() {
+    let validations = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = validations.clone();
+    let server = protected(
+        move |resource| SlowCounted {
+            inner: hs256(resource),
+            validations: counted,
+        },
+        |l| l,
+    )
+    .await;
+    let token = token_for(&server, "alice", "mcp:tools");
+    let burst = (0..24).map(|_| server.post(Some(&token)));
+    let statuses: Vec<u16> = futures_util::future::join_all(burst)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses, vec![200; 24]);
+    assert_eq!(validations.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Cached now: no further validation.
+    assert_eq!(server.post(Some(&token)).await.status(), 200);
+    assert_eq!(validations.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A bad token is shared with those waiting on it, never cached: tried again later, it is
+    // validated again (and refused again).
+    let at = token.len() - 10;
+    let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+    let burst = (0..8).map(|_| server.post(Some(&forged)));
+    for response in futures_util::future::join_all(burst).await {
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(validations.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(server.post(Some(&forged)).await.status(), 401);
+    assert_eq!(validations.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
