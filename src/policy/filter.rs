@@ -44,19 +44,20 @@ pub(crate) struct ListFilter {
 /// of ordinary responses (tool results, pings, notifications).
 pub(crate) fn may_hold_list(payload: &[u8]) -> bool {
     // Every list key is one of these quoted words (`"resourceTemplates"` contains none, so it
-    // is listed too); memmem scans with SIMD.
-    const NEEDLES: [&[u8]; 4] = [
-        b"\"tools\"",
-        b"\"prompts\"",
-        b"\"resources\"",
-        b"\"resourceTemplates\"",
-    ];
-    // An escaped key (`"t\u006fols"`) reads as `tools` to every JSON parser: any escape means
-    // a full parse.
-    NEEDLES
-        .iter()
-        .chain([&&b"\\u"[..]])
-        .any(|needle| memchr::memmem::find(payload, needle).is_some())
+    // is listed too). An escaped key (`"t\u006fols"`) reads as `tools` to every JSON parser:
+    // any escape means a full parse. The SIMD searchers are built once, not per response.
+    static FINDERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 5]> =
+        std::sync::LazyLock::new(|| {
+            [
+                &b"\"tools\""[..],
+                b"\"prompts\"",
+                b"\"resources\"",
+                b"\"resourceTemplates\"",
+                b"\\u",
+            ]
+            .map(memchr::memmem::Finder::new)
+        });
+    FINDERS.iter().any(|finder| finder.find(payload).is_some())
 }
 
 impl ListFilter {

@@ -118,6 +118,10 @@ pub(super) fn with_required(refusal: Refusal, extensions: &http::Extensions) -> 
     }
 }
 
+/// The revision 2026-07-28 headers that mirror the body (SEP-2243), parsed once.
+static MCP_METHOD: http::HeaderName = http::HeaderName::from_static("mcp-method");
+static MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name");
+
 /// SEP-2243 header values: plain, or `=?base64?…?=` for non-ASCII.
 fn decode_header_value(value: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -156,16 +160,17 @@ impl Shared {
                 None,
             ))
         };
-        let methods: Vec<_> = headers.get_all("mcp-method").iter().collect();
-        if methods.len() > 1
-            || methods
-                .first()
+        let mut methods = headers.get_all(&MCP_METHOD).iter();
+        let (method, extra) = (methods.next(), methods.next());
+        if extra.is_some()
+            || method
                 .is_some_and(|v| Some(v.as_bytes()) != message.method.as_deref().map(str::as_bytes))
         {
             return mismatch("Mcp-Method");
         }
-        let names: Vec<_> = headers.get_all("mcp-name").iter().collect();
-        if names.len() > 1 {
+        let mut names = headers.get_all(&MCP_NAME).iter();
+        let (name, extra) = (names.next(), names.next());
+        if extra.is_some() {
             return mismatch("Mcp-Name");
         }
         let mirrored = match message.method.as_deref() {
@@ -176,7 +181,7 @@ impl Shared {
             // Other methods (tasks/*) mirror fields the policy does not judge.
             _ => return None,
         };
-        if let Some(value) = names.first()
+        if let Some(value) = name
             && decode_header_value(value.as_bytes()).as_deref() != mirrored.map(str::as_bytes)
         {
             return mismatch("Mcp-Name");

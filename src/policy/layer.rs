@@ -286,11 +286,14 @@ where
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let is_sse = content_type.starts_with("text/event-stream");
-    let is_json = content_type.starts_with("application/json");
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    let starts_with = |prefix: &str| {
+        content_type
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    let is_sse = starts_with("text/event-stream");
+    let is_json = starts_with("application/json");
     if !is_sse && !is_json {
         return response.map(boxed);
     }
