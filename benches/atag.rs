@@ -5,10 +5,6 @@
 //! `cargo bench --bench atag`
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,21 +13,13 @@ use http::{Request, Response};
 use http_body_util::Full;
 use serde_json::json;
 use tower::{Layer, Service, service_fn};
+
+mod support;
+use support::{per_request, ready};
 use tower_mcp_auth::atag::{Atag, ExternalService, TokenSet};
 use tower_mcp_auth::policy::ToolPolicy;
 use tower_mcp_auth::server::AuthServer;
 use tower_mcp_auth::{AuthContext, ProtectedResource};
-
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("benchmarked future is not immediately ready"),
-    }
-}
 
 type Inner = tower::util::ServiceFn<
     fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
@@ -67,28 +55,6 @@ fn request(ctx: &AuthContext, body: &str) -> Request<Full<Bytes>> {
         .unwrap();
     request.extensions_mut().insert(ctx.clone());
     request
-}
-
-fn per_request<S>(service: &mut S, ctx: &AuthContext, body: &str, iters: u64) -> Duration
-where
-    S: Service<Request<Full<Bytes>>>,
-    S::Error: std::fmt::Debug,
-{
-    // Built in small batches outside the timing: a batch stays in the CPU cache, and no run
-    // allocates (and page-faults) millions of requests up front.
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let batch = left.min(256);
-        let requests: Vec<_> = (0..batch).map(|_| request(ctx, body)).collect();
-        let start = std::time::Instant::now();
-        for req in requests {
-            black_box(ready(service.call(req)).unwrap());
-        }
-        total += start.elapsed();
-        left -= batch;
-    }
-    total
 }
 
 fn atag(c: &mut Criterion) {
@@ -146,13 +112,13 @@ fn atag(c: &mut Criterion) {
         assert!(bytes.ends_with(br#""text":"ok"}]}}"#), "{bytes:?}");
     }
     group.bench_function("policy_only_plain_call", |b| {
-        b.iter_custom(|iters| per_request(&mut policy_only, &ctx, &plain, iters))
+        b.iter_custom(|iters| per_request(&mut policy_only, || request(&ctx, &plain), iters))
     });
     group.bench_function("with_atag_plain_call", |b| {
-        b.iter_custom(|iters| per_request(&mut with_atag, &ctx, &plain, iters))
+        b.iter_custom(|iters| per_request(&mut with_atag, || request(&ctx, &plain), iters))
     });
     group.bench_function("with_atag_token_from_vault", |b| {
-        b.iter_custom(|iters| per_request(&mut with_atag, &ctx, &github, iters))
+        b.iter_custom(|iters| per_request(&mut with_atag, || request(&ctx, &github), iters))
     });
     group.finish();
 }

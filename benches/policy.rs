@@ -4,10 +4,7 @@
 //! `cargo bench --bench policy`
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,19 +13,11 @@ use http::{Request, Response};
 use http_body_util::Full;
 use serde_json::json;
 use tower::{Layer, Service, service_fn};
+
+mod support;
+use support::{per_request, ready};
 use tower_mcp_auth::policy::{Kind, Rule, ToolPolicy};
 use tower_mcp_auth::{AuthContext, ProtectedResource};
-
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("benchmarked future is not immediately ready"),
-    }
-}
 
 fn ctx() -> AuthContext {
     let claims =
@@ -109,28 +98,6 @@ fn request(ctx: &AuthContext) -> Request<Full<Bytes>> {
     request
 }
 
-fn per_request<S>(service: &mut S, ctx: &AuthContext, iters: u64) -> Duration
-where
-    S: Service<Request<Full<Bytes>>>,
-    S::Error: std::fmt::Debug,
-{
-    // Built in small batches outside the timing: a batch stays in the CPU cache, and no run
-    // allocates (and page-faults) millions of requests up front.
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let batch = left.min(256);
-        let requests: Vec<_> = (0..batch).map(|_| request(ctx)).collect();
-        let start = std::time::Instant::now();
-        for req in requests {
-            black_box(ready(service.call(req)).unwrap());
-        }
-        total += start.elapsed();
-        left -= batch;
-    }
-    total
-}
-
 fn layer(c: &mut Criterion) {
     let ctx = ctx();
     let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
@@ -140,13 +107,13 @@ fn layer(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy_layer");
     let mut bare = inner();
     group.bench_function("no_layer_baseline", |b| {
-        b.iter_custom(|iters| per_request(&mut bare, &ctx, iters))
+        b.iter_custom(|iters| per_request(&mut bare, || request(&ctx), iters))
     });
     for n in [10usize, 10_000] {
         let mut service = policy(n).layer(&resource).layer(inner());
         assert_eq!(ready(service.call(request(&ctx))).unwrap().status(), 200);
         group.bench_function(format!("tools_call_{n}_rules"), |b| {
-            b.iter_custom(|iters| per_request(&mut service, &ctx, iters))
+            b.iter_custom(|iters| per_request(&mut service, || request(&ctx), iters))
         });
     }
     group.finish();

@@ -4,10 +4,7 @@
 //! `cargo bench --bench validation`
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,25 +13,15 @@ use http::{Request, Response};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tower::{Layer, Service, service_fn};
+
+mod support;
+use support::{per_request, ready};
 use tower_mcp_auth::validate::{JwtKey, JwtValidator, TokenValidator};
 use tower_mcp_auth::{BearerLayer, ProtectedResource};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const ISSUER: &str = "https://auth.example.com";
 const HMAC: &[u8] = b"integration-test-secret-32-bytes!";
-
-/// Polls a future that completes without waiting (static-key validation, the inner service
-/// below), so the figures hold no executor overhead.
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("benchmarked future is not immediately ready"),
-    }
-}
 
 fn token(alg: Algorithm, key: &EncodingKey, sub: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(3600);
@@ -127,30 +114,6 @@ fn request(token: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-/// Times `service` over requests built beforehand, so request construction (an 800-byte header
-/// copy) stays out of the figure; dropping the responses is inside it, as in a server.
-fn per_request<S>(service: &mut S, token: &str, iters: u64) -> Duration
-where
-    S: Service<Request<Full<Bytes>>>,
-    S::Error: std::fmt::Debug,
-{
-    // Built in small batches outside the timing: a batch stays in the CPU cache, and no run
-    // allocates (and page-faults) millions of requests up front.
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let batch = left.min(256);
-        let requests: Vec<_> = (0..batch).map(|_| request(token)).collect();
-        let start = std::time::Instant::now();
-        for req in requests {
-            black_box(ready(service.call(req)).unwrap());
-        }
-        total += start.elapsed();
-        left -= batch;
-    }
-    total
-}
-
 fn layer(c: &mut Criterion) {
     let resource = ProtectedResource::builder(RESOURCE)
         .authorization_server(ISSUER)
@@ -168,19 +131,19 @@ fn layer(c: &mut Criterion) {
         // The first request validates and fills the cache; the rest are cache hits.
         assert_eq!(ready(cached.call(request(&token))).unwrap().status(), 200);
         group.bench_function(format!("cached_{name}"), |b| {
-            b.iter_custom(|iters| per_request(&mut cached, &token, iters))
+            b.iter_custom(|iters| per_request(&mut cached, || request(&token), iters))
         });
         let mut uncached = BearerLayer::new(validator, resource.clone())
             .token_cache_capacity(0)
             .layer(inner());
         group.bench_function(format!("uncached_{name}"), |b| {
-            b.iter_custom(|iters| per_request(&mut uncached, &token, iters))
+            b.iter_custom(|iters| per_request(&mut uncached, || request(&token), iters))
         });
     }
     let mut bare = inner();
     let token = validators().remove(1).2;
     group.bench_function("no_layer_baseline", |b| {
-        b.iter_custom(|iters| per_request(&mut bare, &token, iters))
+        b.iter_custom(|iters| per_request(&mut bare, || request(&token), iters))
     });
     group.finish();
 }
