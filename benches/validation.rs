@@ -90,6 +90,17 @@ fn cold(c: &mut Criterion) {
             b.iter(|| ready(validator.validate(black_box(&token))).unwrap())
         });
     }
+    // Our own authorization server's validator (ES256, follows key rotations).
+    let keys = tower_mcp_auth::server::SigningKeys::generate().unwrap();
+    let ring = keys.validator(ISSUER, RESOURCE);
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(3600);
+    let claims = serde_json::json!({"iss": ISSUER, "aud": RESOURCE, "sub": "alice",
+        "exp": exp.as_secs(), "scope": "mcp:tools", "client_id": "c"});
+    let token = keys.sign(&claims, "at+jwt").unwrap();
+    assert!(ready(ring.validate(&token)).is_ok());
+    group.bench_function("ES256_signing_keys_ring", |b| {
+        b.iter(|| ready(ring.validate(black_box(&token))).unwrap())
+    });
     group.finish();
 }
 

@@ -80,6 +80,8 @@ const SHARED_KEY: &str = "keys:signing";
 const SHARED_KEY_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 struct SigningRing {
+    /// Bumped by every change to what verifies: validators rebuild their key set when it moves.
+    generation: u64,
     current: Arc<SigningKey>,
     /// Retired keys, newest first, with the time they were retired.
     previous: Vec<(Arc<SigningKey>, Instant)>,
@@ -187,6 +189,7 @@ impl SigningKeys {
     fn with(key: SigningKey) -> Self {
         crate::validate::install_crypto_provider();
         SigningKeys(Arc::new(RwLock::new(SigningRing {
+            generation: 0,
             current: Arc::new(key),
             previous: Vec::new(),
             retention: DEFAULT_RETENTION,
@@ -205,13 +208,16 @@ impl SigningKeys {
     /// How long retired keys stay published (default 24 hours). Keep it above the longest
     /// access token lifetime: a token outliving its key's retention no longer verifies.
     pub fn set_retention(&self, retention: Duration) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).retention = retention;
+        let mut ring = self.0.write().unwrap_or_else(|e| e.into_inner());
+        ring.retention = retention;
+        ring.generation += 1;
     }
 
     /// Raises the retention to at least `minimum` (the authorization server's token lifetime).
     pub(crate) fn ensure_retention(&self, minimum: Duration) {
         let mut ring = self.0.write().unwrap_or_else(|e| e.into_inner());
         ring.retention = ring.retention.max(minimum);
+        ring.generation += 1;
     }
 
     /// Starts signing with a newly generated key; the old one stays published for
@@ -234,6 +240,7 @@ impl SigningKeys {
         ring.previous
             .retain(|(_, retired)| retired.elapsed() < retention);
         ring.previous.truncate(MAX_RETIRED);
+        ring.generation += 1;
         Ok(kid)
     }
 
@@ -269,6 +276,7 @@ impl SigningKeys {
             keys: self.clone(),
             issuer: issuer.into(),
             audience: audience.into(),
+            built: Arc::default(),
         }
     }
 }
@@ -279,20 +287,59 @@ pub struct RingValidator {
     keys: SigningKeys,
     issuer: String,
     audience: String,
+    /// The validator over the keys published now, shared by clones: built once per change of
+    /// the ring (or when a retired key's retention ends), not once per token.
+    built: Arc<RwLock<Option<Built>>>,
+}
+
+#[derive(Debug)]
+struct Built {
+    generation: u64,
+    /// When the oldest retired key in it stops being published, if one is.
+    stale_at: Option<Instant>,
+    validator: Arc<JwtValidator>,
 }
 
 impl RingValidator {
     /// A validator over the keys published right now (a rotation shows at the next token).
-    fn snapshot(&self) -> Result<JwtValidator, TokenError> {
+    fn snapshot(&self) -> Result<Arc<JwtValidator>, TokenError> {
         let ring = self.keys.read();
+        let fresh = |built: &Built| {
+            built.generation == ring.generation
+                && built.stale_at.is_none_or(|at| Instant::now() < at)
+        };
+        if let Some(built) = self
+            .built
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|built| fresh(built))
+        {
+            return Ok(built.validator.clone());
+        }
         let mut builder =
             JwtValidator::builder(&self.issuer, &self.audience).expected_type("at+jwt");
         for key in ring.published() {
             builder = builder.key(key.verify.clone());
         }
-        builder
-            .build()
-            .map_err(|e| TokenError::Unavailable(e.to_string()))
+        let validator = Arc::new(
+            builder
+                .build()
+                .map_err(|e| TokenError::Unavailable(e.to_string()))?,
+        );
+        let retention = ring.retention;
+        let stale_at = ring
+            .previous
+            .iter()
+            .filter(|(_, retired)| retired.elapsed() < retention)
+            .map(|(_, retired)| *retired + retention)
+            .min();
+        *self.built.write().unwrap_or_else(|e| e.into_inner()) = Some(Built {
+            generation: ring.generation,
+            stale_at,
+            validator: validator.clone(),
+        });
+        Ok(validator)
     }
 }
 
@@ -484,6 +531,31 @@ mod tests {
             TokenError::UnknownKey
         );
         assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    /// The validator keeps its key set between tokens: it must still see a rotation at once,
+    /// and drop a retired key when its retention runs out with no change to the ring.
+    #[tokio::test]
+    async fn the_kept_key_set_follows_rotations_and_retention() {
+        let keys = SigningKeys::generate().unwrap();
+        keys.set_retention(Duration::from_millis(300));
+        let validator = keys.validator("https://as.example", "https://mcp.example/mcp");
+        let sign = || {
+            keys.sign(&claims("https://mcp.example/mcp"), "at+jwt")
+                .unwrap()
+        };
+        let old = sign();
+        assert!(validator.validate(&old).await.is_ok());
+        keys.rotate().unwrap();
+        let new = sign();
+        assert!(validator.validate(&new).await.is_ok());
+        assert!(validator.validate(&old).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            validator.validate(&old).await.unwrap_err(),
+            TokenError::UnknownKey
+        );
+        assert!(validator.validate(&new).await.is_ok());
     }
 
     #[tokio::test]
