@@ -17,9 +17,10 @@ use tower::{Layer, Service, service_fn};
 mod support;
 use support::{per_request, ready};
 use tower_mcp_auth::atag::{Atag, ExternalService, TokenSet};
+use tower_mcp_auth::origin::OriginLayer;
 use tower_mcp_auth::policy::ToolPolicy;
 use tower_mcp_auth::server::AuthServer;
-use tower_mcp_auth::{AuthContext, ProtectedResource};
+use tower_mcp_auth::{AuthContext, BearerLayer, ProtectedResource};
 
 type Inner = tower::util::ServiceFn<
     fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
@@ -119,6 +120,48 @@ fn atag(c: &mut Criterion) {
     });
     group.bench_function("with_atag_token_from_vault", |b| {
         b.iter_custom(|iters| per_request(&mut with_atag, || request(&ctx, &github), iters))
+    });
+    group.finish();
+
+    // The whole stack as the load harness runs it, in process: Origin, bearer (our own ES256
+    // token, cached after the first request), policy, ATAG, against the bare inner service
+    // given the same request (the bearer header included, ignored).
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = json!({"iss": auth.issuer(), "sub": "alice", "client_id": "c",
+        "aud": resource.resource(), "scope": "mcp:tools", "exp": exp,
+        "jti": "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"});
+    let token = auth.signing_keys().sign(&claims, "at+jwt").unwrap();
+    let authorized = |body: &str| {
+        let mut request = request(&ctx, body);
+        request.extensions_mut().clear();
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        request.headers_mut().insert("authorization", value);
+        request
+    };
+    let mut full_stack = tower::ServiceBuilder::new()
+        .layer(OriginLayer::new(&resource))
+        .layer(BearerLayer::new(
+            auth.validator(resource.resource()).unwrap(),
+            resource.clone(),
+        ))
+        .layer(policy.layer(&resource))
+        .layer(atag.layer(&policy).unwrap())
+        .service(inner());
+    assert_eq!(
+        ready(full_stack.call(authorized(&plain))).unwrap().status(),
+        200
+    );
+    let mut bare = inner();
+    let mut group = c.benchmark_group("full_stack");
+    group.bench_function("no_layer_baseline", |b| {
+        b.iter_custom(|iters| per_request(&mut bare, || authorized(&plain), iters))
+    });
+    group.bench_function("tools_call_warm_token", |b| {
+        b.iter_custom(|iters| per_request(&mut full_stack, || authorized(&plain), iters))
     });
     group.finish();
 }
