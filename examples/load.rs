@@ -24,11 +24,15 @@
 //! (vault)` (the warm token calling a tool whose GitHub token the ATAG layer opens from the
 //! encrypted vault and injects).
 //!
-//! Reading it: one line per variant per round (requests, req/s, p50 and p99 latency), then the
-//! median over rounds of each figure. The client shares the cores with the servers, so absolute
-//! req/s and latencies are specific to this machine and its load; the figure to compare across
-//! machines and commits is the last line, `full stack / no auth throughput ratio` (the median of
-//! the per-round ratios of warm-token to no-auth throughput): 1.00 would be a free stack.
+//! Reading it: one line per variant per round (requests, req/s, p50 and p99 latency, and the
+//! process's CPU time per request, client and servers together), then the median over rounds
+//! of each figure. The client shares the cores with the servers, so absolute req/s and
+//! latencies are specific to this machine and its load; the figure to compare across machines
+//! and commits is the last line, `full stack / no auth throughput ratio` (the median of the
+//! per-round ratios of warm-token to no-auth throughput): 1.00 would be a free stack. On a
+//! shared VM single rounds move by 10% or more, CPU time per request too: trust medians over
+//! several rounds, and the in-process benches (`cargo bench --bench atag -- full_stack`) for
+//! differences of a few microseconds.
 
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -204,6 +208,23 @@ struct Measurement {
     throughput: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Process CPU time (client and servers, all threads) per request, in microseconds: less
+    /// noisy than throughput on a shared machine, and the difference between two variants is
+    /// what the stack costs a request, whatever it waits on.
+    cpu_us: f64,
+}
+
+/// CPU time this process has used (user and system, all threads), from `/proc/self/stat`;
+/// `None` where that is not available.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name (which may hold spaces): utime and stime
+    // are the 12th and 13th, in clock ticks of 1/100 s (USER_HZ on every Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
 }
 
 /// State shared by the workers of one run.
@@ -408,6 +429,7 @@ async fn run(
     duration: Duration,
 ) -> Result<Measurement, Box<dyn Error>> {
     let progress = Arc::new(Progress::default());
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = (0..concurrency)
@@ -421,6 +443,11 @@ async fn run(
         latencies.extend(handle.await?);
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map_or(Duration::ZERO, |(after, before)| {
+            after.saturating_sub(before)
+        });
     let (failures, first) = &*progress.failures.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(first) = first {
         let name = variant.name;
@@ -439,6 +466,7 @@ async fn run(
         throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile_ms(0.50),
         p99_ms: percentile_ms(0.99),
+        cpu_us: cpu.as_secs_f64() * 1e6 / latencies.len() as f64,
     })
 }
 
@@ -461,8 +489,8 @@ fn throughput_ratio(variant: &[Measurement], baseline: &[Measurement]) -> f64 {
 /// Prints one measurement line.
 fn report(label: &str, name: &str, m: &Measurement) {
     println!(
-        "{label:<10} {name:<32} {:>8} req {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-        m.requests, m.throughput, m.p50_ms, m.p99_ms
+        "{label:<10} {name:<32} {:>8} req {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   {:>6.1} µs CPU/req",
+        m.requests, m.throughput, m.p50_ms, m.p99_ms, m.cpu_us
     );
 }
 
@@ -617,17 +645,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     println!("median over {} rounds:", settings.rounds);
     println!(
-        "{:<32} {:>9} {:>11} {:>11} {:>13}",
-        "variant", "req/s", "p50 ms", "p99 ms", "vs no auth"
+        "{:<32} {:>9} {:>11} {:>11} {:>13} {:>13}",
+        "variant", "req/s", "p50 ms", "p99 ms", "vs no auth", "µs CPU/req"
     );
     for (name, rounds) in VARIANTS.iter().zip(&results) {
         let figure = |f: fn(&Measurement) -> f64| median(rounds.iter().map(f).collect());
         println!(
-            "{name:<32} {:>9.0} {:>11.2} {:>11.2} {:>13.2}",
+            "{name:<32} {:>9.0} {:>11.2} {:>11.2} {:>13.2} {:>13.1}",
             figure(|m| m.throughput),
             figure(|m| m.p50_ms),
             figure(|m| m.p99_ms),
-            throughput_ratio(rounds, &results[0])
+            throughput_ratio(rounds, &results[0]),
+            figure(|m| m.cpu_us)
         );
     }
     let ratio = throughput_ratio(&results[1], &results[0]);
