@@ -159,6 +159,29 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// The keyed MAC every cache hit computes (SipHash-1-3, 128 bits) over an 800-byte token: the
+/// floor of the hot path's cost, beside a plain comparison of the token with a stored copy
+/// (what the cache did before it stopped keeping copies).
+fn token_mac(c: &mut Criterion) {
+    use siphasher::sip128::{Hasher128, SipHasher13};
+    use std::hash::Hasher;
+    let (_, _, token) = validators().remove(0);
+    let copy = token.clone();
+    let key = [7u8; 16];
+    let mut group = c.benchmark_group("token_cache");
+    group.bench_function("siphash13_128_of_token", |b| {
+        b.iter(|| {
+            let mut hasher = SipHasher13::new_with_key(&key);
+            hasher.write(black_box(token.as_bytes()));
+            hasher.finish128()
+        })
+    });
+    group.bench_function("compare_with_stored_copy", |b| {
+        b.iter(|| black_box(token.as_bytes()) == black_box(copy.as_bytes()))
+    });
+    group.finish();
+}
+
 /// Resident memory of the process in bytes (Linux), 0 where `/proc` is not available.
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -206,6 +229,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
     // Memory first: later groups leave freed memory the allocator would hand back to it.
-    targets = cache_memory, cold, layer
+    targets = cache_memory, cold, layer, token_mac
 }
 criterion_main!(benches);
