@@ -201,6 +201,9 @@ impl Shared {
             }
         };
 
+        // Whether a JSON answer could carry a list result the filter must see; GET and DELETE
+        // answer with streams, which are always filtered.
+        let mut json_may_list = true;
         let mut negotiated = parts
             .headers
             .get(&MCP_PROTOCOL_VERSION)
@@ -244,6 +247,7 @@ impl Shared {
             if negotiated.is_none() {
                 negotiated = mcp.messages.iter().find_map(|m| m.protocol_version.clone());
             }
+            json_may_list = mcp.messages.iter().any(|m| !answer_never_lists(m));
             parts.extensions.insert(mcp);
         } else {
             let decision = self
@@ -268,16 +272,28 @@ impl Shared {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        filter_lists(response, filter).await
+        filter_lists(response, filter, json_may_list).await
     }
 }
 
+/// Whether the answer to `message` is, by the MCP schema, never a list result: a tool's output,
+/// a prompt, a resource's contents, completions, a ping. Everything else (the list methods,
+/// `tasks/result`, methods this layer does not know, client responses) is filtered.
+fn answer_never_lists(message: &jsonrpc::McpMessage) -> bool {
+    matches!(
+        message.method.as_deref(),
+        Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete" | "ping")
+    )
+}
+
 /// Filters list results out of every JSON or SSE response (see [`super::filter`]): SSE as it
-/// streams, JSON once collected. A body the filter cannot read (compressed, or beyond the
-/// size cap) is refused rather than passed on.
+/// streams, JSON once collected, unless `json_may_list` says no request in it can be answered
+/// with a list (then a JSON answer streams through untouched, however large). A body the
+/// filter cannot read (compressed, or beyond the size cap) is refused rather than passed on.
 async fn filter_lists<ResBody>(
     response: Response<ResBody>,
     filter: ListFilter,
+    json_may_list: bool,
 ) -> Response<PolicyBody>
 where
     ResBody: Body<Data = Bytes> + Send + 'static,
@@ -294,7 +310,7 @@ where
     };
     let is_sse = starts_with("text/event-stream");
     let is_json = starts_with("application/json");
-    if !is_sse && !is_json {
+    if !is_sse && !(is_json && json_may_list) {
         return response.map(boxed);
     }
     let encoded = response

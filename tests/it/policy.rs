@@ -878,6 +878,21 @@ impl tower::Service<http::Request<http_body_util::Full<bytes::Bytes>>> for Answe
 }
 
 async fn list_through_policy(content_type: &'static str, body: &'static str) -> (u16, String) {
+    answer_through_policy(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        content_type,
+        body,
+    )
+    .await
+}
+
+/// `request` through the notes policy to a server answering `body`: the status and the body the
+/// caller gets.
+async fn answer_through_policy(
+    request: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+) -> (u16, String) {
     use http_body_util::BodyExt;
     use tower::{Layer, ServiceExt};
     let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
@@ -890,9 +905,7 @@ async fn list_through_policy(content_type: &'static str, body: &'static str) -> 
     let mut request = http::Request::post("https://mcp.example.com/mcp")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .body(axum::body::Body::from(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-        ))
+        .body(axum::body::Body::from(request))
         .unwrap();
     request.extensions_mut().insert(ctx("mcp:tools"));
     let response = service.oneshot(request).await.unwrap();
@@ -914,6 +927,38 @@ async fn unparseable_json_list_response_is_refused_not_passed_unfiltered() {
     .await;
     assert_eq!(status, 502, "{body}");
     assert!(!body.contains("delete_note"), "{body}");
+}
+
+/// A list the caller may not see, answered where a list could hide: a batch holding a list
+/// request beside a call, a method the layer does not know, a task's result. Each is filtered;
+/// only answers the schema never makes lists of (a tool's output) pass unread.
+#[tokio::test]
+async fn hidden_tools_cannot_ride_on_an_answer_the_filter_skips() {
+    const HIDDEN: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_note"},{"name":"whoami"}]}}"#;
+    const BATCH_ANSWER: &str = r#"[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"delete_note"},{"name":"whoami"}]}}]"#;
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami"}},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
+    let (status, body) = answer_through_policy(batch, "application/json", BATCH_ANSWER).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("delete_note") && body.contains("whoami"), "{body}");
+    for request in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"custom/list"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"t1"}}"#,
+    ] {
+        let (status, body) = answer_through_policy(request, "application/json", HIDDEN).await;
+        assert_eq!(status, 200, "{request}: {body}");
+        assert!(!body.contains("delete_note") && body.contains("whoami"), "{request}: {body}");
+    }
+}
+
+/// A tool's output is not read, rewritten or buffered by the list filter: it reaches the caller
+/// byte for byte, whatever words it holds.
+#[tokio::test]
+async fn a_tool_result_passes_the_list_filter_untouched() {
+    const OUTPUT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":""tools": a word a tool may say"}],"tools":["not","a","list","result"]}}"#;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami"}}"#;
+    let (status, body) = answer_through_policy(call, "application/json", OUTPUT).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, OUTPUT);
 }
 
 #[tokio::test]
