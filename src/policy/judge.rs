@@ -37,10 +37,13 @@ const POLICED_METHODS: [&str; 13] = [
 ];
 
 /// The operation a message performs on a tool, prompt or resource, if any.
-fn target_of(message: &McpMessage, method: &str) -> Result<Option<(Kind, String)>, &'static str> {
-    let named = |kind, value: Option<&String>| {
+fn target_of<'m>(
+    message: &'m McpMessage,
+    method: &str,
+) -> Result<Option<(Kind, &'m str)>, &'static str> {
+    let named = |kind, value: Option<&'m String>| {
         value
-            .map(|v| Some((kind, v.clone())))
+            .map(|v| Some((kind, v.as_str())))
             .ok_or("the request names no tool, prompt or resource")
     };
     match method {
@@ -54,8 +57,8 @@ fn target_of(message: &McpMessage, method: &str) -> Result<Option<(Kind, String)
         | "resources/directory/read"
         | "skills/get" => named(Kind::Resource, message.uri.as_ref()),
         "completion/complete" => match &message.reference {
-            Some((Some(name), _)) => Ok(Some((Kind::Prompt, name.clone()))),
-            Some((None, Some(uri))) => Ok(Some((Kind::Resource, uri.clone()))),
+            Some((Some(name), _)) => Ok(Some((Kind::Prompt, name.as_str()))),
+            Some((None, Some(uri))) => Ok(Some((Kind::Resource, uri.as_str()))),
             _ => Err("the completion names no prompt or resource"),
         },
         _ => Ok(None),
@@ -201,8 +204,13 @@ impl Shared {
         let mut scopes: Vec<String> = Vec::new();
         let mut refused: Option<(Refusal, String, String, Value)> = None;
         for message in mcp.messages.iter().filter(|m| m.method.is_some()) {
+            let verdict = self.judge_one(message, ctx);
+            if matches!(verdict, Verdict::Allow) {
+                continue;
+            }
+            // Only a refusal answers with the id: no copy of it for what is allowed.
             let id = message.id.clone().unwrap_or(Value::Null);
-            match self.judge_one(message, ctx) {
+            match verdict {
                 Verdict::Allow => {}
                 Verdict::Unserved(tool) => {
                     tracing::error!(target: audit::TARGET, subject = ctx.subject(), client_id = ctx.client_id(), tool, "tool needs a third-party service, but no ATAG layer was built from this policy");
@@ -279,7 +287,7 @@ impl Shared {
         };
         // Method and target are judged together, so one challenge names every scope needed.
         let (decision, target) = match target {
-            None => (method_decision, String::new()),
+            None => (method_decision, ""),
             Some((kind, target)) => {
                 let limit = if kind == Kind::Resource {
                     MAX_URI
@@ -289,20 +297,20 @@ impl Shared {
                 if target.len() > limit {
                     return Verdict::Invalid("the tool, prompt or resource name is too long");
                 }
-                if kind == Kind::Resource && !canonical_resource_uri(&target) {
+                if kind == Kind::Resource && !canonical_resource_uri(target) {
                     return Verdict::Invalid("resource URIs must be in canonical form");
                 }
-                let decision = method_decision.and(self.policy.decide(kind, &target, ctx));
+                let decision = method_decision.and(self.policy.decide(kind, target, ctx));
                 (decision, target)
             }
         };
         match Refusal::of(decision) {
-            Some(refusal) => Verdict::Refuse(refusal, method.to_owned(), target),
-            None if method == "tools/call" && !self.policy.serves(&target) => {
-                Verdict::Unserved(target)
+            Some(refusal) => Verdict::Refuse(refusal, method.to_owned(), target.to_owned()),
+            None if method == "tools/call" && !self.policy.serves(target) => {
+                Verdict::Unserved(target.to_owned())
             }
             None => {
-                tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target.as_str(), "operation allowed");
+                tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, "operation allowed");
                 Verdict::Allow
             }
         }
