@@ -310,7 +310,8 @@ where
     };
     let is_sse = starts_with("text/event-stream");
     let is_json = starts_with("application/json");
-    if !is_sse && !(is_json && json_may_list) {
+    let filtered = is_sse || (is_json && json_may_list);
+    if !filtered {
         return response.map(boxed);
     }
     let encoded = response
