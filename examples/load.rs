@@ -18,7 +18,8 @@
 //! each: `no auth`; `full stack, warm token` (one ES256 token, validated once, then served from
 //! the bearer layer's cache); `bearer layer only, warm token` (the same server behind the
 //! Origin and bearer layers alone, at `/bearer-only`: what the policy and ATAG layers add is the
-//! difference); `full stack, many users` (`--users` fresh tokens of distinct
+//! difference); `bearer + policy, warm token` (at `/no-atag`, the ATAG layer left out);
+//! `full stack, many users` (`--users` fresh tokens of distinct
 //! subjects, each used `--uses` times round-robin, so the first use of each is a cold signature
 //! validation; this variant also stops when its tokens are used up); `full stack, github tool
 //! (vault)` (the warm token calling a tool whose GitHub token the ATAG layer opens from the
@@ -69,16 +70,19 @@ const GITHUB_ANSWER: &str = "load-warm at github with scopes repo";
 /// The MCP revision the client speaks (stateless: sent on every request).
 const PROTOCOL_VERSION: &str = "2025-06-18";
 /// The variants, in the order each round runs them.
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 6] = [
     "no auth",
     "full stack, warm token",
     "bearer layer only, warm token",
+    "bearer + policy, warm token",
     "full stack, many users",
     "full stack, github tool (vault)",
 ];
 /// Where the same server is served behind the Origin and bearer layers only, beside the full
 /// stack: the two together tell the bearer layer's share from the policy and ATAG layers'.
 const BEARER_ONLY_PATH: &str = "/bearer-only";
+/// And behind the Origin, bearer and policy layers, without ATAG.
+const NO_ATAG_PATH: &str = "/no-atag";
 /// The command line, for `--help` and mistakes.
 const USAGE: &str = "usage: load [--rounds N] [--seconds S] [--concurrency C] [--users N] \
                      [--uses K] [--quick]";
@@ -537,13 +541,19 @@ async fn start_full_stack(policy: &ToolPolicy) -> Result<(AuthServer, String), B
         .layer(policy.layer(&resource))
         .layer(atag.layer(policy)?)
         .service(mcp_service());
+    let no_atag = ServiceBuilder::new()
+        .layer(origin.clone())
+        .layer(bearer.clone())
+        .layer(policy.layer(&resource))
+        .service(mcp_service());
     let bearer_only = ServiceBuilder::new()
         .layer(origin)
         .layer(bearer)
         .service(mcp_service());
     let app = Router::new()
         .nest_service("/mcp", protected)
-        .nest_service(BEARER_ONLY_PATH, bearer_only);
+        .nest_service(BEARER_ONLY_PATH, bearer_only)
+        .nest_service(NO_ATAG_PATH, no_atag);
     serve(listener, app);
     Ok((auth, resource_uri))
 }
@@ -603,17 +613,20 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let bearer_only_uri: Uri = format!("{}{BEARER_ONLY_PATH}", auth.issuer()).parse()?;
     let bearer_auth = Credentials::Warm(warm.clone());
     let bearer_only = variant(VARIANTS[2], &bearer_only_uri, ToolCall::Echo, bearer_auth);
+    let no_atag_uri: Uri = format!("{}{NO_ATAG_PATH}", auth.issuer()).parse()?;
+    let no_atag_auth = Credentials::Warm(warm.clone());
+    let no_atag = variant(VARIANTS[3], &no_atag_uri, ToolCall::Echo, no_atag_auth);
     let github_auth = Credentials::Warm(warm);
-    let github = variant(VARIANTS[4], &full_uri, ToolCall::GithubWhoami, github_auth);
+    let github = variant(VARIANTS[5], &full_uri, ToolCall::GithubWhoami, github_auth);
 
     // Warm-up: connections opened, the warm token cached, code paths hot.
     let warm_up = settings.duration().min(Duration::from_secs(1));
-    for variant in [&no_auth, &warm_token, &bearer_only, &github] {
+    for variant in [&no_auth, &warm_token, &bearer_only, &no_atag, &github] {
         run(&client, variant.clone(), settings.concurrency, warm_up).await?;
     }
     println!("warm-up done ({} s per variant)\n", warm_up.as_secs_f64());
 
-    let mut results: [Vec<Measurement>; 5] = Default::default();
+    let mut results: [Vec<Measurement>; 6] = Default::default();
     for round in 1..=settings.rounds {
         // Fresh tokens every round, so each round's first uses are cold validations.
         let minting = Instant::now();
@@ -623,16 +636,23 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let minted_in = minting.elapsed();
         let uses = settings.uses;
         let many_auth = Credentials::Many { tokens, uses };
-        let many_users = variant(VARIANTS[3], &full_uri, ToolCall::Echo, many_auth);
+        let many_users = variant(VARIANTS[4], &full_uri, ToolCall::Echo, many_auth);
         let label = format!("round {round}/{}", settings.rounds);
-        let variants = [&no_auth, &warm_token, &bearer_only, &many_users, &github];
+        let variants = [
+            &no_auth,
+            &warm_token,
+            &bearer_only,
+            &no_atag,
+            &many_users,
+            &github,
+        ];
         for (variant, results) in variants.into_iter().zip(&mut results) {
             let duration = settings.duration();
             let measurement = run(&client, variant.clone(), settings.concurrency, duration).await?;
             report(&label, variant.name, &measurement);
             results.push(measurement);
         }
-        let cold = results[3]
+        let cold = results[4]
             .last()
             .map_or(0, |m| m.requests.min(settings.users));
         println!(
