@@ -934,19 +934,26 @@ async fn unparseable_json_list_response_is_refused_not_passed_unfiltered() {
 /// only answers the schema never makes lists of (a tool's output) pass unread.
 #[tokio::test]
 async fn hidden_tools_cannot_ride_on_an_answer_the_filter_skips() {
-    const HIDDEN: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_note"},{"name":"whoami"}]}}"#;
+    const HIDDEN: &str =
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_note"},{"name":"whoami"}]}}"#;
     const BATCH_ANSWER: &str = r#"[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"delete_note"},{"name":"whoami"}]}}]"#;
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami"}},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
     let (status, body) = answer_through_policy(batch, "application/json", BATCH_ANSWER).await;
     assert_eq!(status, 200, "{body}");
-    assert!(!body.contains("delete_note") && body.contains("whoami"), "{body}");
+    assert!(
+        !body.contains("delete_note") && body.contains("whoami"),
+        "{body}"
+    );
     for request in [
         r#"{"jsonrpc":"2.0","id":1,"method":"custom/list"}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"t1"}}"#,
     ] {
         let (status, body) = answer_through_policy(request, "application/json", HIDDEN).await;
         assert_eq!(status, 200, "{request}: {body}");
-        assert!(!body.contains("delete_note") && body.contains("whoami"), "{request}: {body}");
+        assert!(
+            !body.contains("delete_note") && body.contains("whoami"),
+            "{request}: {body}"
+        );
     }
 }
 
