@@ -13,6 +13,9 @@ pub mod bearer;
 pub mod challenge;
 mod context;
 mod error;
+#[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
+pub mod gateway;
 pub mod jsonrpc;
 #[cfg(feature = "server")]
 mod oauth_client;

@@ -143,7 +143,7 @@ impl ProtectedResource {
     }
 }
 
-fn metadata_response(method: &Method, doc: Bytes) -> axum::response::Response {
+pub(crate) fn metadata_response(method: &Method, doc: Bytes) -> axum::response::Response {
     let cors = [
         (
             header::ACCESS_CONTROL_ALLOW_ORIGIN,

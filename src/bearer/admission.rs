@@ -20,6 +20,8 @@ pub(crate) struct Admission {
     pub(crate) challenge_scopes: Scopes,
     pub(crate) cache: Option<TokenCache>,
     pub(crate) sessions: Option<SessionBindings>,
+    /// The header the token is read from (`Authorization` unless an ingress header is set).
+    pub(crate) token_header: http::HeaderName,
 }
 
 /// What to do with the session once the inner service has answered.

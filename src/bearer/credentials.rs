@@ -1,7 +1,7 @@
 //! Reading the bearer credential from a request (RFC 6750 §2), strictly.
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, HeaderName, Uri};
 
 /// Why no token could be taken from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +28,24 @@ pub(crate) fn bearer_token<'a>(
     headers: &'a HeaderMap,
     uri: &Uri,
 ) -> Result<&'a [u8], CredentialError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
+    bearer_token_in(headers, &AUTHORIZATION, uri)
+}
+
+/// [`bearer_token`] from the header `name` (`Authorization`, or an ingress header such as
+/// `X-Authorization` where a proxy in front reserves `Authorization`), by the same rules.
+pub(crate) fn bearer_token_in<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    uri: &Uri,
+) -> Result<&'a [u8], CredentialError> {
+    let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(CredentialError::Invalid(
-            "more than one Authorization header",
-        ));
+        return Err(CredentialError::Invalid(if name == AUTHORIZATION {
+            "more than one Authorization header"
+        } else {
+            "more than one token header"
+        }));
     }
     let in_query = uri.query().is_some_and(query_has_access_token);
     let Some(value) = first else {

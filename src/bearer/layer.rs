@@ -50,6 +50,7 @@ impl<V: TokenValidator> BearerLayer<V> {
                     DEFAULT_SESSION_CAPACITY,
                     DEFAULT_SESSION_IDLE,
                 )),
+                token_header: http::header::AUTHORIZATION,
             }),
             validator: Arc::new(validator),
         }
@@ -116,6 +117,30 @@ impl<V: TokenValidator> BearerLayer<V> {
             admission.sessions = Some(SessionBindings::new(DEFAULT_SESSION_CAPACITY, idle));
         }
         self
+    }
+
+    /// Reads the token from `name` instead of `Authorization` (same syntax: `Bearer <token>`),
+    /// for deployments where a proxy in front reserves `Authorization` for itself. Off by
+    /// default; the 401 challenge is unchanged, so only clients configured for the header
+    /// can use it.
+    ///
+    /// ```
+    /// # use tower_mcp_auth::{BearerLayer, ProtectedResource, validate::JwtValidator};
+    /// # fn layer(validator: JwtValidator, resource: ProtectedResource) {
+    /// let layer = BearerLayer::new(validator, resource)
+    ///     .token_header(http::HeaderName::from_static("x-authorization"));
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn token_header(mut self, name: http::HeaderName) -> Self {
+        Arc::make_mut(&mut self.admission).token_header = name;
+        self
+    }
+
+    /// The header the token is read from.
+    pub fn token_header_name(&self) -> &http::HeaderName {
+        &self.admission.token_header
     }
 
     /// The protected resource this layer answers for.

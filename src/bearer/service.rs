@@ -5,7 +5,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::admission::Admission;
-use super::credentials::{bearer_token, check_syntax};
+use super::credentials::{bearer_token_in, check_syntax};
 use super::future::ResponseFuture;
 use super::{BearerLayer, ResponseBody};
 use crate::AuthContext;
@@ -69,7 +69,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let token = match bearer_token(request.headers(), request.uri()) {
+        let token = match bearer_token_in(
+            request.headers(),
+            &self.admission.token_header,
+            request.uri(),
+        ) {
             Ok(token) => token,
             Err(e) => return ResponseFuture::refused(self.admission.refuse_credentials(e)),
         };

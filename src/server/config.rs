@@ -88,6 +88,12 @@ impl AuthServerBuilder {
         }
     }
 
+    /// The public base URL the server was built for.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A resource (canonical URI of an MCP endpoint) this server issues tokens for.
     pub fn resource(mut self, uri: impl Into<String>) -> Self {
         self.resources.push(uri.into());

@@ -1,0 +1,459 @@
+//! [`McpProxy`]: the innermost service of a gateway route, forwarding MCP requests to a backend.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_service::Service;
+
+use super::user_headers::UserHeaders;
+use crate::wire::{BoxError, LayerBody, code, rpc_error};
+use crate::{AuthContext, BoxFuture, ConfigError, audit};
+
+/// Default time to open a connection to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a backend has to start answering (the status and headers; a streamed body may
+/// then take as long as it needs).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of requests in flight to one backend (streams included).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// Default number of idle connections kept open to one backend.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
+/// Default largest response body passed on from a backend.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Forwards MCP requests (Streamable HTTP `POST`; for older revisions also the `GET` event
+/// stream and `DELETE`) to one backend MCP server, streaming its answers back unbuffered.
+///
+/// It never forwards the client's credentials: `Authorization`, `Proxy-Authorization` and
+/// `Cookie` are removed (so are headers named by [`strip_request_header`](McpProxyBuilder::strip_request_header),
+/// such as an ingress token header), and the caller's identity travels in
+/// [`UserHeaders`] instead, set from the request's [`AuthContext`]. From the answer it removes
+/// hop-by-hop headers, `Set-Cookie` (a backend must not set cookies on the gateway's origin,
+/// where the sign-in session lives) and `WWW-Authenticate`; a backend's own 401 or 407 becomes
+/// a 502, so a client is never sent to authorize again for a failure it cannot fix.
+///
+/// Failures are JSON-RPC errors: 502 when the backend cannot be reached or answers badly, 504
+/// when it does not start answering within the response timeout, 503 when the backend's
+/// in-flight limit stays full that long. A body larger than the response limit is cut off.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mcp_auth::gateway::McpProxy;
+///
+/// let proxy = McpProxy::builder("notes", "http://127.0.0.1:9000/mcp")
+///     .response_timeout(Duration::from_secs(30))
+///     .max_in_flight(128)
+///     .build()
+///     .unwrap();
+/// # let _ = proxy;
+/// ```
+#[derive(Debug, Clone)]
+pub struct McpProxy {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    name: Box<str>,
+    backend: url::Url,
+    client: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+    response_timeout: Duration,
+    max_response_bytes: u64,
+    user_headers: UserHeaders,
+    own_issuer: Option<Box<str>>,
+    strip: Vec<HeaderName>,
+}
+
+/// Builder of [`McpProxy`].
+#[derive(Debug)]
+#[must_use]
+pub struct McpProxyBuilder {
+    name: String,
+    backend: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    max_in_flight: usize,
+    pool_max_idle: usize,
+    pool_idle_timeout: Duration,
+    max_response_bytes: u64,
+    user_headers: UserHeaders,
+    own_issuer: Option<String>,
+    strip: Vec<HeaderName>,
+}
+
+impl McpProxy {
+    /// A proxy to the MCP endpoint at `backend` (`http://` or `https://`), called `name` in
+    /// logs and errors (the backend's URL is never shown to clients).
+    pub fn builder(name: impl Into<String>, backend: impl Into<String>) -> McpProxyBuilder {
+        McpProxyBuilder {
+            name: name.into(),
+            backend: backend.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            pool_idle_timeout: Duration::from_secs(90),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            user_headers: UserHeaders::default(),
+            own_issuer: None,
+            strip: Vec::new(),
+        }
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+impl McpProxyBuilder {
+    /// Time to open a connection (default 5 s); past it the request gets 502.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time the backend has to send its status and headers (default 60 s); past it the
+    /// request gets 504. A streamed body is not limited in time.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Requests in flight to the backend at once, open event streams included (default 512).
+    /// A request waits for a free slot up to the response timeout, then gets 503.
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = limit.max(1);
+        self
+    }
+
+    /// Idle connections kept per backend host (default 32), and how long (default 90 s).
+    pub fn pool(mut self, max_idle: usize, idle_timeout: Duration) -> Self {
+        self.pool_max_idle = max_idle;
+        self.pool_idle_timeout = idle_timeout;
+        self
+    }
+
+    /// The largest response body passed on (default 64 MiB); a longer one is cut off (and one
+    /// that announces a larger `Content-Length` gets 502).
+    pub fn max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// The user-context headers (default: every [`UserField`](super::UserField) under its
+    /// default name).
+    pub fn user_headers(mut self, headers: UserHeaders) -> Self {
+        self.user_headers = headers;
+        self
+    }
+
+    /// The issuer of the gateway's own authorization server, whose subjects name the provider
+    /// the user signed in with (see [`UserField::Provider`](super::UserField::Provider)).
+    pub fn own_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.own_issuer = Some(issuer.into());
+        self
+    }
+
+    /// Never forwards `name` (e.g. an ingress header carrying the client's token).
+    pub fn strip_request_header(mut self, name: HeaderName) -> Self {
+        self.strip.push(name);
+        self
+    }
+
+    /// The proxy; fails on a backend URL that is not absolute `http`/`https` or carries
+    /// credentials or a fragment.
+    pub fn build(self) -> Result<McpProxy, ConfigError> {
+        let invalid = |reason: &str| ConfigError::InvalidUrl {
+            what: "backend",
+            url: self.backend.clone(),
+            reason: reason.into(),
+        };
+        let backend = url::Url::parse(&self.backend).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(backend.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        if !backend.username().is_empty() || backend.password().is_some() {
+            return Err(invalid("credentials in the URL are not allowed"));
+        }
+        if backend.fragment().is_some() {
+            return Err(invalid("a fragment is not allowed"));
+        }
+        crate::validate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .tcp_nodelay(true)
+            // A backend is reached directly: no redirects, no proxy from the environment.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        Ok(McpProxy {
+            shared: Arc::new(Shared {
+                name: self.name.into(),
+                backend,
+                client,
+                in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                response_timeout: self.response_timeout,
+                max_response_bytes: self.max_response_bytes,
+                user_headers: self.user_headers,
+                own_issuer: self.own_issuer.map(Into::into),
+                strip: self.strip,
+            }),
+        })
+    }
+}
+
+impl<B> Service<Request<B>> for McpProxy
+where
+    B: Body + Send + Sync + 'static,
+    B::Data: Into<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<LayerBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<LayerBody>, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(shared.forward(request).await) })
+    }
+}
+
+fn failure(status: StatusCode, message: &str) -> Response<LayerBody> {
+    rpc_error(status, &Value::Null, code::INTERNAL_ERROR, message, None)
+}
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+impl Shared {
+    async fn forward<B>(&self, request: Request<B>) -> Response<LayerBody>
+    where
+        B: Body + Send + Sync + 'static,
+        B::Data: Into<Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let ctx = parts.extensions.get::<AuthContext>();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        // Credentials stay here; the client recomputes the length and the host; and the
+        // backend answers uncompressed, since the policy layer must read list answers.
+        for name in [
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::HOST,
+            header::CONTENT_LENGTH,
+            header::ACCEPT_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        for name in &self.strip {
+            headers.remove(name);
+        }
+        if let Err(why) = self
+            .user_headers
+            .apply(ctx, self.own_issuer.as_deref(), &mut headers)
+        {
+            tracing::warn!(target: audit::TARGET, backend = %self.name, "{why}");
+            return failure(StatusCode::BAD_REQUEST, why);
+        }
+        let mut url = self.backend.clone();
+        url.set_query(parts.uri.query());
+        let mut outgoing = reqwest::Request::new(parts.method, url);
+        *outgoing.headers_mut() = headers;
+        *outgoing.body_mut() = Some(reqwest::Body::wrap(body));
+
+        let started = tokio::time::Instant::now();
+        let permit = match tokio::time::timeout(
+            self.response_timeout,
+            self.in_flight.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a full one past the deadline is "busy".
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(target: audit::TARGET, backend = %self.name, "backend in-flight limit reached");
+                return failure(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("the backend `{}` is busy; retry later", self.name),
+                );
+            }
+        };
+        let remaining = self.response_timeout.saturating_sub(started.elapsed());
+        let response =
+            match tokio::time::timeout(remaining, self.client.execute(outgoing)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    tracing::warn!(target: audit::TARGET, backend = %self.name, error = %e, connect = e.is_connect(), "backend request failed");
+                    return failure(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("the backend `{}` could not be reached", self.name),
+                    );
+                }
+                Err(_) => {
+                    tracing::warn!(target: audit::TARGET, backend = %self.name, timeout_ms = self.response_timeout.as_millis() as u64, "backend did not answer in time");
+                    return failure(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &format!("the backend `{}` did not answer in time", self.name),
+                    );
+                }
+            };
+        let status = response.status();
+        if matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        ) {
+            tracing::warn!(target: audit::TARGET, backend = %self.name, %status, "backend refused the gateway's request");
+            return failure(
+                StatusCode::BAD_GATEWAY,
+                &format!("the backend `{}` refused the request", self.name),
+            );
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes)
+        {
+            tracing::warn!(target: audit::TARGET, backend = %self.name, "backend response over the size limit");
+            return failure(
+                StatusCode::BAD_GATEWAY,
+                &format!("the backend `{}` answered too much", self.name),
+            );
+        }
+        let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::SET_COOKIE);
+        parts.headers.remove(header::WWW_AUTHENTICATE);
+        let body = Bounded {
+            inner: body,
+            remaining: self.max_response_bytes,
+            _permit: permit,
+        };
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A backend's body, cut off past the response limit; it holds the in-flight slot until
+    /// it is dropped (so an open event stream counts as in flight).
+    struct Bounded {
+        #[pin]
+        inner: reqwest::Body,
+        remaining: u64,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+/// The error that ends a response past the size limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend's response exceeds the gateway's size limit")]
+struct TooLarge;
+
+impl Body for Bounded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > *this.remaining {
+                        *this.remaining = 0;
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    *this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn a_backend_url_must_be_plain_http_or_https() {
+        for bad in [
+            "ftp://host/mcp",
+            "http://user:pw@host/mcp",
+            "http://host/mcp#x",
+            "not a url",
+        ] {
+            assert!(McpProxy::builder("b", bad).build().is_err(), "{bad}");
+        }
+        assert!(McpProxy::builder("b", "https://host:8443/mcp").build().is_ok());
+    }
+}
