@@ -133,7 +133,10 @@ impl Backend {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
         if !well_formed {
             return Err(ConfigError::InvalidServer(format!(
                 "backend name `{name}`: use 1-63 lower-case letters, digits, `-`, `_` or `.`, starting with a letter or digit"
@@ -164,13 +167,30 @@ mod tests {
     #[test]
     fn backend_names_are_path_segments_that_cannot_shadow_gateway_routes() {
         for good in ["notes", "a", "git-hub_2.v1", &"x".repeat(63)] {
-            assert!(Backend::new(good, "http://b/mcp").check_name().is_ok(), "{good}");
+            assert!(
+                Backend::new(good, "http://b/mcp").check_name().is_ok(),
+                "{good}"
+            );
         }
         for bad in [
-            "", "Notes", "-x", ".well-known", "a/b", "a b", "oauth", "atag", "services",
-            "healthz", "readyz", "é", &"x".repeat(64),
+            "",
+            "Notes",
+            "-x",
+            ".well-known",
+            "a/b",
+            "a b",
+            "oauth",
+            "atag",
+            "services",
+            "healthz",
+            "readyz",
+            "é",
+            &"x".repeat(64),
         ] {
-            assert!(Backend::new(bad, "http://b/mcp").check_name().is_err(), "{bad}");
+            assert!(
+                Backend::new(bad, "http://b/mcp").check_name().is_err(),
+                "{bad}"
+            );
         }
     }
 }

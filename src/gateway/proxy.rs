@@ -323,24 +323,23 @@ impl Shared {
             }
         };
         let remaining = self.response_timeout.saturating_sub(started.elapsed());
-        let response =
-            match tokio::time::timeout(remaining, self.client.execute(outgoing)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => {
-                    tracing::warn!(target: audit::TARGET, backend = %self.name, error = %e, connect = e.is_connect(), "backend request failed");
-                    return failure(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("the backend `{}` could not be reached", self.name),
-                    );
-                }
-                Err(_) => {
-                    tracing::warn!(target: audit::TARGET, backend = %self.name, timeout_ms = self.response_timeout.as_millis() as u64, "backend did not answer in time");
-                    return failure(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!("the backend `{}` did not answer in time", self.name),
-                    );
-                }
-            };
+        let response = match tokio::time::timeout(remaining, self.client.execute(outgoing)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::warn!(target: audit::TARGET, backend = %self.name, error = %e, connect = e.is_connect(), "backend request failed");
+                return failure(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the backend `{}` could not be reached", self.name),
+                );
+            }
+            Err(_) => {
+                tracing::warn!(target: audit::TARGET, backend = %self.name, timeout_ms = self.response_timeout.as_millis() as u64, "backend did not answer in time");
+                return failure(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("the backend `{}` did not answer in time", self.name),
+                );
+            }
+        };
         let status = response.status();
         if matches!(
             status,
@@ -435,10 +434,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::CONTENT_TYPE));
@@ -454,6 +459,10 @@ mod tests {
         ] {
             assert!(McpProxy::builder("b", bad).build().is_err(), "{bad}");
         }
-        assert!(McpProxy::builder("b", "https://host:8443/mcp").build().is_ok());
+        assert!(
+            McpProxy::builder("b", "https://host:8443/mcp")
+                .build()
+                .is_ok()
+        );
     }
 }

@@ -189,7 +189,12 @@ impl GatewayBuilder {
             let policy = backend.effective_policy()?;
             auth = auth
                 .resource(format!("{base}/{}/mcp", backend.name))
-                .scopes_supported(policy.scopes().iter().chain(backend.required_scopes.iter().map(String::as_str)));
+                .scopes_supported(
+                    policy
+                        .scopes()
+                        .iter()
+                        .chain(backend.required_scopes.iter().map(String::as_str)),
+                );
             policies.push(policy);
         }
         let auth = auth.build()?;
@@ -216,7 +221,12 @@ impl GatewayBuilder {
                 .authorization_server(auth.issuer())
                 .scopes_supported(&backend.required_scopes)
                 .policy(&policy)
-                .resource_name(backend.description.clone().unwrap_or_else(|| backend.name.clone()));
+                .resource_name(
+                    backend
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| backend.name.clone()),
+                );
             if insecure {
                 resource = resource.allow_insecure_http();
             }
@@ -274,22 +284,20 @@ impl GatewayBuilder {
                 }
             };
             let document = resource.document().clone();
-            router = router
-                .merge(route.layer(cors()))
-                .route(
-                    resource.metadata_path(),
-                    get({
-                        let document = document.clone();
-                        move |method: Method| {
-                            let document = document.clone();
-                            async move { crate::resource::metadata_response(&method, document) }
-                        }
-                    })
-                    .options(move |method: Method| {
+            router = router.merge(route.layer(cors())).route(
+                resource.metadata_path(),
+                get({
+                    let document = document.clone();
+                    move |method: Method| {
                         let document = document.clone();
                         async move { crate::resource::metadata_response(&method, document) }
-                    }),
-                );
+                    }
+                })
+                .options(move |method: Method| {
+                    let document = document.clone();
+                    async move { crate::resource::metadata_response(&method, document) }
+                }),
+            );
             mounted.push(Mounted {
                 name: backend.name,
                 description: backend.description,
@@ -304,8 +312,14 @@ impl GatewayBuilder {
         };
         let local = |path: &str| auth.urls().local_path(path);
         router = router
-            .route(&local("/services"), get(list_services).with_state(listing.clone()))
-            .route(&local("/healthz"), get(|| async { axum::Json(json!({"status": "ok"})) }))
+            .route(
+                &local("/services"),
+                get(list_services).with_state(listing.clone()),
+            )
+            .route(
+                &local("/healthz"),
+                get(|| async { axum::Json(json!({"status": "ok"})) }),
+            )
             .route(&local("/readyz"), get(readiness).with_state(listing));
         Ok(Gateway {
             auth,
@@ -324,10 +338,7 @@ fn cors() -> tower_http::cors::CorsLayer {
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([
-            http::header::WWW_AUTHENTICATE,
-            crate::wire::MCP_SESSION_ID,
-        ])
+        .expose_headers([http::header::WWW_AUTHENTICATE, crate::wire::MCP_SESSION_ID])
 }
 
 #[derive(Debug, Clone)]

@@ -245,8 +245,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-mcp-user-subject", HeaderValue::from_static("admin"));
         headers.insert("x-mcp-user-email", HeaderValue::from_static("boss@corp"));
-        let caller = ctx(json!({"sub": "github|42", "iss": "https://gw", "scope": "a b",
-            "client_id": "c1", "name": "Zoë"}));
+        let caller = ctx(
+            json!({"sub": "github|42", "iss": "https://gw", "scope": "a b",
+            "client_id": "c1", "name": "Zoë"}),
+        );
         UserHeaders::default()
             .apply(Some(&caller), Some("https://gw"), &mut headers)
             .unwrap();
@@ -280,7 +282,8 @@ mod tests {
     fn without_a_context_reserved_headers_are_only_removed() {
         let mut headers = HeaderMap::new();
         headers.insert("x-user-id", HeaderValue::from_static("forged"));
-        let names = UserHeaders::none().rename(UserField::Subject, HeaderName::from_static("x-user-id"));
+        let names =
+            UserHeaders::none().rename(UserField::Subject, HeaderName::from_static("x-user-id"));
         names.apply(None, None, &mut headers).unwrap();
         assert!(headers.is_empty());
     }

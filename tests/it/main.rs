@@ -17,6 +17,8 @@ mod browser;
 mod code_flow;
 #[cfg(feature = "atag")]
 mod external_idp;
+#[cfg(feature = "gateway")]
+mod gateway;
 mod introspection;
 mod jwks;
 mod jwt;
