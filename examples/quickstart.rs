@@ -34,6 +34,12 @@
 //!   vault keys derived, with `SECRET_KEY` (required then: 32 random characters or more, the
 //!   same on every replica, e.g. `openssl rand -base64 32`); the demo password is shared
 //!   through it too. Give every replica the same `PUBLIC_URL`.
+//!
+//! `--behind-gateway` serves the notes server alone, for the gateway example
+//! (`examples/gateway.toml`): on `127.0.0.1:$PORT` (default 9000), no authorization server and
+//! no bearer layer, the caller read from the gateway's user headers (`GatewayIdentityLayer`),
+//! and every request refused that does not carry `GATEWAY_SECRET` (the same value the gateway
+//! is given).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -44,6 +50,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
 use tower_mcp_auth::atag::{Atag, External, ExternalService};
+use tower_mcp_auth::gateway::GatewayIdentityLayer;
 use tower_mcp_auth::origin::OriginLayer;
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
 use tower_mcp_auth::resource::ProtectedResourceBuilder;
@@ -261,6 +268,25 @@ fn mcp_service(
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(allowed_hosts(resource.resource())),
+    )
+}
+
+/// The notes server alone, behind a gateway (`--behind-gateway`): the caller comes from the
+/// gateway's user headers, and with `secret`, only requests carrying it are served.
+pub fn behind_gateway_app(secret: Option<&str>) -> axum::Router {
+    let mut identity = GatewayIdentityLayer::new();
+    if let Some(secret) = secret {
+        identity = identity.shared_secret(secret);
+    }
+    let notes = Notes::default();
+    let service = StreamableHttpService::new(
+        move || Ok(notes.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().with_allowed_hosts(allowed_hosts("http://127.0.0.1")),
+    );
+    axum::Router::new().nest_service(
+        "/mcp",
+        ServiceBuilder::new().layer(identity).service(service),
     )
 }
 
@@ -756,6 +782,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,tower_mcp_auth=debug".into()),
         )
         .init();
+    if std::env::args().any(|arg| arg == "--behind-gateway") {
+        let port: u16 = env_or("PORT", || "9000".into()).parse()?;
+        let secret = std::env::var("GATEWAY_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let listener = bind(port).await?;
+        println!("Notes backend:     http://127.0.0.1:{port}/mcp (for the gateway example)");
+        match &secret {
+            Some(_) => println!("Gateway secret:    required on every request (GATEWAY_SECRET)"),
+            None => println!(
+                "Gateway secret:    none (GATEWAY_SECRET unset): anything on this machine can claim to be any user"
+            ),
+        }
+        axum::serve(listener, behind_gateway_app(secret.as_deref())).await?;
+        return Ok(());
+    }
     let port: u16 = env_or("PORT", || "8080".into()).parse()?;
     let public_url = env_or("PUBLIC_URL", || format!("http://127.0.0.1:{port}"));
     let public_url = public_url.trim_end_matches('/').to_owned();

@@ -11,6 +11,9 @@ pub mod atag;
 pub mod audit;
 pub mod bearer;
 pub mod challenge;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub mod config;
 mod context;
 mod error;
 #[cfg(feature = "gateway")]

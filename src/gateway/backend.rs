@@ -46,6 +46,8 @@ pub struct Backend {
     pub(super) response_timeout: Option<Duration>,
     pub(super) max_in_flight: Option<usize>,
     pub(super) max_response_bytes: Option<u64>,
+    pub(super) gateway_secret: Option<String>,
+    pub(super) challenge_scopes: Option<Vec<String>>,
 }
 
 impl Backend {
@@ -64,6 +66,8 @@ impl Backend {
             response_timeout: None,
             max_in_flight: None,
             max_response_bytes: None,
+            gateway_secret: None,
+            challenge_scopes: None,
         }
     }
 
@@ -86,6 +90,17 @@ impl Backend {
     /// scopes it holds.
     pub fn require_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
         self.required_scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The scopes the 401 challenge names: what a client asks for in its first authorization
+    /// (default: the required scopes, or the policy's when none are required). Naming the
+    /// scopes most users need spares them a step-up on their first tool call.
+    pub fn challenge_scopes<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        scopes: I,
+    ) -> Self {
+        self.challenge_scopes = Some(scopes.into_iter().map(Into::into).collect());
         self
     }
 
@@ -118,6 +133,14 @@ impl Backend {
     /// The largest response body passed on (default [`super::DEFAULT_MAX_RESPONSE_BYTES`]).
     pub fn max_response_bytes(mut self, limit: u64) -> Self {
         self.max_response_bytes = Some(limit);
+        self
+    }
+
+    /// A secret the backend checks on every request (see
+    /// [`GatewayIdentityLayer::shared_secret`](super::GatewayIdentityLayer::shared_secret)), so
+    /// requests that did not come through the gateway are refused there.
+    pub fn gateway_secret(mut self, secret: impl Into<String>) -> Self {
+        self.gateway_secret = Some(secret.into());
         self
     }
 

@@ -26,11 +26,14 @@
 //! are filtered event by event.
 
 mod backend;
+mod from_config;
+mod identity;
 mod proxy;
 mod setup;
 mod user_headers;
 
 pub use self::backend::{Backend, DEFAULT_SERVICE_TOKEN_HEADER};
+pub use self::identity::{GATEWAY_SECRET_HEADER, GatewayIdentityLayer, GatewayIdentityService};
 pub use self::proxy::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_POOL_MAX_IDLE, DEFAULT_RESPONSE_TIMEOUT, McpProxy, McpProxyBuilder,

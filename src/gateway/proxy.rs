@@ -84,6 +84,7 @@ struct Shared {
     user_headers: UserHeaders,
     own_issuer: Option<Box<str>>,
     strip: Vec<HeaderName>,
+    gateway_secret: Option<http::HeaderValue>,
 }
 
 /// Builder of [`McpProxy`].
@@ -101,6 +102,7 @@ pub struct McpProxyBuilder {
     user_headers: UserHeaders,
     own_issuer: Option<String>,
     strip: Vec<HeaderName>,
+    gateway_secret: Option<String>,
 }
 
 impl McpProxy {
@@ -119,6 +121,7 @@ impl McpProxy {
             user_headers: UserHeaders::default(),
             own_issuer: None,
             strip: Vec::new(),
+            gateway_secret: None,
         }
     }
 
@@ -183,6 +186,15 @@ impl McpProxyBuilder {
         self
     }
 
+    /// Proves the gateway to the backend: every request carries `secret` in
+    /// [`GATEWAY_SECRET_HEADER`](super::GATEWAY_SECRET_HEADER), which the backend's
+    /// [`GatewayIdentityLayer::shared_secret`](super::GatewayIdentityLayer::shared_secret)
+    /// checks. Whatever a client sends under that name is removed in any case.
+    pub fn gateway_secret(mut self, secret: impl Into<String>) -> Self {
+        self.gateway_secret = Some(secret.into());
+        self
+    }
+
     /// The proxy; fails on a backend URL that is not absolute `http`/`https` or carries
     /// credentials or a fragment.
     pub fn build(self) -> Result<McpProxy, ConfigError> {
@@ -201,6 +213,12 @@ impl McpProxyBuilder {
         if backend.fragment().is_some() {
             return Err(invalid("a fragment is not allowed"));
         }
+        let gateway_secret = match self.gateway_secret {
+            Some(secret) => Some(http::HeaderValue::from_str(&secret).map_err(|_| {
+                ConfigError::InvalidServer("the gateway secret must be visible ASCII".into())
+            })?),
+            None => None,
+        };
         crate::validate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
@@ -223,6 +241,7 @@ impl McpProxyBuilder {
                 user_headers: self.user_headers,
                 own_issuer: self.own_issuer.map(Into::into),
                 strip: self.strip,
+                gateway_secret,
             }),
         })
     }
@@ -286,8 +305,12 @@ impl Shared {
             header::HOST,
             header::CONTENT_LENGTH,
             header::ACCEPT_ENCODING,
+            super::GATEWAY_SECRET_HEADER,
         ] {
             headers.remove(name);
+        }
+        if let Some(secret) = &self.gateway_secret {
+            headers.insert(super::GATEWAY_SECRET_HEADER, secret.clone());
         }
         for name in &self.strip {
             headers.remove(name);

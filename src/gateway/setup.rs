@@ -242,6 +242,9 @@ impl GatewayBuilder {
             if !backend.required_scopes.is_empty() {
                 bearer = bearer.require_scopes(&backend.required_scopes);
             }
+            if let Some(scopes) = &backend.challenge_scopes {
+                bearer = bearer.challenge_scopes(scopes);
+            }
             let mut proxy = McpProxy::builder(&backend.name, &backend.url)
                 .own_issuer(auth.issuer())
                 .user_headers(self.user_headers.clone());
@@ -260,6 +263,9 @@ impl GatewayBuilder {
             }
             if let Some(limit) = backend.max_response_bytes {
                 proxy = proxy.max_response_bytes(limit);
+            }
+            if let Some(secret) = &backend.gateway_secret {
+                proxy = proxy.gateway_secret(secret);
             }
             let proxy = proxy.build()?;
             let guarded = policy.layer(&resource);

@@ -6,6 +6,10 @@ mod support;
 #[allow(dead_code)]
 mod quickstart;
 
+#[path = "../../examples/gateway.rs"]
+#[allow(dead_code)]
+mod gateway_example;
+
 #[cfg(feature = "atag")]
 mod atag;
 #[cfg(feature = "server")]
@@ -19,6 +23,8 @@ mod code_flow;
 mod external_idp;
 #[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "gateway")]
+mod gateway_example_tests;
 mod introspection;
 mod jwks;
 mod jwt;

@@ -21,7 +21,7 @@ fn ts_dir() -> PathBuf {
 }
 
 /// Installs the pinned SDK packages once per test run (tests run in parallel: one `npm ci`).
-async fn install_sdk() {
+pub(crate) async fn install_sdk() {
     static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     INSTALLED
         .get_or_init(|| {
@@ -37,7 +37,7 @@ async fn install_sdk() {
 }
 
 /// Runs `script` with Node against `mcp_url` and returns its one-line JSON report.
-async fn run_node(script: &str, args: &[&str]) -> Value {
+pub(crate) async fn run_node(script: &str, args: &[&str]) -> Value {
     let run = tokio::process::Command::new("node")
         .arg(ts_dir().join(script))
         .args(args)

@@ -1,0 +1,278 @@
+//! The gateway example (`examples/gateway.rs`) run from its sample configuration
+//! (`examples/gateway.toml`) in front of the quickstart's notes server (`--behind-gateway`):
+//! the official TypeScript SDK client signs in at the gateway and calls the backend's tools
+//! through it; the backend refuses whatever did not come through the gateway; and with the
+//! store on Redis, several gateway replicas serve one deployment.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use tower_mcp_auth::config::Config;
+
+use crate::support::*;
+use crate::{gateway_example, quickstart, ts_sdk};
+
+const GATEWAY_SECRET: &str = "a-gateway-secret-of-32-characters!";
+const PASSWORD: &str = "demo-password";
+
+fn sample_config() -> Config {
+    Config::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml"))
+        .expect("the sample configuration loads")
+}
+
+fn environment(extra: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("DEMO_PASSWORD".to_owned(), PASSWORD.to_owned()),
+        ("GATEWAY_SECRET".to_owned(), GATEWAY_SECRET.to_owned()),
+    ]);
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), v.clone());
+    }
+    move |name| vars.get(name).cloned()
+}
+
+/// The quickstart's notes server behind the gateway, on loopback; the backend's URL.
+async fn notes_backend() -> String {
+    let (listener, addr) = listener().await;
+    spawn(
+        listener,
+        quickstart::behind_gateway_app(Some(GATEWAY_SECRET)),
+    );
+    format!("http://{addr}/mcp")
+}
+
+/// The sample configuration pointed at `backend`, served on `listener` as `base`.
+async fn start_gateway(
+    config: &mut Config,
+    listener: tokio::net::TcpListener,
+    base: &str,
+    backend: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    config.public_url = base.to_owned();
+    config.services[0].url = Some(backend.to_owned());
+    let gateway = gateway_example::gateway(config, env).await.unwrap();
+    let banner = gateway_example::banner(config, &gateway);
+    assert!(
+        banner.contains(&format!("{base}/notes/mcp -> {backend}")),
+        "{banner}"
+    );
+    spawn_with_peer(listener, gateway.router());
+}
+
+#[tokio::test]
+async fn typescript_sdk_client_signs_in_at_the_gateway_example_and_calls_the_notes_server() {
+    let backend = notes_backend().await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mut config = sample_config();
+    start_gateway(&mut config, listener, &base, &backend, &environment(&[])).await;
+
+    ts_sdk::install_sdk().await;
+    let report = ts_sdk::run_node("gateway.mjs", &[&format!("{base}/notes/mcp")]).await;
+    // It discovered the gateway from the service's 401 and asked for the challenge's scopes.
+    assert!(
+        report["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/oauth/authorize")),
+        "{report}"
+    );
+    assert_eq!(
+        report["scope"], "mcp:tools notes:read notes:write",
+        "{report}"
+    );
+    // The gateway's policy: no admin scope, the third-party tool denied: neither is listed.
+    assert_eq!(report["tools"], json!(["add_note", "list_notes", "whoami"]));
+    // The backend knows the caller from the gateway's headers: its own `Auth` extractor works.
+    let who = report["who"].as_str().unwrap();
+    assert!(who.starts_with("subject=demo client=app-"), "{who}");
+    assert!(
+        who.ends_with("scopes=mcp:tools notes:read notes:write"),
+        "{who}"
+    );
+    assert_eq!(report["notes"], "through the gateway");
+    assert!(
+        report["denied"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy"),
+        "{report}"
+    );
+    // A stateful session, opened through the gateway, kept by the client.
+    assert!(report["sessionId"].is_string(), "{report}");
+}
+
+#[tokio::test]
+async fn the_notes_backend_refuses_requests_that_did_not_come_through_the_gateway() {
+    let backend = notes_backend().await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "attacker", "version": "1"}}});
+    let send = |secret: Option<&str>| {
+        let mut request = client()
+            .post(&backend)
+            .header("accept", "application/json, text/event-stream")
+            .header("x-mcp-user-subject", "demo")
+            .header("x-mcp-user-scopes", "mcp:tools notes:admin")
+            .json(&initialize);
+        if let Some(secret) = secret {
+            request = request.header("x-mcp-gateway-secret", secret);
+        }
+        request.send()
+    };
+    assert_eq!(
+        send(None).await.unwrap().status(),
+        401,
+        "forged headers alone"
+    );
+    assert_eq!(
+        send(Some("a-gateway-secret-of-32-characters?"))
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "a wrong secret"
+    );
+    assert_eq!(
+        send(Some(GATEWAY_SECRET)).await.unwrap().status(),
+        200,
+        "the gateway's"
+    );
+}
+
+#[tokio::test]
+async fn the_sample_configuration_keeps_secrets_out_of_the_file() {
+    let config = sample_config();
+    // Without the variables it names, nothing is built.
+    let missing = config.gateway_builder(&|_| None).await.unwrap_err();
+    assert!(missing.to_string().contains("DEMO_PASSWORD"), "{missing}");
+    // A secret written inline is refused: unknown fields are errors.
+    let inline = r#"
+        public_url = "http://127.0.0.1:8090"
+        [[users]]
+        name = "demo"
+        password = "hunter2"
+    "#;
+    let refused = Config::from_toml(inline).unwrap_err().to_string();
+    assert!(refused.contains("unknown field `password`"), "{refused}");
+    // The same file drives an embedded server: its policy, without the gateway.
+    let policy = config.policy("notes").unwrap();
+    assert!(policy.scopes().contains("notes:admin"));
+}
+
+/// Several gateway replicas from one configuration with the store on Redis: a user signs in
+/// at one and uses the token at the other; the service list and readiness answer on both.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn gateway_replicas_on_redis_serve_one_deployment() {
+    let backend = notes_backend().await;
+    let (listener_a, addr_a) = listener().await;
+    let (listener_b, addr_b) = listener().await;
+    let public = format!("http://{addr_a}");
+    let prefix = format!("gateway-replicas-{}:", rand::random::<u64>());
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml"),
+    )
+    .unwrap();
+    // The sample's Redis settings, uncommented.
+    let redis = format!(
+        "secret_key_env = \"SECRET_KEY\"\n{text}\n[store]\nkind = \"redis\"\nurl_env = \"REDIS_URL\"\nprefix = \"{prefix}\"\n"
+    );
+    let env = environment(&[
+        ("REDIS_URL", redis_url().await),
+        ("SECRET_KEY", "a-deployment-secret-of-32-chars!!".to_owned()),
+    ]);
+    for listener in [listener_a, listener_b] {
+        let mut config = Config::from_toml(&redis).unwrap();
+        start_gateway(&mut config, listener, &public, &backend, &env).await;
+    }
+    let (a, b) = (public.clone(), format!("http://{addr_b}"));
+
+    // Registration and sign-in at A, the code redeemed at B.
+    let registered: Value = client()
+        .post(format!("{a}/oauth/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:4567/callback"],
+                      "token_endpoint_auth_method": "none", "client_name": "replicas"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let resource = format!("{public}/notes/mcp");
+    let browser = browser();
+    let mut authorize = url::Url::parse(&format!("{a}/oauth/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:4567/callback")
+        .append_pair(
+            "code_challenge",
+            &crate::code_flow::challenge(crate::code_flow::VERIFIER),
+        )
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &resource)
+        .append_pair("scope", "mcp:tools notes:read");
+    let html = browser
+        .get(authorize.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let back = sign_in_and_approve(&browser, &a, &html, "demo", PASSWORD).await;
+    let code =
+        crate::code_flow::query(back.headers()["location"].to_str().unwrap())["code"].clone();
+    let tokens: Value = client()
+        .post(format!("{b}/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:4567/callback"),
+            ("code_verifier", crate::code_flow::VERIFIER),
+            ("resource", &resource),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+
+    // The token works at both replicas (one signing key, sealed in Redis).
+    for replica in [&a, &b] {
+        let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "replicas", "version": "1"}}});
+        let response = client()
+            .post(format!("{replica}/notes/mcp"))
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "initialize at {replica}");
+        let listed: Value = client()
+            .get(format!("{replica}/services"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["services"][0]["name"], "notes", "{listed}");
+        let ready = get_json(&format!("{replica}/readyz")).await;
+        assert_eq!(ready["ready"], true, "{ready}");
+    }
+}
