@@ -1,7 +1,7 @@
 //! The gateway example (`examples/gateway.rs`) run from its sample configuration
 //! (`examples/gateway.toml`) in front of the quickstart's notes server (`--behind-gateway`):
-//! the official TypeScript SDK client signs in at the gateway and calls the backend's tools
-//! through it; the backend refuses whatever did not come through the gateway; and with the
+//! the official TypeScript and Python SDK clients sign in at the gateway and call the
+//! backend's tools through it; the backend refuses whatever did not come through the gateway; and with the
 //! store on Redis, several gateway replicas serve one deployment.
 
 use std::collections::HashMap;
@@ -102,6 +102,105 @@ async fn typescript_sdk_client_signs_in_at_the_gateway_example_and_calls_the_not
     );
     // A stateful session, opened through the gateway, kept by the client.
     assert!(report["sessionId"].is_string(), "{report}");
+}
+
+fn py_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py")
+}
+
+/// Installs the pinned Python SDK (`tests/py/requirements.txt`) into `tests/py/.venv` once per
+/// test run, again only when the pins change. `PYTHON` names the interpreter (default
+/// `python3`, 3.10 or later).
+async fn install_python_sdk() -> PathBuf {
+    static INSTALLED: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let venv = py_dir().join(".venv");
+            let python = venv.join("bin/python");
+            let pins = std::fs::read_to_string(py_dir().join("requirements.txt")).unwrap();
+            let marker = venv.join("installed-requirements.txt");
+            if std::fs::read_to_string(&marker).ok().as_deref() == Some(pins.as_str()) {
+                return python;
+            }
+            let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+            let run = |program: &std::path::Path, args: &[&str]| {
+                let status = std::process::Command::new(program)
+                    .args(args)
+                    .current_dir(py_dir())
+                    .status()
+                    .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+                assert!(status.success(), "{} {args:?} failed", program.display());
+            };
+            run(std::path::Path::new(&interpreter), &["-m", "venv", ".venv"]);
+            run(
+                &python,
+                &[
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                    "requirements.txt",
+                ],
+            );
+            std::fs::write(&marker, pins).unwrap();
+            python
+        })
+        .await
+        .clone()
+}
+
+#[tokio::test]
+async fn python_sdk_client_signs_in_at_the_gateway_example_and_calls_the_notes_server() {
+    let backend = notes_backend().await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mut config = sample_config();
+    start_gateway(&mut config, listener, &base, &backend, &environment(&[])).await;
+
+    let python = install_python_sdk().await;
+    let run = tokio::process::Command::new(python)
+        .arg(py_dir().join("gateway.py"))
+        .arg(format!("{base}/notes/mcp"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(90), run)
+        .await
+        .expect("the Python client finishes")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert!(
+        report["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/oauth/authorize")),
+        "{report}"
+    );
+    // RFC 9207: the authorization response names the gateway as issuer.
+    assert_eq!(report["iss"], base);
+    assert_eq!(
+        report["scope"], "mcp:tools notes:read notes:write",
+        "{report}"
+    );
+    assert_eq!(report["tools"], json!(["add_note", "list_notes", "whoami"]));
+    let who = report["who"].as_str().unwrap();
+    let client_id = report["client_id"].as_str().unwrap();
+    assert_eq!(
+        who,
+        format!("subject=demo client={client_id} scopes=mcp:tools notes:read notes:write")
+    );
+    assert_eq!(report["notes"], "from the Python SDK");
+    assert!(
+        report["denied"].to_string().contains("denied by policy"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
