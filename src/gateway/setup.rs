@@ -379,25 +379,68 @@ async fn list_services(State(listing): State<Listing>, headers: HeaderMap) -> Re
     response
 }
 
-/// `GET /readyz`: 200 when the store answers, 503 otherwise.
+/// `GET /readyz`: 200 when the store answers and every upstream identity provider's metadata
+/// can be fetched, 503 otherwise; each check says `ok`, `unavailable` or `timeout` (the
+/// reasons go to the log, not to whoever asks).
 async fn readiness(State(listing): State<Listing>) -> Response {
     let store = listing.auth.store().clone();
-    let probe = tokio::time::timeout(READINESS_TIMEOUT, store.get("gateway:readiness")).await;
-    let (status, store) = match probe {
-        Ok(Ok(_)) => (StatusCode::OK, "ok".to_owned()),
-        Ok(Err(e)) => {
-            tracing::warn!(target: audit::TARGET, error = %e, "readiness: the store failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable".to_owned())
-        }
-        Err(_) => {
-            tracing::warn!(target: audit::TARGET, "readiness: the store did not answer in time");
-            (StatusCode::SERVICE_UNAVAILABLE, "timeout".to_owned())
+    let store_check = async {
+        match tokio::time::timeout(READINESS_TIMEOUT, store.get("gateway:readiness")).await {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) => {
+                tracing::warn!(target: audit::TARGET, error = %e, "readiness: the store failed");
+                "unavailable"
+            }
+            Err(_) => {
+                tracing::warn!(target: audit::TARGET, "readiness: the store did not answer in time");
+                "timeout"
+            }
         }
     };
-    let ready = status == StatusCode::OK;
-    (
+    // Every provider is asked at once (each bounded by the timeout), beside the store.
+    let mut provider_checks = tokio::task::JoinSet::new();
+    for (index, provider) in listing.auth.identity_providers().iter().enumerate() {
+        let provider = provider.clone();
+        provider_checks.spawn(async move {
+            let state = match tokio::time::timeout(READINESS_TIMEOUT, provider.check_ready()).await {
+                Ok(Ok(())) => "ok",
+                Ok(Err(e)) => {
+                    tracing::warn!(target: audit::TARGET, provider = provider.id(), error = %e, "readiness: an identity provider is unavailable");
+                    "unavailable"
+                }
+                Err(_) => {
+                    tracing::warn!(target: audit::TARGET, provider = provider.id(), "readiness: an identity provider did not answer in time");
+                    "timeout"
+                }
+            };
+            (index, provider.id().to_owned(), state)
+        });
+    }
+    let store = store_check.await;
+    let mut providers = provider_checks.join_all().await;
+    providers.sort_by_key(|(index, _, _)| *index);
+    let providers: Vec<(String, &str)> = providers
+        .into_iter()
+        .map(|(_, id, state)| (id, state))
+        .collect();
+    let ready = store == "ok" && providers.iter().all(|(_, state)| *state == "ok");
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let providers: serde_json::Map<String, serde_json::Value> = providers
+        .into_iter()
+        .map(|(id, state)| (id, json!(state)))
+        .collect();
+    let mut response = (
         status,
-        axum::Json(json!({ "ready": ready, "checks": { "store": store } })),
+        axum::Json(json!({
+            "ready": ready,
+            "checks": { "store": store, "identity_providers": providers },
+        })),
     )
-        .into_response()
+        .into_response();
+    crate::server::no_store(response.headers_mut());
+    response
 }

@@ -140,6 +140,12 @@ impl AuthServer {
     }
 
     /// The store everything this server knows lives in.
+    /// The upstream identity providers users sign in with.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn identity_providers(&self) -> &[Arc<dyn super::IdentityProvider>] {
+        &self.sign_in().providers
+    }
+
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
     }

@@ -867,3 +867,94 @@ async fn the_service_list_shows_what_the_caller_may_use_and_health_reports_the_s
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["checks"]["store"], "ok");
 }
+
+/// An OpenID provider's discovery document on loopback that can be switched off.
+async fn switchable_discovery() -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (listener, addr) = listener().await;
+    let issuer = format!("http://{addr}");
+    let up = Arc::new(AtomicBool::new(true));
+    let document = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+    });
+    let serving = up.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || {
+            let (up, document) = (serving.load(Ordering::SeqCst), document.clone());
+            async move {
+                if up {
+                    Ok(axum::Json(document))
+                } else {
+                    Err(http::StatusCode::SERVICE_UNAVAILABLE)
+                }
+            }
+        }),
+    );
+    spawn(listener, app);
+    (issuer, up)
+}
+
+#[tokio::test]
+async fn readiness_follows_the_upstream_identity_providers_metadata_and_the_store() {
+    use std::sync::atomic::Ordering;
+    let (issuer, up) = switchable_discovery().await;
+    let oidc = tower_mcp_auth::server::OidcProvider::builder("corp", &issuer, "gateway")
+        .allow_insecure_http()
+        .build()
+        .unwrap();
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    #[cfg(feature = "redis")]
+    let mut redis = RedisProcess::start().await;
+    let auth = AuthServer::builder(&base).identity_provider(oidc);
+    #[cfg(feature = "redis")]
+    let auth = auth.store(
+        tower_mcp_auth::store::RedisStore::builder(redis.url())
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let gateway = Gateway::builder(auth)
+        .backend(Backend::new("notes", dead_backend().await))
+        .build()
+        .unwrap();
+    spawn(listener, gateway.router());
+    let readiness = || async {
+        let response = client().get(format!("{base}/readyz")).send().await.unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+
+    let (status, body) = readiness().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["identity_providers"]["corp"], "ok");
+
+    up.store(false, Ordering::SeqCst);
+    let (status, body) = readiness().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["identity_providers"]["corp"], "unavailable");
+    assert_eq!(body["checks"]["store"], "ok");
+    // Liveness is not readiness: the process still answers.
+    let alive = client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200);
+    up.store(true, Ordering::SeqCst);
+    assert_eq!(readiness().await.0, 200);
+
+    #[cfg(feature = "redis")]
+    {
+        redis.stop().await;
+        let (status, body) = readiness().await;
+        assert_eq!(status, 503, "{body}");
+        assert_ne!(body["checks"]["store"], "ok", "{body}");
+        redis.resume().await;
+    }
+}

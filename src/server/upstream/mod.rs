@@ -101,6 +101,12 @@ pub trait IdentityProvider: Send + Sync + 'static {
         false
     }
 
+    /// Whether sign-ins can start now, for readiness probes: an OpenID provider fetches its
+    /// discovery document afresh. The default says ready.
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Begins a sign-in: the URL to send the browser to, carrying `state`, and returning to
     /// `redirect_uri`.
     fn start<'a>(

@@ -367,6 +367,10 @@ impl IdentityProvider for OidcProvider {
             .is_some_and(|found| found.iss_in_responses)
     }
 
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        Box::pin(async move { self.discover().await.map(|_| ()) })
+    }
+
     fn start<'a>(
         &'a self,
         redirect_uri: &'a str,
