@@ -214,6 +214,11 @@ impl McpProxyBuilder {
             return Err(invalid("a fragment is not allowed"));
         }
         let gateway_secret = match self.gateway_secret {
+            Some(secret) if secret.len() < 16 => {
+                return Err(ConfigError::InvalidServer(
+                    "the gateway secret must have 16 characters or more".into(),
+                ));
+            }
             Some(secret) => Some(http::HeaderValue::from_str(&secret).map_err(|_| {
                 ConfigError::InvalidServer("the gateway secret must be visible ASCII".into())
             })?),
