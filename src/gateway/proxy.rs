@@ -30,6 +30,9 @@ pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
 /// Default largest response body passed on from a backend.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
+/// The largest request body of known size sent as one buffer rather than streamed.
+const MAX_BUFFERED_REQUEST: u64 = 4 << 20;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -254,8 +257,7 @@ impl McpProxyBuilder {
 
 impl<B> Service<Request<B>> for McpProxy
 where
-    B: Body + Send + Sync + 'static,
-    B::Data: Into<Bytes>,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<LayerBody>;
@@ -294,8 +296,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 impl Shared {
     async fn forward<B>(&self, request: Request<B>) -> Response<LayerBody>
     where
-        B: Body + Send + Sync + 'static,
-        B::Data: Into<Bytes>,
+        B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
@@ -331,7 +332,18 @@ impl Shared {
         url.set_query(parts.uri.query());
         let mut outgoing = reqwest::Request::new(parts.method, url);
         *outgoing.headers_mut() = headers;
-        *outgoing.body_mut() = Some(reqwest::Body::wrap(body));
+        // A body of known, bounded size (what the policy layer hands on) goes as bytes, with a
+        // Content-Length; anything else streams.
+        let body = match body.size_hint().exact() {
+            Some(len) if len <= MAX_BUFFERED_REQUEST => match body.collect().await {
+                Ok(collected) => reqwest::Body::from(collected.to_bytes()),
+                Err(_) => {
+                    return failure(StatusCode::BAD_REQUEST, "the request body could not be read");
+                }
+            },
+            _ => reqwest::Body::wrap(body),
+        };
+        *outgoing.body_mut() = Some(body);
 
         let started = tokio::time::Instant::now();
         let permit = match tokio::time::timeout(
