@@ -29,6 +29,9 @@ impl Config {
         if let Some(keys) = self.vault_keys(env)? {
             gateway = gateway.vault_keys(keys);
         }
+        if let Some(key) = self.derived_key(env, "session ids")? {
+            gateway = gateway.session_key(key);
+        }
         let settings = &self.gateway;
         let mut headers = UserHeaders::default();
         for (key, choice) in &settings.user_headers {

@@ -29,6 +29,7 @@ mod backend;
 mod from_config;
 mod identity;
 mod proxy;
+mod session;
 mod setup;
 mod user_headers;
 

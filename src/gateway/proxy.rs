@@ -14,8 +14,9 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
+use super::session::SessionSeal;
 use super::user_headers::UserHeaders;
-use crate::wire::{BoxError, LayerBody, code, rpc_error};
+use crate::wire::{BoxError, LayerBody, MCP_SESSION_ID, code, rpc_error};
 use crate::{AuthContext, BoxFuture, ConfigError, audit};
 
 /// Default time to open a connection to a backend.
@@ -88,6 +89,7 @@ struct Shared {
     own_issuer: Option<Box<str>>,
     strip: Vec<HeaderName>,
     gateway_secret: Option<http::HeaderValue>,
+    sessions: Option<SessionSeal>,
 }
 
 /// Builder of [`McpProxy`].
@@ -106,6 +108,7 @@ pub struct McpProxyBuilder {
     own_issuer: Option<String>,
     strip: Vec<HeaderName>,
     gateway_secret: Option<String>,
+    session_key: Option<[u8; 32]>,
 }
 
 impl McpProxy {
@@ -125,6 +128,7 @@ impl McpProxy {
             own_issuer: None,
             strip: Vec::new(),
             gateway_secret: None,
+            session_key: None,
         }
     }
 
@@ -198,6 +202,16 @@ impl McpProxyBuilder {
         self
     }
 
+    /// Binds stateful sessions to their user with `key`: clients get the backend's
+    /// `Mcp-Session-Id` sealed with a MAC over the user (the request's [`AuthContext`]), the
+    /// backend and the id; a request whose session id was not sealed for its user gets 404, the
+    /// backend sees only its own ids. Gateway replicas given the same key accept each other's
+    /// ids, so no sticky routing is needed. Off by default (ids pass unchanged).
+    pub fn session_key(mut self, key: [u8; 32]) -> Self {
+        self.session_key = Some(key);
+        self
+    }
+
     /// The proxy; fails on a backend URL that is not absolute `http`/`https` or carries
     /// credentials or a fragment.
     pub fn build(self) -> Result<McpProxy, ConfigError> {
@@ -250,6 +264,7 @@ impl McpProxyBuilder {
                 own_issuer: self.own_issuer.map(Into::into),
                 strip: self.strip,
                 gateway_secret,
+                sessions: self.session_key.map(SessionSeal::new),
             }),
         })
     }
@@ -294,6 +309,34 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 impl Shared {
+    /// Replaces the client's sealed `Mcp-Session-Id` by the backend's own; `false` when the
+    /// request must be refused.
+    fn open_session(
+        &self,
+        seal: &SessionSeal,
+        ctx: Option<&AuthContext>,
+        headers: &mut HeaderMap,
+    ) -> bool {
+        let mut ids = headers.get_all(&MCP_SESSION_ID).iter();
+        let Some(outer) = ids.next() else {
+            return true;
+        };
+        let inner = match (ids.next(), outer.to_str()) {
+            (None, Ok(outer)) => seal.open(&self.name, ctx, outer).map(str::to_owned),
+            _ => None,
+        };
+        match inner.and_then(|inner| http::HeaderValue::from_str(&inner).ok()) {
+            Some(inner) => {
+                headers.insert(MCP_SESSION_ID, inner);
+                true
+            }
+            None => {
+                tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.name, subject = ctx.map(AuthContext::subject), reason = "session not sealed for this principal", "session refused");
+                false
+            }
+        }
+    }
+
     async fn forward<B>(&self, request: Request<B>) -> Response<LayerBody>
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -318,6 +361,17 @@ impl Shared {
         if let Some(secret) = &self.gateway_secret {
             headers.insert(super::GATEWAY_SECRET_HEADER, secret.clone());
         }
+        if let Some(seal) = &self.sessions
+            && !self.open_session(seal, ctx, &mut headers)
+        {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                &Value::Null,
+                code::INVALID_REQUEST,
+                "no such session for this principal; initialize a new session",
+                None,
+            );
+        }
         for name in &self.strip {
             headers.remove(name);
         }
@@ -338,7 +392,10 @@ impl Shared {
             Some(len) if len <= MAX_BUFFERED_REQUEST => match body.collect().await {
                 Ok(collected) => reqwest::Body::from(collected.to_bytes()),
                 Err(_) => {
-                    return failure(StatusCode::BAD_REQUEST, "the request body could not be read");
+                    return failure(
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read",
+                    );
                 }
             },
             _ => reqwest::Body::wrap(body),
@@ -403,6 +460,27 @@ impl Shared {
         }
         let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(seal) = &self.sessions
+            && let Some(inner) = parts.headers.get(&MCP_SESSION_ID)
+        {
+            let sealed = inner
+                .to_str()
+                .ok()
+                .and_then(|inner| seal.seal(&self.name, ctx, inner))
+                .and_then(|outer| http::HeaderValue::from_str(&outer).ok());
+            match sealed {
+                Some(outer) => {
+                    parts.headers.insert(MCP_SESSION_ID, outer);
+                }
+                None => {
+                    tracing::warn!(target: audit::TARGET, backend = %self.name, "backend sent an unusable Mcp-Session-Id");
+                    return failure(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("the backend `{}` answered badly", self.name),
+                    );
+                }
+            }
+        }
         parts.headers.remove(header::SET_COOKIE);
         parts.headers.remove(header::WWW_AUTHENTICATE);
         let body = Bounded {

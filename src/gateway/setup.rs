@@ -78,6 +78,7 @@ pub struct GatewayBuilder {
     ingress_header: Option<HeaderName>,
     origins: Vec<String>,
     loopback_origins: bool,
+    session_key: Option<[u8; 32]>,
 }
 
 impl Gateway {
@@ -93,6 +94,7 @@ impl Gateway {
             ingress_header: None,
             origins: Vec::new(),
             loopback_origins: false,
+            session_key: None,
         }
     }
 
@@ -167,6 +169,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// The key that seals session ids (see [`McpProxyBuilder::session_key`](super::McpProxyBuilder::session_key)):
+    /// give every replica the same one so any of them accepts a session opened through another
+    /// (default: random per process, so route sessions stickily or give a key).
+    pub fn session_key(mut self, key: [u8; 32]) -> Self {
+        self.session_key = Some(key);
+        self
+    }
+
     /// Builds the authorization server, ATAG and every backend's stack.
     pub fn build(self) -> Result<Gateway, ConfigError> {
         if self.backends.is_empty() {
@@ -211,6 +221,16 @@ impl GatewayBuilder {
             Some(builder.build()?)
         };
 
+        let session_key = match self.session_key {
+            Some(key) => key,
+            None => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| {
+                    ConfigError::InvalidServer(format!("no randomness for the session key: {e}"))
+                })?;
+                key
+            }
+        };
         let mut router = auth.router();
         if let Some(atag) = &atag {
             router = router.merge(atag.router());
@@ -238,7 +258,9 @@ impl GatewayBuilder {
             if self.loopback_origins {
                 origin = origin.allow_loopback();
             }
-            let mut bearer = auth.bearer_layer(&resource)?;
+            // Sessions are bound by the proxy's sealed ids, which every replica can check; the
+            // bearer layer's own binding is per process.
+            let mut bearer = auth.bearer_layer(&resource)?.session_binding(false);
             if !backend.required_scopes.is_empty() {
                 bearer = bearer.require_scopes(&backend.required_scopes);
             }
@@ -246,6 +268,7 @@ impl GatewayBuilder {
                 bearer = bearer.challenge_scopes(scopes);
             }
             let mut proxy = McpProxy::builder(&backend.name, &backend.url)
+                .session_key(session_key)
                 .own_issuer(auth.issuer())
                 .user_headers(self.user_headers.clone());
             if let Some(name) = &self.ingress_header {

@@ -662,7 +662,16 @@ async fn stateful_sessions_are_proxied_and_bound_to_the_user_who_opened_them() {
             .unwrap(),
     )
     .await;
-    assert_eq!(reported(&mine)["headers"]["mcp-session-id"], session);
+    // The backend sees its own id; the client holds it sealed for Alice and this backend.
+    let (inner, _) = session.rsplit_once('.').unwrap();
+    assert_eq!(reported(&mine)["headers"]["mcp-session-id"], inner);
+    // The bare backend id (leaked from a backend log, say) is refused, even to Alice.
+    let bare = post(&world, "notes", &alice, &call(9, "whoami"))
+        .header("mcp-session-id", inner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 404);
 
     // The event stream (GET) and the end of the session (DELETE) are proxied too.
     let events = client()

@@ -262,7 +262,8 @@ async fn the_sample_configuration_keeps_secrets_out_of_the_file() {
 }
 
 /// Several gateway replicas from one configuration with the store on Redis: a user signs in
-/// at one and uses the token at the other; the service list and readiness answer on both.
+/// at one and uses the token at the other; a session opened through one continues through the
+/// other (no sticky routing); the service list and readiness answer on both.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn gateway_replicas_on_redis_serve_one_deployment() {
@@ -348,6 +349,7 @@ async fn gateway_replicas_on_redis_serve_one_deployment() {
         .unwrap_or_else(|| panic!("{tokens}"));
 
     // The token works at both replicas (one signing key, sealed in Redis).
+    let mut sessions = Vec::new();
     for replica in [&a, &b] {
         let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
@@ -361,6 +363,12 @@ async fn gateway_replicas_on_redis_serve_one_deployment() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "initialize at {replica}");
+        sessions.push(
+            response.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
         let listed: Value = client()
             .get(format!("{replica}/services"))
             .bearer_auth(token)
@@ -373,5 +381,31 @@ async fn gateway_replicas_on_redis_serve_one_deployment() {
         assert_eq!(listed["services"][0]["name"], "notes", "{listed}");
         let ready = get_json(&format!("{replica}/readyz")).await;
         assert_eq!(ready["ready"], true, "{ready}");
+    }
+
+    // A session opened through A, continued through B, and the other way round.
+    for (session, replica) in sessions.iter().zip([&b, &a]) {
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        for body in [initialized, list] {
+            let response = client()
+                .post(format!("{replica}/notes/mcp"))
+                .bearer_auth(token)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-06-18")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_success(),
+                "{} at {replica}",
+                response.status()
+            );
+            if body["id"] == 2 {
+                assert!(response.text().await.unwrap().contains("list_notes"));
+            }
+        }
     }
 }
