@@ -1,0 +1,78 @@
+//! Unit tests of the configuration file.
+
+use super::*;
+
+const MINIMAL: &str = "public_url = \"https://gw.example.com\"\n";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "PW" => Some("a-password".into()),
+        "SECRET" => Some("s".repeat(32)),
+        "SHORT" => Some("short".into()),
+        "GH" => Some("github-secret".into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn headers_are_renamed_or_left_out_and_unknown_keys_are_errors() {
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}[gateway.user_headers]\nsubject = \"x-user-id\"\nscopes = false\nemail = true\n"
+    ))
+    .unwrap();
+    let headers = &config.gateway.user_headers;
+    assert!(matches!(&headers["subject"], HeaderChoice::Name(n) if n == "x-user-id"));
+    assert!(matches!(headers["scopes"], HeaderChoice::Enabled(false)));
+    for bad in [
+        format!("{MINIMAL}[[users]]\nname = \"a\"\npassword = \"inline\"\n"),
+        format!("{MINIMAL}[store]\nkind = \"postgres\"\n"),
+        format!("{MINIMAL}unknown = 1\n"),
+        "services = []\n".to_owned(),
+    ] {
+        assert!(Config::from_toml(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_a_short_deployment_secret_is_refused() {
+    let config = Config::from_toml(&format!(
+        "secret_key_env = \"SECRET\"\n{MINIMAL}[[third_party]]\nid = \"gh\"\nkind = \"github\"\nclient_id = \"id\"\nclient_secret_env = \"GH\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.third_party_services(&env).unwrap().len(), 1);
+    assert!(config.vault_keys(&env).unwrap().is_some());
+    let a = config.derived_key(&env, "a").unwrap().unwrap();
+    assert_ne!(
+        Some(a),
+        config.derived_key(&env, "b").unwrap(),
+        "one key per purpose"
+    );
+    assert!(
+        config.third_party_services(&|_| None).is_err(),
+        "the secret is missing"
+    );
+    let short = Config::from_toml(&format!("secret_key_env = \"SHORT\"\n{MINIMAL}")).unwrap();
+    assert!(short.vault_keys(&env).is_err());
+    let custom = Config::from_toml(&format!(
+        "{MINIMAL}[[third_party]]\nid = \"x\"\nkind = \"custom\"\nclient_id = \"id\"\n"
+    ))
+    .unwrap();
+    let refused = custom.third_party_services(&env).unwrap_err().to_string();
+    assert!(refused.contains("authorize_url"), "{refused}");
+}
+
+#[test]
+fn a_service_without_a_policy_opens_every_tool_to_a_valid_token() {
+    let config = Config::from_toml(&format!("{MINIMAL}[[services]]\nname = \"open\"\n")).unwrap();
+    let policy = config.policy("open").unwrap();
+    let ctx = crate::AuthContext::from_claims(
+        serde_json::json!({"sub": "u"}).as_object().unwrap().clone(),
+    )
+    .unwrap();
+    assert!(policy.permits(crate::policy::Kind::Tool, "anything", &ctx));
+    assert!(config.policy("missing").is_err());
+    assert_eq!(
+        config.resource_uri("open"),
+        "https://gw.example.com/open/mcp"
+    );
+}
