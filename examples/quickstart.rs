@@ -259,7 +259,7 @@ fn bearer<V: TokenValidator>(validator: V, resource: &ProtectedResource) -> Bear
 
 /// The rmcp Streamable HTTP service: one notebook for the process (rmcp calls the factory
 /// once per session).
-fn mcp_service(
+pub fn mcp_service(
     resource: &ProtectedResource,
     notes: Notes,
 ) -> StreamableHttpService<Notes, LocalSessionManager> {

@@ -409,3 +409,145 @@ async fn gateway_replicas_on_redis_serve_one_deployment() {
         }
     }
 }
+
+/// The gateway's configuration file drives an embedded server too: its users, scopes and the
+/// notes service's policy, loaded into the builders around the quickstart's notes server.
+#[tokio::test]
+async fn the_same_file_drives_an_embedded_server_without_the_proxy() {
+    use tower::ServiceBuilder;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mut config = sample_config();
+    config.public_url = base.clone();
+    let env = environment(&[]);
+    let mcp = format!("{base}/mcp");
+    let auth = config
+        .auth_server_builder(&env)
+        .await
+        .unwrap()
+        .resource(&mcp)
+        .build()
+        .unwrap();
+    let policy = config.policy("notes").unwrap();
+    let resource = tower_mcp_auth::ProtectedResource::builder(&mcp)
+        .authorization_server(auth.issuer())
+        .policy(&policy)
+        .build()
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(auth.bearer_layer(&resource).unwrap())
+        .layer(policy.layer(&resource))
+        .service(quickstart::mcp_service(
+            &resource,
+            quickstart::Notes::default(),
+        ));
+    let app = axum::Router::new()
+        .nest_service("/mcp", stack)
+        .merge(resource.router())
+        .merge(auth.router());
+    spawn_with_peer(listener, app);
+
+    // The file's dev user signs in; the file's policy decides what the embedded server lists.
+    let browser = browser();
+    let mut authorize = url::Url::parse(&format!("{base}/oauth/authorize")).unwrap();
+    let registered: Value = client()
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:4567/callback"],
+                      "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:4567/callback")
+        .append_pair(
+            "code_challenge",
+            &crate::code_flow::challenge(crate::code_flow::VERIFIER),
+        )
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &mcp)
+        .append_pair("scope", "mcp:tools notes:read");
+    let html = browser
+        .get(authorize.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let back = sign_in_and_approve(&browser, &base, &html, "demo", PASSWORD).await;
+    let code =
+        crate::code_flow::query(back.headers()["location"].to_str().unwrap())["code"].clone();
+    let tokens: Value = client()
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:4567/callback"),
+            ("code_verifier", crate::code_flow::VERIFIER),
+            ("resource", &mcp),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+    let send = |body: Value, session: Option<String>| {
+        let mut request = client()
+            .post(&mcp)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send()
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "embedded", "version": "1"}}});
+    let opened = send(initialize, None).await.unwrap();
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    send(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(session.clone()),
+    )
+    .await
+    .unwrap();
+    let listed = send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        Some(session),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    for shown in ["list_notes", "whoami"] {
+        assert!(
+            listed.contains(&format!("\"{shown}\"")),
+            "{shown}: {listed}"
+        );
+    }
+    for hidden in ["add_note", "purge_all_notes", "third_party_profile"] {
+        assert!(
+            !listed.contains(&format!("\"{hidden}\"")),
+            "{hidden}: {listed}"
+        );
+    }
+}
