@@ -258,6 +258,9 @@ pub struct ServiceConfig {
     /// Requests in flight to the backend at once.
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// Requests one user may have in flight to the backend at once.
+    #[serde(default)]
+    pub max_in_flight_per_user: Option<usize>,
     /// The largest response body passed on.
     #[serde(default)]
     pub max_response_bytes: Option<u64>,

@@ -33,7 +33,7 @@ const RESERVED_NAMES: [&str; 6] = ["oauth", "atag", "services", "healthz", "read
 ///     .require_scopes(["notes:read"]);
 /// # let _ = notes;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct Backend {
     pub(super) name: String,
@@ -48,6 +48,23 @@ pub struct Backend {
     pub(super) max_response_bytes: Option<u64>,
     pub(super) gateway_secret: Option<String>,
     pub(super) challenge_scopes: Option<Vec<String>>,
+    pub(super) max_in_flight_per_user: Option<usize>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("policy", &self.policy.is_some())
+            .field("required_scopes", &self.required_scopes)
+            .field("service_token_header", &self.service_token_header)
+            .field(
+                "gateway_secret",
+                &self.gateway_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backend {
@@ -68,6 +85,7 @@ impl Backend {
             max_response_bytes: None,
             gateway_secret: None,
             challenge_scopes: None,
+            max_in_flight_per_user: None,
         }
     }
 
@@ -127,6 +145,13 @@ impl Backend {
     /// Requests in flight to the backend at once (default [`super::DEFAULT_MAX_IN_FLIGHT`]).
     pub fn max_in_flight(mut self, limit: usize) -> Self {
         self.max_in_flight = Some(limit);
+        self
+    }
+
+    /// Requests one user may have in flight to the backend (default
+    /// [`super::DEFAULT_MAX_IN_FLIGHT_PER_USER`]); past it, 429.
+    pub fn max_in_flight_per_user(mut self, limit: usize) -> Self {
+        self.max_in_flight_per_user = Some(limit);
         self
     }
 

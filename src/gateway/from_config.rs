@@ -88,6 +88,9 @@ fn backend(service: &ServiceConfig, env: Environment<'_>) -> Result<Backend, Con
     if let Some(limit) = service.max_in_flight {
         backend = backend.max_in_flight(limit);
     }
+    if let Some(limit) = service.max_in_flight_per_user {
+        backend = backend.max_in_flight_per_user(limit);
+    }
     if let Some(limit) = service.max_response_bytes {
         backend = backend.max_response_bytes(limit);
     }

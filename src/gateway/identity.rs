@@ -46,13 +46,28 @@ pub struct GatewayIdentityLayer {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 struct Shared {
     headers: UserHeaders,
     issuer: Option<String>,
     secret: Option<Box<[u8]>>,
     service_token: Option<(HeaderName, String)>,
 }
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayIdentity")
+            .field("headers", &self.headers)
+            .field("issuer", &self.issuer)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("service_token", &self.service_token)
+            .finish()
+    }
+}
+
+/// The shortest shared secret accepted; a shorter one (an unset variable read as "") makes the
+/// layer refuse every request rather than accept requests without one.
+const MIN_SECRET: usize = 16;
 
 impl GatewayIdentityLayer {
     /// Reads the default user headers; no secret, no issuer, no third-party token.
@@ -74,7 +89,9 @@ impl GatewayIdentityLayer {
         self
     }
 
-    /// Requires [`GATEWAY_SECRET_HEADER`] to carry `secret` (compared in constant time).
+    /// Requires [`GATEWAY_SECRET_HEADER`] to carry `secret` (compared in constant time). A
+    /// secret shorter than 16 bytes fails closed: every request is refused (and an error
+    /// logged), so an unset variable read as an empty secret cannot open the backend.
     #[must_use]
     pub fn shared_secret(mut self, secret: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.shared).secret = Some(secret.into().into_bytes().into());
@@ -134,6 +151,8 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         match self.shared.identify(request.headers()) {
             Ok((ctx, token)) => {
+                // The application never needs the secret.
+                request.headers_mut().remove(&GATEWAY_SECRET_HEADER);
                 request.extensions_mut().insert(ctx);
                 if let Some(token) = token {
                     request.extensions_mut().insert(token);
@@ -176,11 +195,15 @@ impl Shared {
         headers: &HeaderMap,
     ) -> Result<(AuthContext, Option<ExternalToken>), &'static str> {
         if let Some(secret) = &self.secret {
-            let sent = headers
-                .get(&GATEWAY_SECRET_HEADER)
-                .map_or(&b""[..], |v| v.as_bytes());
-            if !bool::from(sent.ct_eq(secret)) {
-                return Err("wrong or missing gateway secret");
+            if secret.len() < MIN_SECRET {
+                tracing::error!(target: audit::TARGET, "GatewayIdentityLayer: the shared secret is shorter than 16 bytes; refusing every request");
+                return Err("the backend's gateway secret is too short");
+            }
+            let Some(sent) = headers.get(&GATEWAY_SECRET_HEADER) else {
+                return Err("no gateway secret");
+            };
+            if !bool::from(sent.as_bytes().ct_eq(secret)) {
+                return Err("wrong gateway secret");
             }
         }
         let read = |f: UserField| decoded(headers, self.headers.name(f));
@@ -263,20 +286,38 @@ mod tests {
         let open = Shared::default();
         assert!(open.identify(&headers(&[])).is_err(), "no subject");
         let guarded = Shared {
-            secret: Some(b"s3cret".to_vec().into()),
+            secret: Some(b"s3cret-of-16-bytes".to_vec().into()),
             ..Shared::default()
         };
         let forged = headers(&[("x-mcp-user-subject", "admin")]);
         assert!(guarded.identify(&forged).is_err(), "no secret");
         let wrong = headers(&[
             ("x-mcp-user-subject", "admin"),
-            ("x-mcp-gateway-secret", "s3cre"),
+            ("x-mcp-gateway-secret", "s3cret-of-16-byte"),
         ]);
         assert!(guarded.identify(&wrong).is_err(), "a prefix of the secret");
         let right = headers(&[
             ("x-mcp-user-subject", "alice"),
-            ("x-mcp-gateway-secret", "s3cret"),
+            ("x-mcp-gateway-secret", "s3cret-of-16-bytes"),
         ]);
         assert_eq!(guarded.identify(&right).unwrap().0.subject(), "alice");
+        // An unset variable read as "": nothing gets in, not even without the header.
+        let empty = Shared {
+            secret: Some(Vec::new().into()),
+            ..Shared::default()
+        };
+        assert!(
+            empty.identify(&forged).is_err(),
+            "an empty secret fails closed"
+        );
+        let empty_header = headers(&[
+            ("x-mcp-user-subject", "admin"),
+            ("x-mcp-gateway-secret", ""),
+        ]);
+        assert!(empty.identify(&empty_header).is_err());
+        assert!(
+            !format!("{guarded:?}").contains("s3cret"),
+            "Debug hides the secret"
+        );
     }
 }

@@ -26,7 +26,9 @@
 //! are filtered event by event.
 
 mod backend;
+mod flight;
 mod from_config;
+mod hop;
 mod identity;
 mod proxy;
 mod session;
@@ -36,8 +38,9 @@ mod user_headers;
 pub use self::backend::{Backend, DEFAULT_SERVICE_TOKEN_HEADER};
 pub use self::identity::{GATEWAY_SECRET_HEADER, GatewayIdentityLayer, GatewayIdentityService};
 pub use self::proxy::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_POOL_MAX_IDLE, DEFAULT_RESPONSE_TIMEOUT, McpProxy, McpProxyBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_USER,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POOL_MAX_IDLE, DEFAULT_RESPONSE_TIMEOUT, McpProxy,
+    McpProxyBuilder,
 };
 pub use self::setup::{Gateway, GatewayBuilder};
 pub use self::user_headers::{MAX_USER_HEADER_VALUE, UserField, UserHeaders};

@@ -1,19 +1,19 @@
 //! [`McpProxy`]: the innermost service of a gateway route, forwarding MCP requests to a backend.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
+use super::flight::{Bounded, Busy, Flights};
+use super::hop::strip_hop_by_hop;
 use super::session::SessionSeal;
 use super::user_headers::UserHeaders;
 use crate::wire::{BoxError, LayerBody, MCP_SESSION_ID, code, rpc_error};
@@ -26,6 +26,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default number of requests in flight to one backend (streams included).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// Default number of requests one user may have in flight to one backend (streams included).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_USER: usize = 32;
 /// Default number of idle connections kept open to one backend.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
 /// Default largest response body passed on from a backend.
@@ -33,18 +35,6 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 /// The largest request body of known size sent as one buffer rather than streamed.
 const MAX_BUFFERED_REQUEST: u64 = 4 << 20;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Forwards MCP requests (Streamable HTTP `POST`; for older revisions also the `GET` event
 /// stream and `DELETE`) to one backend MCP server, streaming its answers back unbuffered.
@@ -77,12 +67,11 @@ pub struct McpProxy {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
 struct Shared {
     name: Box<str>,
     backend: url::Url,
     client: reqwest::Client,
-    in_flight: Arc<Semaphore>,
+    flights: Flights,
     response_timeout: Duration,
     max_response_bytes: u64,
     user_headers: UserHeaders,
@@ -92,8 +81,25 @@ struct Shared {
     sessions: Option<SessionSeal>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The gateway secret and the session key stay out of logs.
+        f.debug_struct("McpProxy")
+            .field("name", &self.name)
+            .field("backend", &self.backend.as_str())
+            .field("response_timeout", &self.response_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("user_headers", &self.user_headers)
+            .field(
+                "gateway_secret",
+                &self.gateway_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builder of [`McpProxy`].
-#[derive(Debug)]
 #[must_use]
 pub struct McpProxyBuilder {
     name: String,
@@ -101,6 +107,7 @@ pub struct McpProxyBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     max_in_flight: usize,
+    max_in_flight_per_user: usize,
     pool_max_idle: usize,
     pool_idle_timeout: Duration,
     max_response_bytes: u64,
@@ -109,6 +116,20 @@ pub struct McpProxyBuilder {
     strip: Vec<HeaderName>,
     gateway_secret: Option<String>,
     session_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for McpProxyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpProxyBuilder")
+            .field("name", &self.name)
+            .field("backend", &self.backend)
+            .field(
+                "gateway_secret",
+                &self.gateway_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("session_key", &self.session_key.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl McpProxy {
@@ -121,6 +142,7 @@ impl McpProxy {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_user: DEFAULT_MAX_IN_FLIGHT_PER_USER,
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
             pool_idle_timeout: Duration::from_secs(90),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -156,6 +178,14 @@ impl McpProxyBuilder {
     /// A request waits for a free slot up to the response timeout, then gets 503.
     pub fn max_in_flight(mut self, limit: usize) -> Self {
         self.max_in_flight = limit.max(1);
+        self
+    }
+
+    /// Requests one user (issuer and subject) may have in flight to the backend at once,
+    /// open event streams included (default 32): past it the user gets 429 with
+    /// `Retry-After` at once, and other users keep the rest of the backend's slots.
+    pub fn max_in_flight_per_user(mut self, limit: usize) -> Self {
+        self.max_in_flight_per_user = limit.max(1);
         self
     }
 
@@ -230,15 +260,29 @@ impl McpProxyBuilder {
         if backend.fragment().is_some() {
             return Err(invalid("a fragment is not allowed"));
         }
+        if self.max_response_bytes == 0
+            || self.response_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+        {
+            return Err(ConfigError::InvalidServer(format!(
+                "backend `{}`: timeouts and the response limit must be above zero",
+                self.name
+            )));
+        }
         let gateway_secret = match self.gateway_secret {
             Some(secret) if secret.len() < 16 => {
                 return Err(ConfigError::InvalidServer(
                     "the gateway secret must have 16 characters or more".into(),
                 ));
             }
-            Some(secret) => Some(http::HeaderValue::from_str(&secret).map_err(|_| {
-                ConfigError::InvalidServer("the gateway secret must be visible ASCII".into())
-            })?),
+            Some(secret) => {
+                let mut value = http::HeaderValue::from_str(&secret).map_err(|_| {
+                    ConfigError::InvalidServer("the gateway secret must be visible ASCII".into())
+                })?;
+                // Never indexed by HTTP/2 header compression, never shown by `Debug`.
+                value.set_sensitive(true);
+                Some(value)
+            }
             None => None,
         };
         crate::validate::install_crypto_provider();
@@ -257,7 +301,7 @@ impl McpProxyBuilder {
                 name: self.name.into(),
                 backend,
                 client,
-                in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                flights: Flights::new(self.max_in_flight, self.max_in_flight_per_user),
                 response_timeout: self.response_timeout,
                 max_response_bytes: self.max_response_bytes,
                 user_headers: self.user_headers,
@@ -294,20 +338,6 @@ fn failure(status: StatusCode, message: &str) -> Response<LayerBody> {
     rpc_error(status, &Value::Null, code::INTERNAL_ERROR, message, None)
 }
 
-/// Removes the hop-by-hop headers, and those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
-    }
-}
-
 impl Shared {
     /// Replaces the client's sealed `Mcp-Session-Id` by the backend's own; `false` when the
     /// request must be refused.
@@ -331,7 +361,7 @@ impl Shared {
                 true
             }
             None => {
-                tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.name, subject = ctx.map(AuthContext::subject), reason = "session not sealed for this principal", "session refused");
+                tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.name, subject = ctx.map(|c| audit::Escaped(c.subject())).map(tracing::field::display), reason = "session not sealed for this principal", "session refused");
                 false
             }
         }
@@ -355,6 +385,13 @@ impl Shared {
             header::CONTENT_LENGTH,
             header::ACCEPT_ENCODING,
             super::GATEWAY_SECRET_HEADER,
+            // What a client says about addresses is not evidence: a backend must not log or
+            // trust a forged one.
+            header::FORWARDED,
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderName::from_static("x-forwarded-host"),
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderName::from_static("x-real-ip"),
         ] {
             headers.remove(name);
         }
@@ -379,11 +416,15 @@ impl Shared {
             .user_headers
             .apply(ctx, self.own_issuer.as_deref(), &mut headers)
         {
-            tracing::warn!(target: audit::TARGET, backend = %self.name, "{why}");
+            tracing::warn!(target: audit::TARGET, backend = %self.name, reason = why, "request refused");
             return failure(StatusCode::BAD_REQUEST, why);
         }
         let mut url = self.backend.clone();
-        url.set_query(parts.uri.query());
+        match (self.backend.query(), parts.uri.query()) {
+            (Some(own), Some(client)) => url.set_query(Some(&format!("{own}&{client}"))),
+            (None, client) => url.set_query(client),
+            (Some(_), None) => {}
+        }
         let mut outgoing = reqwest::Request::new(parts.method, url);
         *outgoing.headers_mut() = headers;
         // A body of known, bounded size (what the policy layer hands on) goes as bytes, with a
@@ -403,15 +444,23 @@ impl Shared {
         *outgoing.body_mut() = Some(body);
 
         let started = tokio::time::Instant::now();
-        let permit = match tokio::time::timeout(
-            self.response_timeout,
-            self.in_flight.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            // The semaphore is never closed; a full one past the deadline is "busy".
-            Ok(Err(_)) | Err(_) => {
+        let slot = match self.flights.enter(ctx, self.response_timeout).await {
+            Ok(slot) => slot,
+            Err(Busy::User) => {
+                tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.name, subject = ctx.map(|c| audit::Escaped(c.subject())).map(tracing::field::display), reason = "too many requests in flight for this user", "request refused");
+                let mut refusal = failure(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "too many requests in flight to `{}`; retry later",
+                        self.name
+                    ),
+                );
+                refusal
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                return refusal;
+            }
+            Err(Busy::Backend) => {
                 tracing::warn!(target: audit::TARGET, backend = %self.name, "backend in-flight limit reached");
                 return failure(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -441,7 +490,10 @@ impl Shared {
         if matches!(
             status,
             StatusCode::UNAUTHORIZED | StatusCode::PROXY_AUTHENTICATION_REQUIRED
-        ) {
+        ) || status.is_redirection()
+        {
+            // A redirect is not followed, nor passed on: its Location would show clients an
+            // internal address.
             tracing::warn!(target: audit::TARGET, backend = %self.name, %status, "backend refused the gateway's request");
             return failure(
                 StatusCode::BAD_GATEWAY,
@@ -483,64 +535,8 @@ impl Shared {
         }
         parts.headers.remove(header::SET_COOKIE);
         parts.headers.remove(header::WWW_AUTHENTICATE);
-        let body = Bounded {
-            inner: body,
-            remaining: self.max_response_bytes,
-            _permit: permit,
-        };
+        let body = Bounded::new(body, self.max_response_bytes, slot);
         Response::from_parts(parts, body.boxed_unsync())
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A backend's body, cut off past the response limit; it holds the in-flight slot until
-    /// it is dropped (so an open event stream counts as in flight).
-    struct Bounded {
-        #[pin]
-        inner: reqwest::Body,
-        remaining: u64,
-        _permit: OwnedSemaphorePermit,
-    }
-}
-
-/// The error that ends a response past the size limit.
-#[derive(Debug, thiserror::Error)]
-#[error("the backend's response exceeds the gateway's size limit")]
-struct TooLarge;
-
-impl Body for Bounded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > *this.remaining {
-                        *this.remaining = 0;
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                    }
-                    *this.remaining -= len;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -548,24 +544,6 @@ impl Body for Bounded {
 mod tests {
     use super::*;
     use http::HeaderValue;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key(header::CONTENT_TYPE));
-    }
 
     #[test]
     fn a_backend_url_must_be_plain_http_or_https() {

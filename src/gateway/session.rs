@@ -9,7 +9,16 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::AuthContext;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
+use tower_service::Service;
+
+use crate::wire::{LayerBody, MCP_SESSION_ID, code, rpc_error};
+use crate::{AuthContext, audit};
 
 /// Bytes of the MAC kept in the sealed id (128 bits).
 const TAG_BYTES: usize = 16;
@@ -74,6 +83,115 @@ impl SessionSeal {
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         let expected = self.tag(backend, ctx, inner)?;
         bool::from(tag.as_slice().ct_eq(&expected)).then_some(inner)
+    }
+}
+
+/// Refuses, right inside the bearer layer, a request whose `Mcp-Session-Id` was not sealed for
+/// its user and this backend, so the policy and ATAG layers (which key per-session state by the
+/// id) never see another user's session. [`McpProxy`](super::McpProxy) unseals it later.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionCheckLayer {
+    seal: SessionSeal,
+    backend: std::sync::Arc<str>,
+}
+
+impl SessionCheckLayer {
+    pub(crate) fn new(seal: SessionSeal, backend: &str) -> Self {
+        SessionCheckLayer {
+            seal,
+            backend: backend.into(),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for SessionCheckLayer {
+    type Service = SessionCheck<S>;
+
+    fn layer(&self, inner: S) -> SessionCheck<S> {
+        SessionCheck {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`SessionCheckLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct SessionCheck<S> {
+    inner: S,
+    layer: SessionCheckLayer,
+}
+
+/// A refusal as the policy layer would answer it.
+fn unknown_session() -> Response<LayerBody> {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        &serde_json::Value::Null,
+        code::INVALID_REQUEST,
+        "no such session for this principal; initialize a new session",
+        None,
+    )
+}
+
+impl<S, B> Service<Request<B>> for SessionCheck<S>
+where
+    S: Service<Request<B>, Response = Response<LayerBody>, Error = Infallible>,
+{
+    type Response = Response<LayerBody>;
+    type Error = Infallible;
+    type Future = CheckFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let mut ids = request.headers().get_all(&MCP_SESSION_ID).iter();
+        if let Some(outer) = ids.next() {
+            let ctx = request.extensions().get::<AuthContext>();
+            let sealed = ids.next().is_none()
+                && outer.to_str().ok().is_some_and(|outer| {
+                    self.layer
+                        .seal
+                        .open(&self.layer.backend, ctx, outer)
+                        .is_some()
+                });
+            if !sealed {
+                tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.layer.backend, subject = ctx.map(|c| audit::Escaped(c.subject())).map(tracing::field::display), reason = "session not sealed for this principal", "session refused");
+                return CheckFuture::Refused {
+                    response: Some(unknown_session()),
+                };
+            }
+        }
+        CheckFuture::Inner {
+            future: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`SessionCheck`]: the inner service's, or a refusal.
+    #[project = CheckProj]
+    pub(crate) enum CheckFuture<F> {
+        Inner { #[pin] future: F },
+        Refused { response: Option<Response<LayerBody>> },
+    }
+}
+
+impl<F> Future for CheckFuture<F>
+where
+    F: Future<Output = Result<Response<LayerBody>, Infallible>>,
+{
+    type Output = Result<Response<LayerBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CheckProj::Inner { future } => future.poll(cx),
+            CheckProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(unknown_session)))
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tower_layer::Layer;
 
 use super::backend::Backend;
 use super::proxy::McpProxy;
+use super::session::{SessionCheckLayer, SessionSeal};
 use super::user_headers::UserHeaders;
 use crate::atag::{Atag, ExternalService};
 use crate::origin::OriginLayer;
@@ -68,7 +69,6 @@ struct Mounted {
 
 /// Builder of [`Gateway`].
 #[must_use]
-#[derive(Debug)]
 pub struct GatewayBuilder {
     auth: AuthServerBuilder,
     backends: Vec<Backend>,
@@ -79,6 +79,46 @@ pub struct GatewayBuilder {
     origins: Vec<String>,
     loopback_origins: bool,
     session_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("auth", &self.auth)
+            .field("backends", &self.backends)
+            .field("user_headers", &self.user_headers)
+            .field("ingress_header", &self.ingress_header)
+            .field("session_key", &self.session_key.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers a configured name must not be: the proxy removes or sets them itself, so a user or
+/// service header under such a name would be lost, or would smuggle one back in.
+const RESERVED_HEADERS: [&str; 14] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "accept-encoding",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "x-mcp-gateway-secret",
+];
+
+fn check_header_name(name: &HeaderName, what: &str) -> Result<(), ConfigError> {
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(ConfigError::InvalidServer(format!(
+            "{what} cannot be `{name}`: the gateway manages that header itself"
+        )));
+    }
+    Ok(())
 }
 
 impl Gateway {
@@ -183,6 +223,29 @@ impl GatewayBuilder {
             return Err(ConfigError::InvalidServer(
                 "a gateway needs at least one backend".into(),
             ));
+        }
+        let mut taken: Vec<HeaderName> = Vec::new();
+        for name in self.user_headers.reserved() {
+            check_header_name(&name, "a user header")?;
+            taken.push(name);
+        }
+        if let Some(name) = &self.ingress_header {
+            check_header_name(name, "the ingress header")?;
+            if taken.contains(name) {
+                return Err(ConfigError::InvalidServer(format!(
+                    "the ingress header `{name}` is also a user header"
+                )));
+            }
+        }
+        for backend in &self.backends {
+            let name = &backend.service_token_header;
+            check_header_name(name, "a service token header")?;
+            if taken.contains(name) || self.ingress_header.as_ref() == Some(name) {
+                return Err(ConfigError::InvalidServer(format!(
+                    "backend `{}`: the service token header `{name}` is also a user or ingress header",
+                    backend.name
+                )));
+            }
         }
         let base = self.auth.base().trim_end_matches('/').to_owned();
         let insecure = base.starts_with("http://");
@@ -290,15 +353,26 @@ impl GatewayBuilder {
             if let Some(secret) = &backend.gateway_secret {
                 proxy = proxy.gateway_secret(secret);
             }
+            if let Some(limit) = backend.max_in_flight_per_user {
+                proxy = proxy.max_in_flight_per_user(limit);
+            }
+            if atag.is_none() {
+                // With ATAG the layer removes a client's copy before setting its own; without
+                // it nothing else would, and the backend would take a forged token as real.
+                proxy = proxy.strip_request_header(backend.service_token_header.clone());
+            }
             let proxy = proxy.build()?;
             let guarded = policy.layer(&resource);
+            let sessions = SessionCheckLayer::new(SessionSeal::new(session_key), &backend.name);
             let path = format!("{}/{}/mcp", auth.urls().local_path(""), backend.name);
             let route = match &atag {
                 Some(atag) => {
                     let third_party = atag
                         .layer(&policy)?
                         .forward_header(backend.service_token_header.clone());
-                    let stack = origin.layer(bearer.layer(guarded.layer(third_party.layer(proxy))));
+                    let stack = origin.layer(
+                        bearer.layer(sessions.layer(guarded.layer(third_party.layer(proxy)))),
+                    );
                     axum::Router::new().nest_service(&path, stack)
                 }
                 None => {
@@ -308,7 +382,7 @@ impl GatewayBuilder {
                             backend.name
                         )));
                     }
-                    let stack = origin.layer(bearer.layer(guarded.layer(proxy)));
+                    let stack = origin.layer(bearer.layer(sessions.layer(guarded.layer(proxy))));
                     axum::Router::new().nest_service(&path, stack)
                 }
             };
@@ -338,6 +412,7 @@ impl GatewayBuilder {
         let listing = Listing {
             auth: auth.clone(),
             mounted: mounted.clone(),
+            ingress: self.ingress_header.clone(),
         };
         let local = |path: &str| auth.urls().local_path(path);
         router = router
@@ -374,10 +449,20 @@ fn cors() -> tower_http::cors::CorsLayer {
 struct Listing {
     auth: AuthServer,
     mounted: Arc<[Mounted]>,
+    /// Where clients put their token, when not in `Authorization`.
+    ingress: Option<HeaderName>,
 }
 
 /// `GET /services`: the backends the caller's token (ours, for any backend) lets it use.
-async fn list_services(State(listing): State<Listing>, headers: HeaderMap) -> Response {
+async fn list_services(State(listing): State<Listing>, mut headers: HeaderMap) -> Response {
+    if let Some(ingress) = &listing.ingress {
+        // Read the token where the MCP routes read it: only the ingress header counts.
+        let token = headers.get_all(ingress).iter().cloned().collect::<Vec<_>>();
+        headers.remove(http::header::AUTHORIZATION);
+        for value in token {
+            headers.append(http::header::AUTHORIZATION, value);
+        }
+    }
     let ctx = match crate::server::bearer_caller(&listing.auth, &headers).await {
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),

@@ -41,6 +41,19 @@ impl UserField {
         UserField::Scopes,
     ];
 
+    /// The field's place in [`UserField::ALL`] (an exhaustive match: a new field cannot be
+    /// forgotten here).
+    const fn index(self) -> usize {
+        match self {
+            UserField::Subject => 0,
+            UserField::Email => 1,
+            UserField::Name => 2,
+            UserField::Provider => 3,
+            UserField::ClientId => 4,
+            UserField::Scopes => 5,
+        }
+    }
+
     fn default_header(self) -> HeaderName {
         HeaderName::from_static(match self {
             UserField::Subject => "x-mcp-user-subject",
@@ -73,8 +86,10 @@ impl UserField {
 
 /// Which request headers tell a backend who the caller is, and under which names.
 ///
-/// Every name is reserved: whatever a client sent under it is removed before the gateway sets
-/// its own value, so a backend can trust these headers as long as only the gateway reaches it.
+/// Every name is reserved, and so is every field's default name even when the field is renamed
+/// or left out: whatever a client sent under them is removed before the gateway sets its own
+/// values, so a backend can trust these headers as long as only the gateway reaches it (and a
+/// backend still reading the defaults cannot be fed forged ones).
 /// Values are escaped to visible ASCII: `%` and every byte outside `0x20..=0x7E` become `%XX`
 /// (so a UTF-8 name arrives percent-encoded, and no value can carry a line break).
 ///
@@ -90,7 +105,7 @@ impl UserField {
 /// ```
 #[derive(Debug, Clone)]
 pub struct UserHeaders {
-    names: [Option<HeaderName>; 6],
+    names: [Option<HeaderName>; UserField::ALL.len()],
 }
 
 impl Default for UserHeaders {
@@ -114,25 +129,29 @@ impl UserHeaders {
     /// Sends `field` under `name`.
     #[must_use]
     pub fn rename(mut self, field: UserField, name: HeaderName) -> Self {
-        self.names[field as usize] = Some(name);
+        self.names[field.index()] = Some(name);
         self
     }
 
     /// Does not send `field`.
     #[must_use]
     pub fn omit(mut self, field: UserField) -> Self {
-        self.names[field as usize] = None;
+        self.names[field.index()] = None;
         self
     }
 
     /// The header `field` is sent under, if it is sent.
     pub fn name(&self, field: UserField) -> Option<&HeaderName> {
-        self.names[field as usize].as_ref()
+        self.names[field.index()].as_ref()
     }
 
-    /// The reserved names.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &HeaderName> {
-        self.names.iter().flatten()
+    /// The reserved names: the configured ones and every default one.
+    pub(crate) fn reserved(&self) -> impl Iterator<Item = HeaderName> + '_ {
+        self.names
+            .iter()
+            .flatten()
+            .cloned()
+            .chain(UserField::ALL.map(UserField::default_header))
     }
 
     /// Removes every reserved header, then sets those `ctx` has values for. `own_issuer` is
@@ -144,7 +163,7 @@ impl UserHeaders {
         own_issuer: Option<&str>,
         headers: &mut HeaderMap,
     ) -> Result<(), &'static str> {
-        for name in self.names() {
+        for name in self.reserved() {
             headers.remove(name);
         }
         let Some(ctx) = ctx else { return Ok(()) };
@@ -225,6 +244,30 @@ mod tests {
 
     fn ctx(claims: serde_json::Value) -> AuthContext {
         AuthContext::from_claims(claims.as_object().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn every_field_has_its_place() {
+        for (i, field) in UserField::ALL.into_iter().enumerate() {
+            assert_eq!(field.index(), i);
+            assert_eq!(UserField::from_key(field.key()), Some(field));
+        }
+    }
+
+    #[test]
+    fn default_names_stay_reserved_when_renamed_or_left_out() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-mcp-user-subject", HeaderValue::from_static("admin"));
+        headers.insert("x-mcp-user-scopes", HeaderValue::from_static("admin"));
+        let caller = ctx(json!({"sub": "alice", "scope": "read"}));
+        UserHeaders::default()
+            .rename(UserField::Subject, HeaderName::from_static("x-user-id"))
+            .omit(UserField::Scopes)
+            .apply(Some(&caller), None, &mut headers)
+            .unwrap();
+        assert_eq!(headers["x-user-id"], "alice");
+        assert!(!headers.contains_key("x-mcp-user-subject"));
+        assert!(!headers.contains_key("x-mcp-user-scopes"));
     }
 
     #[test]

@@ -135,6 +135,10 @@ async fn rude_backend() -> String {
                 )
                     .into_response();
             }
+            if body.contains("redirect_me") {
+                let location = (http::header::LOCATION, "http://10.1.2.3:8080/internal");
+                return (http::StatusCode::TEMPORARY_REDIRECT, [location], "").into_response();
+            }
             if body.contains("set_cookie") {
                 let cookie = (http::header::SET_COOKIE, "__Host-session=planted; Path=/");
                 return (
@@ -274,46 +278,84 @@ async fn world() -> World {
 
 /// Signs `user` in at the gateway and returns an access token for `backend` with `scope`.
 async fn token(world: &World, user: &str, password: &str, backend: &str, scope: &str) -> String {
-    let browser = browser();
-    let mut url = url::Url::parse(&format!("{}/oauth/authorize", world.base)).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", "app")
-        .append_pair("redirect_uri", REDIRECT)
-        .append_pair("code_challenge", &challenge(VERIFIER))
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("scope", scope)
-        .append_pair("resource", &world.url(backend));
-    let html = browser
-        .get(url.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let back = sign_in_and_approve(&browser, &world.base, &html, user, password).await;
-    let code = query(back.headers()["location"].to_str().unwrap())["code"].clone();
-    let tokens: Value = client()
-        .post(format!("{}/oauth/token", world.base))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", "app"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("resource", &world.url(backend)),
-        ])
+    let grant = CodeGrant {
+        authorize_at: &world.base,
+        redeem_at: &world.base,
+        client_id: "app",
+        resource: &world.url(backend),
+        scope,
+    };
+    grant.token(user, password).await
+}
+
+/// An authorization code grant driven like a person and a client would: sign-in and consent
+/// at `authorize_at` (the dev login), the code redeemed at `redeem_at` (another replica, say).
+pub(crate) struct CodeGrant<'a> {
+    pub authorize_at: &'a str,
+    pub redeem_at: &'a str,
+    pub client_id: &'a str,
+    pub resource: &'a str,
+    pub scope: &'a str,
+}
+
+impl CodeGrant<'_> {
+    /// The access token `user` gets.
+    pub async fn token(&self, user: &str, password: &str) -> String {
+        let browser = browser();
+        let mut url = url::Url::parse(&format!("{}/oauth/authorize", self.authorize_at)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", self.client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("code_challenge", &challenge(VERIFIER))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("scope", self.scope)
+            .append_pair("resource", self.resource);
+        let html = browser
+            .get(url.as_str())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let back = sign_in_and_approve(&browser, self.authorize_at, &html, user, password).await;
+        let code = query(back.headers()["location"].to_str().unwrap())["code"].clone();
+        let tokens: Value = client()
+            .post(format!("{}/oauth/token", self.redeem_at))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", self.client_id),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("resource", self.resource),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access token: {tokens}"))
+            .to_owned()
+    }
+}
+
+/// Registers a public client at `base` (RFC 7591) redirecting to the tests' callback.
+pub(crate) async fn register_public_client(base: &str) -> String {
+    let registered: Value = client()
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    tokens["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no access token: {tokens}"))
-        .to_owned()
+    registered["client_id"].as_str().unwrap().to_owned()
 }
 
 /// A JSON-RPC request to `backend` through the gateway.
@@ -799,6 +841,18 @@ async fn a_backend_cannot_plant_cookies_or_send_clients_to_authorize_again() {
         "a backend's own 401 is the gateway's problem"
     );
     assert!(challenged.headers().get("www-authenticate").is_none());
+
+    let redirected = post(&world, "rude", &rude, &call(3, "redirect_me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        redirected.status(),
+        502,
+        "a redirect is neither followed nor passed on"
+    );
+    assert!(redirected.headers().get("location").is_none());
+    assert!(!redirected.text().await.unwrap().contains("10.1.2.3"));
 }
 
 #[tokio::test]
@@ -829,6 +883,15 @@ async fn the_ingress_header_carries_the_token_and_never_reaches_the_backend() {
         .await
         .unwrap();
     assert_eq!(plain.status(), 401);
+    // The service list reads the token where the MCP routes do.
+    let listed = client()
+        .get(format!("{}/services", world.base))
+        .header("x-authorization", format!("Bearer {token}"))
+        .header("authorization", "Basic cHJveHk6c2VjcmV0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
 }
 
 #[tokio::test]
@@ -966,4 +1029,151 @@ async fn readiness_follows_the_upstream_identity_providers_metadata_and_the_stor
         assert_ne!(body["checks"]["store"], "ok", "{body}");
         redis.resume().await;
     }
+}
+
+#[tokio::test]
+async fn without_third_parties_a_forged_service_token_still_never_reaches_the_backend() {
+    let search = rmcp_backend(
+        Tools {
+            name: "search",
+            release: Arc::new(Notify::new()),
+        },
+        false,
+    )
+    .await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let auth = AuthServer::builder(&base)
+        .dev_user("alice", "wonderland")
+        .public_client("app", [REDIRECT], ["search"]);
+    let gateway = Gateway::builder(auth)
+        .backend(Backend::new("search", search))
+        .build()
+        .unwrap();
+    assert!(gateway.atag().is_none());
+    spawn_with_peer(listener, gateway.router());
+    let world = World {
+        base,
+        gateway,
+        release: Arc::new(Notify::new()),
+    };
+    let token = token(&world, "alice", "wonderland", "search", "search").await;
+    let answer = message(
+        post(&world, "search", &token, &call(1, "tp_whoami"))
+            .header("x-mcp-service-token", "Bearer forged-third-party-token")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let headers = &reported(&answer)["headers"];
+    assert!(headers.get("x-mcp-service-token").is_none(), "{headers}");
+    assert_eq!(headers["x-mcp-user-subject"], "alice");
+}
+
+#[tokio::test]
+async fn one_user_cannot_hold_every_backend_slot_with_open_streams() {
+    let notes = rmcp_backend(
+        Tools {
+            name: "notes",
+            release: Arc::new(Notify::new()),
+        },
+        true,
+    )
+    .await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let auth = AuthServer::builder(&base)
+        .dev_user("alice", "wonderland")
+        .dev_user("bob", "builder")
+        .public_client("app", [REDIRECT], ["notes"]);
+    let gateway = Gateway::builder(auth)
+        .backend(Backend::new("notes", notes).max_in_flight_per_user(2))
+        .build()
+        .unwrap();
+    spawn_with_peer(listener, gateway.router());
+    let world = World {
+        base,
+        gateway,
+        release: Arc::new(Notify::new()),
+    };
+    let alice = token(&world, "alice", "wonderland", "notes", "notes").await;
+    let bob = token(&world, "bob", "builder", "notes", "notes").await;
+    // Alice opens two sessions and keeps an event stream open on each: her whole share.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let session = open_session(&world, "notes", &alice).await;
+        let stream = client()
+            .get(world.url("notes"))
+            .bearer_auth(&alice)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "gateway-test", "version": "1"}}});
+    let refused = post(&world, "notes", &alice, &init).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    // Bob is not affected.
+    let session = open_session(&world, "notes", &bob).await;
+    assert!(!session.is_empty());
+    // Closing a stream gives Alice's slot back.
+    drop(streams.pop());
+    let mut again = 0;
+    for _ in 0..50 {
+        again = post(&world, "notes", &alice, &init)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if again == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, 200, "the closed stream's slot came back");
+}
+
+type Configure =
+    fn(tower_mcp_auth::gateway::GatewayBuilder) -> tower_mcp_auth::gateway::GatewayBuilder;
+
+fn refusal(configure: Configure, backend: Backend) -> String {
+    configure(Gateway::builder(AuthServer::builder("http://127.0.0.1:9")).backend(backend))
+        .build()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn header_names_the_gateway_manages_cannot_be_configured() {
+    use tower_mcp_auth::gateway::{UserField, UserHeaders};
+    let url = "http://127.0.0.1:1/mcp";
+    let host = refusal(
+        |b| {
+            b.user_headers(
+                UserHeaders::default().rename(UserField::Name, HeaderName::from_static("host")),
+            )
+        },
+        Backend::new("a", url),
+    );
+    assert!(host.contains("`host`"), "{host}");
+    let auth = refusal(
+        |b| b,
+        Backend::new("a", url).service_token_header(HeaderName::from_static("authorization")),
+    );
+    assert!(auth.contains("`authorization`"), "{auth}");
+    let clash = refusal(
+        |b| b,
+        Backend::new("a", url).service_token_header(HeaderName::from_static("x-mcp-user-subject")),
+    );
+    assert!(clash.contains("also a user"), "{clash}");
 }

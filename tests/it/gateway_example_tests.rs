@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tower_mcp_auth::config::Config;
 
+use crate::gateway::{CodeGrant, register_public_client};
 use crate::support::*;
 use crate::{gateway_example, quickstart, ts_sdk};
 
@@ -291,62 +292,16 @@ async fn gateway_replicas_on_redis_serve_one_deployment() {
     let (a, b) = (public.clone(), format!("http://{addr_b}"));
 
     // Registration and sign-in at A, the code redeemed at B.
-    let registered: Value = client()
-        .post(format!("{a}/oauth/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:4567/callback"],
-                      "token_endpoint_auth_method": "none", "client_name": "replicas"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let client_id = register_public_client(&a).await;
     let resource = format!("{public}/notes/mcp");
-    let browser = browser();
-    let mut authorize = url::Url::parse(&format!("{a}/oauth/authorize")).unwrap();
-    authorize
-        .query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &client_id)
-        .append_pair("redirect_uri", "http://127.0.0.1:4567/callback")
-        .append_pair(
-            "code_challenge",
-            &crate::code_flow::challenge(crate::code_flow::VERIFIER),
-        )
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("resource", &resource)
-        .append_pair("scope", "mcp:tools notes:read");
-    let html = browser
-        .get(authorize.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let back = sign_in_and_approve(&browser, &a, &html, "demo", PASSWORD).await;
-    let code =
-        crate::code_flow::query(back.headers()["location"].to_str().unwrap())["code"].clone();
-    let tokens: Value = client()
-        .post(format!("{b}/oauth/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:4567/callback"),
-            ("code_verifier", crate::code_flow::VERIFIER),
-            ("resource", &resource),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = tokens["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{tokens}"));
+    let grant = CodeGrant {
+        authorize_at: &a,
+        redeem_at: &b,
+        client_id: &client_id,
+        resource: &resource,
+        scope: "mcp:tools notes:read",
+    };
+    let token = &grant.token("demo", PASSWORD).await;
 
     // The token works at both replicas (one signing key, sealed in Redis).
     let mut sessions = Vec::new();
@@ -448,61 +403,15 @@ async fn the_same_file_drives_an_embedded_server_without_the_proxy() {
     spawn_with_peer(listener, app);
 
     // The file's dev user signs in; the file's policy decides what the embedded server lists.
-    let browser = browser();
-    let mut authorize = url::Url::parse(&format!("{base}/oauth/authorize")).unwrap();
-    let registered: Value = client()
-        .post(format!("{base}/oauth/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:4567/callback"],
-                      "token_endpoint_auth_method": "none"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = registered["client_id"].as_str().unwrap();
-    authorize
-        .query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", "http://127.0.0.1:4567/callback")
-        .append_pair(
-            "code_challenge",
-            &crate::code_flow::challenge(crate::code_flow::VERIFIER),
-        )
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("resource", &mcp)
-        .append_pair("scope", "mcp:tools notes:read");
-    let html = browser
-        .get(authorize.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let back = sign_in_and_approve(&browser, &base, &html, "demo", PASSWORD).await;
-    let code =
-        crate::code_flow::query(back.headers()["location"].to_str().unwrap())["code"].clone();
-    let tokens: Value = client()
-        .post(format!("{base}/oauth/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", client_id),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:4567/callback"),
-            ("code_verifier", crate::code_flow::VERIFIER),
-            ("resource", &mcp),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = tokens["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{tokens}"));
+    let client_id = register_public_client(&base).await;
+    let grant = CodeGrant {
+        authorize_at: &base,
+        redeem_at: &base,
+        client_id: &client_id,
+        resource: &mcp,
+        scope: "mcp:tools notes:read",
+    };
+    let token = &grant.token("demo", PASSWORD).await;
     let send = |body: Value, session: Option<String>| {
         let mut request = client()
             .post(&mcp)
