@@ -543,7 +543,6 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn a_backend_url_must_be_plain_http_or_https() {
