@@ -382,6 +382,7 @@ pub fn auth_server_builder(
         .dev_user_in_groups("demo", password, [ADMINS])
         .dev_user("reader", password)
         .prefill_login(true)
+        .server_name("Quickstart notes server")
 }
 
 /// What the replicas of one deployment share, from `REDIS_URL` and `SECRET_KEY` (feature

@@ -14,9 +14,8 @@ use serde_json::json;
 use super::setup::Atag;
 use super::{AtagState, ExternalService, Link, link_key};
 use crate::server::{
-    AuthServer, Key, OAuthError, UpstreamError, bearer_caller, digest, error_page, load,
-    logged_in_user, message_page, no_store, parse_form, random_token, save, spend,
-    upstream_error_page,
+    AuthServer, Key, OAuthError, UpstreamError, bearer_caller, connected_page, digest, error_page,
+    load, logged_in_user, no_store, parse_form, random_token, save, spend, upstream_error_page,
 };
 
 use crate::audit;
@@ -238,14 +237,12 @@ pub(super) async fn callback(
         .map_err(vault_unavailable)?;
     tracing::info!(target: audit::TARGET, user = %crate::audit::Escaped(&record.link.user), client_id = ?record.link.client_id, service = %crate::audit::Escaped(&service_id), elicitation = %crate::audit::Escaped(&record.link.elicitation), "third-party account connected");
     atag.elicitation_complete(&record.link);
-    Ok(message_page(
+    Ok(connected_page(
         server,
-        StatusCode::OK,
-        &format!("{} connected", service.name()),
-        &format!(
-            "Your {} account is connected. You can return to your MCP client and try again.",
-            service.name()
-        ),
+        service.name(),
+        &record.link.user,
+        &tokens.scopes,
+        record.link.client_id.as_deref(),
     ))
 }
 

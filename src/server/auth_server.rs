@@ -60,7 +60,7 @@ pub(super) struct Inner {
     pub(super) grants: Grants,
     pub(super) registry: Registry,
     pub(super) sign_in: SignIn,
-    pub(super) pages: minijinja::Environment<'static>,
+    pub(super) pages: super::pages::Pages,
     pub(super) metadata: Metadata,
     pub(super) revocations: Arc<RevocationList>,
     /// Host names the routes answer to (lower case, no port).
@@ -167,7 +167,7 @@ impl AuthServer {
         &self.0.sign_in
     }
 
-    pub(super) fn pages(&self) -> &minijinja::Environment<'static> {
+    pub(super) fn pages(&self) -> &super::pages::Pages {
         &self.0.pages
     }
 

@@ -39,6 +39,24 @@ struct Document {
     token_endpoint_auth_method: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    client_uri: Option<String>,
+    #[serde(default)]
+    logo_uri: Option<String>,
+}
+
+/// `link` when it is an https (or, for a loopback client id, http) URL on the same host as the
+/// `client_id` URL: the fetch proved that host speaks for the client, and nothing else.
+fn same_host_link(client_id: &str, link: Option<&str>) -> Option<String> {
+    let id = url::Url::parse(client_id).ok()?;
+    let link = link?;
+    let parsed = url::Url::parse(link).ok()?;
+    let same = parsed.host_str() == id.host_str()
+        && parsed.port_or_known_default() == id.port_or_known_default()
+        && parsed.scheme() == id.scheme()
+        && parsed.username().is_empty()
+        && parsed.password().is_none();
+    (same && link.len() <= 2048).then(|| parsed.to_string())
 }
 
 /// Whether a `client_id` is URL-shaped (and so names a metadata document).
@@ -248,6 +266,8 @@ impl AuthServer {
                 grant_types,
                 configured: false,
                 auth_method: None,
+                client_uri: same_host_link(client_id, document.client_uri.as_deref()),
+                logo_uri: same_host_link(client_id, document.logo_uri.as_deref()),
             },
             ttl,
         ))

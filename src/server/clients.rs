@@ -34,6 +34,12 @@ pub(super) struct Client {
     /// the only one it may use. Configured clients may use either.
     #[serde(default)]
     pub(super) auth_method: Option<String>,
+    /// A metadata-document client's home page and logo, kept only when on the host of its
+    /// `client_id` URL (what the fetch verified): the consent page may show them.
+    #[serde(default)]
+    pub(super) client_uri: Option<String>,
+    #[serde(default)]
+    pub(super) logo_uri: Option<String>,
 }
 
 /// Failed client authentications allowed per client and window: past it, 429 until the window

@@ -49,6 +49,8 @@ pub struct AuthServerBuilder {
     registration_limit_loopback: bool,
     allowed_hosts: Vec<String>,
     registration_policy: Option<RegistrationPolicy>,
+    server_name: Option<String>,
+    page_templates: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for AuthServerBuilder {
@@ -85,7 +87,40 @@ impl AuthServerBuilder {
             allowed_hosts: Vec::new(),
             registration_policy: None,
             cimd_development: false,
+            server_name: None,
+            page_templates: Vec::new(),
         }
+    }
+
+    /// The name in every page's header (default: the issuer's host), so a person knows whose
+    /// sign-in and consent pages they are on.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Replaces the page `name` (`base.html`, `login.html`, `consent.html`, `error.html`,
+    /// `connected.html`) with the minijinja template `source`, to brand or translate the
+    /// pages. Every variable stays HTML-escaped; the contexts are listed in the [pages
+    /// module](crate::server#pages). A template that does not compile, or fails to render with
+    /// an empty context, fails [`build`](Self::build). Forms must post back the `request` and
+    /// `csrf` fields: without them the handlers refuse the post, whatever the page shows.
+    ///
+    /// ```
+    /// use tower_mcp_auth::server::AuthServer;
+    ///
+    /// let auth = AuthServer::builder("https://mcp.example.com")
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .dev_user("demo", "demo")
+    ///     .server_name("Example Notes")
+    ///     .page_template("error.html", r#"{% extends "base.html" %}{% block body %}<h1>Oups</h1><p>{{ message }}</p>{% endblock %}"#)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = auth;
+    /// ```
+    pub fn page_template(mut self, name: impl Into<String>, source: impl Into<String>) -> Self {
+        self.page_templates.push((name.into(), source.into()));
+        self
     }
 
     /// The public base URL the server was built for.
@@ -348,6 +383,12 @@ impl AuthServerBuilder {
     /// Validates the configuration and prepares the metadata document.
     pub fn build(mut self) -> Result<AuthServer, ConfigError> {
         let urls = PublicUrls::new(&self.base)?;
+        let server_name = self.server_name.take().unwrap_or_else(|| {
+            url::Url::parse(urls.issuer())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| urls.issuer().to_owned())
+        });
         if self.resources.is_empty() {
             return Err(ConfigError::InvalidServer(
                 "an authorization server needs a resource".into(),
@@ -387,6 +428,8 @@ impl AuthServerBuilder {
                 grant_types: vec!["client_credentials".into()],
                 configured: true,
                 auth_method: None,
+                client_uri: None,
+                logo_uri: None,
             };
             clients.insert(id, client);
         }
@@ -407,6 +450,8 @@ impl AuthServerBuilder {
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
                 configured: true,
                 auth_method: None,
+                client_uri: None,
+                logo_uri: None,
             };
             clients.insert(id, client);
         }
@@ -564,7 +609,7 @@ impl AuthServerBuilder {
                     descriptions
                 },
             },
-            pages: super::pages::pages()?,
+            pages: super::pages::pages(server_name, &self.page_templates)?,
             metadata: Metadata(Bytes::from(metadata.to_string())),
             revocations: Arc::new(RevocationList::new(self.access_token_ttl)),
             hosts,

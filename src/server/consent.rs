@@ -67,8 +67,9 @@ pub(super) async fn consent_or_code(
         "consent.html",
         minijinja::context! {
             title => "Allow access?",
-            client => client.name.clone().unwrap_or_else(|| client.client_id.clone()),
+            client => super::pages::client_view(client, server),
             user, resource => pending.resource, redirect_host,
+            redirect_uri => pending.redirect_uri,
             // Added scopes are marked: the person sees what changes since they last allowed.
             scopes => requested.iter().map(|scope| minijinja::context! {
                 name => scope,

@@ -57,7 +57,7 @@ pub(crate) use self::{
     error::{OAuthError, no_store},
     keyspace::{Key, lock as lock_key},
     login::logged_in_user,
-    pages::{error_page, message_page, upstream_error_page},
+    pages::{connected_page, error_page, upstream_error_page},
     primitives::{digest, now as unix_now, parse_form, random_token},
     storage::{load, save, spend},
     userinfo::bearer_caller,

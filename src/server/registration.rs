@@ -188,6 +188,9 @@ pub(super) async fn register(
         grant_types: grant_types.clone(),
         configured: false,
         auth_method: confidential.then(|| method.to_owned()),
+        // A self-registered client's links are its own claim: never shown.
+        client_uri: None,
+        logo_uri: None,
     };
     let stored =
         serde_json::to_vec(&client).map_err(|e| OAuthError::ServerError(e.to_string().into()))?;

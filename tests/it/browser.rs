@@ -187,7 +187,13 @@ async fn third_party_account_connects_in_chromium() {
     let heading = chromium.text_of("h1").await;
     assert_eq!(heading, "Demo Third Party connected", "at {connected_url}");
     let text = chromium.body_text().await;
-    assert!(text.contains("return to your MCP client"), "{text}");
+    assert!(text.contains("Return to your MCP client"), "{text}");
+    // Which service, for which account here, with which scopes there.
+    assert!(
+        text.contains("Your Demo Third Party account is now connected for demo"),
+        "{text}"
+    );
+    assert!(text.contains("At Demo Third Party, it may:\n\nprofile"), "{text}");
     chromium.screenshots("connected", &mut findings).await;
 
     // The tool now acts at the third party as demo.

@@ -31,6 +31,8 @@ mod jwt;
 mod metadata;
 #[cfg(feature = "server")]
 mod oauth_server;
+#[cfg(feature = "server")]
+mod pages;
 mod policy;
 mod quickstart_rmcp;
 #[cfg(feature = "server")]
