@@ -261,6 +261,7 @@ impl GatewayBuilder {
             }
             let policy = backend.effective_policy()?;
             auth = auth
+                .describe_scopes_of(&policy)
                 .resource(format!("{base}/{}/mcp", backend.name))
                 .scopes_supported(
                     policy

@@ -35,6 +35,7 @@ pub struct ToolPolicyBuilder {
     pub(super) separator: Option<String>,
     pub(super) implies: Vec<(String, Vec<String>)>,
     pub(super) groups: Option<GroupMapping>,
+    pub(super) descriptions: std::collections::BTreeMap<String, String>,
 }
 
 fn strings<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Vec<String> {
@@ -147,6 +148,14 @@ impl ToolPolicyBuilder {
         self
     }
 
+    /// What `scope` lets a client do, in words for people: consent pages show it
+    /// ([`AuthServerBuilder::describe_scopes_of`](crate::server::AuthServerBuilder::describe_scopes_of)),
+    /// so the description lives beside the rules that use the scope.
+    pub fn describe_scope(mut self, scope: impl Into<String>, text: impl Into<String>) -> Self {
+        self.descriptions.insert(scope.into(), text.into());
+        self
+    }
+
     /// Maps identity-provider groups to scopes and tools.
     pub fn groups(mut self, mapping: GroupMapping) -> Self {
         self.groups = Some(mapping);
@@ -207,6 +216,7 @@ impl ToolPolicyBuilder {
             groups: self.groups,
             has_services,
             services_served: AtomicBool::new(false),
+            descriptions: self.descriptions,
         })))
     }
 }

@@ -83,6 +83,8 @@ pub(crate) struct Compiled {
     /// Whether an ATAG layer was built from this policy (`Atag::layer`): only then
     /// can tools that need a service be served.
     pub(super) services_served: AtomicBool,
+    /// Scope → words for people (consent pages).
+    pub(super) descriptions: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -276,7 +278,13 @@ impl ToolPolicy {
         builder.separator = config.scope_separator;
         builder.implies = config.scope_implies.into_iter().collect();
         builder.groups = config.groups;
+        builder.descriptions = config.scope_descriptions;
         builder.build()
+    }
+
+    /// The scopes described in words ([`ToolPolicyBuilder::describe_scope`]), by scope.
+    pub fn scope_descriptions(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.0.descriptions
     }
 
     /// Decides whether `ctx` may use the `kind` thing called `name`.

@@ -312,6 +312,9 @@ pub struct PolicyConfig {
     /// Identity-provider groups that grant scopes or tools.
     #[serde(default)]
     pub groups: Option<GroupMapping>,
+    /// Scope → what it lets a client do, in words (consent pages show it).
+    #[serde(default)]
+    pub scope_descriptions: BTreeMap<String, String>,
 }
 
 /// Maps identity-provider groups (a claim such as `groups`) into the policy: groups granting

@@ -92,6 +92,19 @@ impl AuthServerBuilder {
         }
     }
 
+    /// Takes the scope descriptions `policy` carries
+    /// ([`ToolPolicyBuilder::describe_scope`](crate::policy::ToolPolicyBuilder::describe_scope))
+    /// for the consent page; a description given with [`scope_description`](Self::scope_description)
+    /// wins.
+    pub fn describe_scopes_of(mut self, policy: &crate::ToolPolicy) -> Self {
+        for (scope, text) in policy.scope_descriptions() {
+            self.scope_descriptions
+                .entry(scope.clone())
+                .or_insert_with(|| text.clone());
+        }
+        self
+    }
+
     /// The name in every page's header (default: the issuer's host), so a person knows whose
     /// sign-in and consent pages they are on.
     pub fn server_name(mut self, name: impl Into<String>) -> Self {

@@ -193,7 +193,10 @@ async fn third_party_account_connects_in_chromium() {
         text.contains("Your Demo Third Party account is now connected for demo"),
         "{text}"
     );
-    assert!(text.contains("At Demo Third Party, it may:\n\nprofile"), "{text}");
+    assert!(
+        text.contains("At Demo Third Party, it may:\n\nprofile"),
+        "{text}"
+    );
     chromium.screenshots("connected", &mut findings).await;
 
     // The tool now acts at the third party as demo.
@@ -512,6 +515,123 @@ fn check_page_headers(findings: &mut Findings, page: &str, headers: &reqwest::he
         nosniff.as_deref() == Some("nosniff"),
         format!("{page}: X-Content-Type-Options is {nosniff:?}"),
     );
+}
+
+/// The consent page for the two other kinds of client, and in dark mode: an operator's client
+/// with its verified mark, a client ID metadata document client shown by its domain with the
+/// logo and home page it publishes there; screenshots of each.
+#[tokio::test]
+async fn consent_for_each_kind_of_client_in_chromium() {
+    const PASSWORD: &str = QUICKSTART_PASSWORD;
+    let site = Site::start().await;
+    // The metadata document's host: the document, its home page and an SVG logo.
+    let (doc_listener, doc_addr) = listener().await;
+    let doc_base = format!("http://{doc_addr}");
+    let document = json!({"client_id": format!("{doc_base}/client.json"),
+        "client_name": "Notes Desktop", "redirect_uris": [site.callback()],
+        "token_endpoint_auth_method": "none", "client_uri": format!("{doc_base}/"),
+        "logo_uri": format!("{doc_base}/logo.svg")});
+    let logo = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 40"><rect width="40" height="40" rx="8" fill="#6d28d9"/><text x="20" y="27" font-size="20" text-anchor="middle" fill="#fff" font-family="sans-serif">N</text></svg>"##;
+    let doc_app = axum::Router::new()
+        .route(
+            "/client.json",
+            axum::routing::get(move || std::future::ready(axum::Json(document.clone()))),
+        )
+        .route(
+            "/logo.svg",
+            axum::routing::get(move || {
+                std::future::ready(([(http::header::CONTENT_TYPE, "image/svg+xml")], logo))
+            }),
+        );
+    spawn(doc_listener, doc_app);
+    // The quickstart's stack, plus an operator-registered client and development metadata
+    // documents (http on loopback).
+    let (tp_listener, tp_addr) = listener().await;
+    let (listener, addr) = listener().await;
+    let stack = QuickstartStack {
+        base: format!("http://{addr}"),
+        mcp_url: format!("http://{addr}/mcp"),
+        third_party: format!("http://{tp_addr}"),
+    };
+    let builder = crate::quickstart::auth_server_builder(&stack.base, &stack.mcp_url, PASSWORD)
+        .public_client("notes-web", [site.callback()], DEMO_SCOPES.split(' '))
+        .allow_development_client_metadata();
+    let (app, tp_app) = crate::quickstart::embedded_stack(
+        builder,
+        &stack.mcp_url,
+        &stack.third_party,
+        PASSWORD,
+        None,
+    )
+    .unwrap();
+    spawn(tp_listener, tp_app);
+    spawn_with_peer(listener, app);
+
+    let mut findings = Findings::default();
+    let chromium = Chromium::start().await;
+    chromium
+        .goto(&authorize_url(&stack, "notes-web", &site.callback(), "s1"))
+        .await;
+    chromium
+        .click("form[action$=\"/oauth/login\"] button[type=submit]")
+        .await;
+    chromium
+        .wait_for_element("button[name=decision][value=approve]")
+        .await;
+    let operator = chromium.body_text().await;
+    findings.check(
+        operator.contains("notes-web✓ Verified")
+            || operator.contains("notes-web\n✓ Verified")
+            || operator.contains("notes-web ✓ Verified"),
+        format!("the operator's client is not marked verified: {operator:?}"),
+    );
+    chromium
+        .screenshots("consent-operator", &mut findings)
+        .await;
+
+    let metadata_client = format!("{doc_base}/client.json");
+    chromium
+        .goto(&authorize_url(
+            &stack,
+            &metadata_client,
+            &site.callback(),
+            "s2",
+        ))
+        .await;
+    chromium
+        .wait_for_element("button[name=decision][value=approve]")
+        .await;
+    let text = chromium.body_text().await;
+    findings.check(
+        text.contains("“Notes Desktop” from 127.0.0.1"),
+        format!("the metadata document client is not shown by its domain: {text:?}"),
+    );
+    let logo_loaded: Value = chromium
+        .execute("const i = document.querySelector('.client img'); return !!(i && i.complete && i.naturalWidth > 0);")
+        .await;
+    findings.check(
+        logo_loaded == true,
+        "the logo on the document's own host did not load",
+    );
+    chromium
+        .screenshots("consent-metadata", &mut findings)
+        .await;
+    // Dark mode: the same page as a browser set to dark shows it.
+    chromium
+        .cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .await;
+    let background: Value = chromium
+        .execute("return getComputedStyle(document.body).backgroundColor;")
+        .await;
+    findings.check(
+        background == "rgb(13, 17, 23)",
+        format!("dark mode does not darken the page: {background}"),
+    );
+    chromium.screenshots("consent-dark", &mut findings).await;
+    findings.assert_none();
 }
 
 /// Each scope of `requested` is listed on the page shown in `chromium`, with words that say

@@ -28,7 +28,14 @@ async fn site_with(configure: impl FnOnce(AuthServerBuilder) -> AuthServerBuilde
         .resource(&mcp)
         .scopes_supported(["notes:read", "notes:write"])
         .scope_description("notes:read", "Read your notes")
-        .scope_description("notes:write", "Add and change your notes")
+        // Described beside the rules that use it.
+        .describe_scopes_of(
+            &tower_mcp_auth::ToolPolicy::builder()
+                .tool("add_note", ["notes:write"])
+                .describe_scope("notes:write", "Add and change your notes")
+                .build()
+                .unwrap(),
+        )
         .server_name(SERVER_NAME)
         .dev_user("alice", "wonderland")
         .public_client("ops-app", [REDIRECT], ["notes:read", "notes:write"])
