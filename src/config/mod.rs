@@ -83,6 +83,13 @@ pub struct Config {
     /// Prefill the dev login form with the first user (development).
     #[serde(default)]
     pub prefill_login: bool,
+    /// The name in the header of the sign-in and consent pages (default: the public host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Page → a minijinja template file replacing it (`consent.html = "pages/consent.html"`,
+    /// relative to the working directory).
+    #[serde(default)]
+    pub pages: BTreeMap<String, std::path::PathBuf>,
     /// Third-party services (ATAG) tools act at with the user's own token.
     #[serde(default)]
     pub third_party: Vec<ThirdPartyConfig>,
@@ -424,6 +431,14 @@ impl Config {
         }
         if self.prefill_login {
             builder = builder.prefill_login(true);
+        }
+        if let Some(name) = &self.server_name {
+            builder = builder.server_name(name);
+        }
+        for (page, path) in &self.pages {
+            let source = std::fs::read_to_string(path)
+                .map_err(|e| file_error(format!("page {page}: {}: {e}", path.display())))?;
+            builder = builder.page_template(page, source);
         }
         match self.store.kind {
             StoreKind::Memory => Ok(builder),

@@ -114,10 +114,26 @@ impl AuthServerBuilder {
 
     /// Replaces the page `name` (`base.html`, `login.html`, `consent.html`, `error.html`,
     /// `connected.html`) with the minijinja template `source`, to brand or translate the
-    /// pages. Every variable stays HTML-escaped; the contexts are listed in the [pages
-    /// module](crate::server#pages). A template that does not compile, or fails to render with
-    /// an empty context, fails [`build`](Self::build). Forms must post back the `request` and
-    /// `csrf` fields: without them the handlers refuse the post, whatever the page shows.
+    /// pages. Every variable stays HTML-escaped. A template that does not compile, or fails to
+    /// render with an empty context, fails [`build`](Self::build). Forms must post back the
+    /// `request` and `csrf` fields: without them the handlers refuse the post, whatever the
+    /// page shows.
+    ///
+    /// Every page's context holds `server_name` and `title`; then:
+    ///
+    /// | page | variables |
+    /// |---|---|
+    /// | `base.html` | block `body` (the others extend it) |
+    /// | `login.html` | `client`, `resource`, `providers` (each `name`, `action`), `dev`, `username`, `password`, `error`, `action`, `request`, `csrf` |
+    /// | `consent.html` | `client`, `user`, `resource`, `redirect_host`, `redirect_uri`, `scopes` (each `name`, `description`, `new`), `added`, `action`, `request`, `csrf` |
+    /// | `error.html` | `message`, `hint` |
+    /// | `connected.html` | `service`, `user`, `scopes` (granted at the service), `client_id` |
+    ///
+    /// `client` is `{ name, id, kind, verified, domain, client_uri, logo_uri }`; `kind` is
+    /// `operator` (configured in code: `verified` is true), `metadata_document` (fetched from
+    /// `domain`, the host of its `client_id` URL; `client_uri` and `logo_uri` only when on that
+    /// host) or `self_registered` (dynamic registration: the name is the client's own claim).
+    /// The default templates import the macro `who(client)` from `client.html`.
     ///
     /// ```
     /// use tower_mcp_auth::server::AuthServer;
