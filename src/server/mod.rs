@@ -10,6 +10,7 @@
 //! [`ClientAddress`] extractors that per-source limits key on. State goes through
 //! [`crate::store::Store`].
 
+mod assemble;
 mod auth_server;
 mod authorize;
 mod cimd;
@@ -31,6 +32,7 @@ mod refresh;
 mod registration;
 mod revocation;
 mod revocation_list;
+mod sealing;
 mod source;
 mod storage;
 mod token;
@@ -40,8 +42,9 @@ mod userinfo;
 
 pub use self::auth_server::AuthServer;
 pub use self::config::AuthServerBuilder;
-pub use self::keys::{DEFAULT_RETENTION, EncryptionKeys, RingValidator, SealError, SigningKeys};
+pub use self::keys::{DEFAULT_RETENTION, RingValidator, SigningKeys};
 pub use self::revocation::RevocationAwareValidator;
+pub use self::sealing::{EncryptionKeys, SealError};
 pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::upstream::check_provider_id;
