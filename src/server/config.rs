@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::SigningKeys;
 use super::source::{ClientAddress, ClientRegistration, PeerAddress, RegistrationPolicy};
 use super::upstream::IdentityProvider;
