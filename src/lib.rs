@@ -20,6 +20,7 @@ mod error;
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
 pub mod jsonrpc;
+pub mod metrics;
 #[cfg(feature = "server")]
 mod oauth_client;
 pub mod origin;

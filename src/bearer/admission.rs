@@ -39,10 +39,12 @@ impl Admission {
         let challenge = Challenge::new(self.resource.metadata_url());
         match error {
             CredentialError::Missing => {
+                crate::metrics::request("bearer", "401", "no_token");
                 tracing::debug!(target: audit::TARGET, decision = "deny", reason = "no bearer token", "request refused");
                 challenge.scope(&self.challenge_scopes).into_response()
             }
             CredentialError::Invalid(description) => {
+                crate::metrics::request("bearer", "400", "invalid_request");
                 tracing::info!(target: audit::TARGET, decision = "deny", reason = description, "request refused");
                 challenge
                     .error(BearerErrorCode::InvalidRequest, description)
@@ -53,6 +55,7 @@ impl Admission {
 
     pub(crate) fn refuse_token(&self, error: &TokenError) -> Response<Full<Bytes>> {
         if let TokenError::Unavailable(detail) = error {
+            crate::metrics::request("bearer", "503", "validator_unavailable");
             tracing::warn!(target: audit::TARGET, decision = "deny", reason = %crate::audit::Escaped(&detail), "token validation unavailable");
             let mut response = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -64,6 +67,7 @@ impl Admission {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return response;
         }
+        crate::metrics::request("bearer", "401", "invalid_token");
         tracing::info!(target: audit::TARGET, decision = "deny", reason = %crate::audit::Escaped(&error), "token refused");
         let description = error.to_string();
         Challenge::new(self.resource.metadata_url())
@@ -89,6 +93,7 @@ impl Admission {
                 missing = ?missing,
                 "insufficient scope"
             );
+            crate::metrics::request("bearer", "403", "insufficient_scope");
             let description = format!("this resource requires the scopes: {required}");
             // What the operation needs, as the policy layer's challenges say it too (MCP
             // 2026-07-28: the current operation's scopes, in one challenge; the client adds them
@@ -129,6 +134,7 @@ impl Admission {
             }
             SessionCheck::Owner => Ok(SessionAction::None),
             SessionCheck::Refused => {
+                crate::metrics::request("bearer", "404", "session_not_bound");
                 tracing::warn!(
                     target: audit::TARGET,
                     decision = "deny",

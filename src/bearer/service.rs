@@ -80,7 +80,9 @@ where
         let mac = match &self.admission.cache {
             Some(cache) => {
                 let mac = cache.mac(token);
-                if let Some(ctx) = cache.get(mac) {
+                let cached = cache.get(mac);
+                crate::metrics::token_cache(cached.is_some());
+                if let Some(ctx) = cached {
                     // Hot path: no signature work, no syntax scan (the cached token passed it);
                     // a revocation since is a local lookup.
                     if !self.validator.revoked(&ctx) {
@@ -101,10 +103,18 @@ where
         let admission = self.admission.clone();
         let token: Box<str> = Box::from(token);
         let validation = Box::pin(async move {
-            match (&admission.cache, mac) {
+            let started = std::time::Instant::now();
+            let result = match (&admission.cache, mac) {
                 (Some(cache), Some(mac)) => cache.validate_once(mac, &token, &*validator).await,
                 _ => validator.validate(&token).await,
-            }
+            };
+            let outcome = match &result {
+                Ok(_) => "valid",
+                Err(crate::validate::TokenError::Unavailable(_)) => "unavailable",
+                Err(_) => "invalid",
+            };
+            crate::metrics::validation(outcome, started.elapsed().as_secs_f64());
+            result
         });
         // The service that was polled ready goes into the future; a clone stays here.
         let clone = self.inner.clone();
@@ -126,6 +136,7 @@ where
     match admission.admit(&ctx, &request) {
         Err(refusal) => ResponseFuture::refused(*refusal),
         Ok(action) => {
+            crate::metrics::request("bearer", "allowed", "");
             let extensions = request.extensions_mut();
             extensions.insert(ctx);
             if !admission.required_scopes.scopes().is_empty() {

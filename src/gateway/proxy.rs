@@ -447,6 +447,7 @@ impl Shared {
         let slot = match self.flights.enter(ctx, self.response_timeout).await {
             Ok(slot) => slot,
             Err(Busy::User) => {
+                crate::metrics::request("gateway", "429", "user_in_flight_limit");
                 tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.name, subject = ctx.map(|c| audit::Escaped(c.subject())).map(tracing::field::display), reason = "too many requests in flight for this user", "request refused");
                 let mut refusal = failure(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -461,6 +462,7 @@ impl Shared {
                 return refusal;
             }
             Err(Busy::Backend) => {
+                crate::metrics::request("gateway", "503", "backend_in_flight_limit");
                 tracing::warn!(target: audit::TARGET, backend = %self.name, "backend in-flight limit reached");
                 return failure(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -472,6 +474,8 @@ impl Shared {
         let response = match tokio::time::timeout(remaining, self.client.execute(outgoing)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
+                crate::metrics::backend_response(&self.name, "error");
+                crate::metrics::request("gateway", "502", "backend_unreachable");
                 tracing::warn!(target: audit::TARGET, backend = %self.name, error = %e, connect = e.is_connect(), "backend request failed");
                 return failure(
                     StatusCode::BAD_GATEWAY,
@@ -479,6 +483,8 @@ impl Shared {
                 );
             }
             Err(_) => {
+                crate::metrics::backend_response(&self.name, "timeout");
+                crate::metrics::request("gateway", "504", "backend_timeout");
                 tracing::warn!(target: audit::TARGET, backend = %self.name, timeout_ms = self.response_timeout.as_millis() as u64, "backend did not answer in time");
                 return failure(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -487,6 +493,7 @@ impl Shared {
             }
         };
         let status = response.status();
+        crate::metrics::backend_response(&self.name, crate::metrics::status_class(status));
         if matches!(
             status,
             StatusCode::UNAUTHORIZED | StatusCode::PROXY_AUTHENTICATION_REQUIRED

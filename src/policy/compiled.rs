@@ -282,6 +282,17 @@ impl ToolPolicy {
         builder.build()
     }
 
+    /// The label a metric may carry for the `kind` thing called `name`: the name when the
+    /// policy has an exact rule for it (the operator wrote it, so the set is bounded), else
+    /// `other` (a name the caller chose).
+    pub(crate) fn metric_name<'a>(&self, kind: Kind, name: &'a str) -> &'a str {
+        if self.0.indexes[kind_index(kind)].has_exact(name) {
+            name
+        } else {
+            "other"
+        }
+    }
+
     /// The scopes described in words ([`ToolPolicyBuilder::describe_scope`]), by scope.
     pub fn scope_descriptions(&self) -> &std::collections::BTreeMap<String, String> {
         &self.0.descriptions
@@ -461,6 +472,12 @@ impl ToolPolicy {
             self.0.indexes[kind_index(Kind::Method)].lookup(method),
             Ok(None)
         )
+    }
+}
+
+impl Index {
+    fn has_exact(&self, name: &str) -> bool {
+        self.exact.contains_key(name)
     }
 }
 

@@ -324,8 +324,23 @@ impl Shared {
         method: &str,
         target: &str,
     ) -> Response<PolicyBody> {
+        // The metric names what was refused only when the operator's policy names it.
+        let (kind, rule_kind) = match method {
+            "tools/call" => ("tool", Kind::Tool),
+            "prompts/get" => ("prompt", Kind::Prompt),
+            "resources/read" | "resources/subscribe" => ("resource", Kind::Resource),
+            _ => ("method", Kind::Method),
+        };
+        let named = if rule_kind == Kind::Method {
+            method
+        } else {
+            target
+        };
+        let label = self.policy.metric_name(rule_kind, named);
         match refusal {
             Refusal::InsufficientScope(scopes) => {
+                crate::metrics::request("policy", "403", "insufficient_scope");
+                crate::metrics::policy_denial(kind, label, "insufficient_scope");
                 tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %crate::audit::Escaped(&scopes), "operation refused");
                 let description = if target.is_empty() {
                     format!("{method} requires the scopes: {scopes}")
@@ -350,6 +365,8 @@ impl Shared {
                 response
             }
             Refusal::Forbidden(reason) => {
+                crate::metrics::request("policy", "403", reason);
+                crate::metrics::policy_denial(kind, label, reason);
                 tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason, "operation refused");
                 // No challenge: no scope would help, so the client must not step up.
                 let message = if target.is_empty() {

@@ -29,6 +29,8 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod metadata;
+#[cfg(all(feature = "metrics", feature = "gateway"))]
+mod metrics;
 #[cfg(feature = "server")]
 mod oauth_server;
 #[cfg(feature = "server")]

@@ -1,0 +1,92 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`, default).
+//!
+//! Nothing is recorded, and no exporter is pulled in, unless the application installs a
+//! recorder (`metrics-exporter-prometheus`, an OpenTelemetry bridge, …): without one, each
+//! emission is one atomic load. `metrics` was chosen over OpenTelemetry's meter API because it
+//! is the facade the Rust server ecosystem already records into (tower-http, rmcp's users,
+//! `metrics-exporter-prometheus`), needs no SDK at compile time, and costs nothing when off.
+//!
+//! Labels never carry a token, a subject, a client id or any other value a caller chooses: only
+//! values from fixed sets, or names the operator configured (backend and service ids).
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `mcp_auth_requests_total` | counter | `layer` (`bearer`, `policy`, `gateway`), `decision` (`allowed`, `401`, `400`, `403`, `404`, `429`, `502`, `503`, `504`), `reason` | every request each layer decided |
+//! | `mcp_auth_token_validation_seconds` | histogram | `outcome` (`valid`, `invalid`, `unavailable`) | a token validation on a cache miss (signature, keys, introspection) |
+//! | `mcp_auth_token_cache_total` | counter | `result` (`hit`, `miss`) | bearer token cache lookups |
+//! | `mcp_auth_policy_denials_total` | counter | `kind` (`tool`, `prompt`, `resource`, `method`), `name` (a name with an exact rule in the policy, else `other`), `reason` | calls the policy refused |
+//! | `mcp_auth_gateway_backend_responses_total` | counter | `backend` (configured name), `status` (`2xx`, `4xx`, `5xx`, `error`, `timeout`) | answers from backends |
+//!
+//! A Grafana-style query list is in the README (section Operations).
+
+/// `mcp_auth_requests_total`.
+pub const REQUESTS: &str = "mcp_auth_requests_total";
+/// `mcp_auth_token_validation_seconds`.
+pub const VALIDATION_SECONDS: &str = "mcp_auth_token_validation_seconds";
+/// `mcp_auth_token_cache_total`.
+pub const TOKEN_CACHE: &str = "mcp_auth_token_cache_total";
+/// `mcp_auth_policy_denials_total`.
+pub const POLICY_DENIALS: &str = "mcp_auth_policy_denials_total";
+/// `mcp_auth_gateway_backend_responses_total`.
+pub const GATEWAY_BACKEND_RESPONSES: &str = "mcp_auth_gateway_backend_responses_total";
+
+/// A layer's decision on a request.
+#[inline]
+pub(crate) fn request(layer: &'static str, decision: &'static str, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(REQUESTS, "layer" => layer, "decision" => decision, "reason" => reason)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (layer, decision, reason);
+}
+
+/// A token cache lookup.
+#[inline]
+pub(crate) fn token_cache(hit: bool) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(TOKEN_CACHE, "result" => if hit { "hit" } else { "miss" }).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = hit;
+}
+
+/// A token validation (a cache miss), how it ended and how long it took.
+#[inline]
+pub(crate) fn validation(outcome: &'static str, seconds: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(VALIDATION_SECONDS, "outcome" => outcome).record(seconds);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (outcome, seconds);
+}
+
+/// A refusal by the policy.
+#[inline]
+pub(crate) fn policy_denial(kind: &'static str, name: &str, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(POLICY_DENIALS, "kind" => kind, "name" => name.to_owned(), "reason" => reason)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, name, reason);
+}
+
+/// A backend's answer (or its absence), by status class.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+#[inline]
+pub(crate) fn backend_response(backend: &str, status: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(GATEWAY_BACKEND_RESPONSES, "backend" => backend.to_owned(), "status" => status)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, status);
+}
+
+/// The status class label of an HTTP status.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+pub(crate) fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
