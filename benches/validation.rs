@@ -144,6 +144,26 @@ fn layer(c: &mut Criterion) {
         group.bench_function(format!("cached_{name}"), |b| {
             b.iter_custom(|iters| per_request(&mut cached, || request(&token), iters))
         });
+        if name == "ES256" {
+            // The same hit with metrics recorded: into a no-op recorder (the facade's cost), and
+            // into Prometheus' own recorder (what an operator runs).
+            let noop = metrics::NoopRecorder;
+            group.bench_function("cached_ES256_metrics_noop_recorder", |b| {
+                b.iter_custom(|iters| {
+                    metrics::with_local_recorder(&noop, || {
+                        per_request(&mut cached, || request(&token), iters)
+                    })
+                })
+            });
+            let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            group.bench_function("cached_ES256_metrics_prometheus_recorder", |b| {
+                b.iter_custom(|iters| {
+                    metrics::with_local_recorder(&prometheus, || {
+                        per_request(&mut cached, || request(&token), iters)
+                    })
+                })
+            });
+        }
         let mut uncached = BearerLayer::new(validator, resource.clone())
             .token_cache_capacity(0)
             .layer(inner());

@@ -39,12 +39,12 @@ impl Admission {
         let challenge = Challenge::new(self.resource.metadata_url());
         match error {
             CredentialError::Missing => {
-                crate::metrics::request("bearer", "401", "no_token");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "401", "reason" => "no_token");
                 tracing::debug!(target: audit::TARGET, decision = "deny", reason = "no bearer token", "request refused");
                 challenge.scope(&self.challenge_scopes).into_response()
             }
             CredentialError::Invalid(description) => {
-                crate::metrics::request("bearer", "400", "invalid_request");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "400", "reason" => "invalid_request");
                 tracing::info!(target: audit::TARGET, decision = "deny", reason = description, "request refused");
                 challenge
                     .error(BearerErrorCode::InvalidRequest, description)
@@ -55,7 +55,7 @@ impl Admission {
 
     pub(crate) fn refuse_token(&self, error: &TokenError) -> Response<Full<Bytes>> {
         if let TokenError::Unavailable(detail) = error {
-            crate::metrics::request("bearer", "503", "validator_unavailable");
+            crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "503", "reason" => "validator_unavailable");
             tracing::warn!(target: audit::TARGET, decision = "deny", reason = %crate::audit::Escaped(&detail), "token validation unavailable");
             let mut response = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -67,7 +67,7 @@ impl Admission {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return response;
         }
-        crate::metrics::request("bearer", "401", "invalid_token");
+        crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "401", "reason" => "invalid_token");
         tracing::info!(target: audit::TARGET, decision = "deny", reason = %crate::audit::Escaped(&error), "token refused");
         let description = error.to_string();
         Challenge::new(self.resource.metadata_url())
@@ -93,7 +93,7 @@ impl Admission {
                 missing = ?missing,
                 "insufficient scope"
             );
-            crate::metrics::request("bearer", "403", "insufficient_scope");
+            crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "403", "reason" => "insufficient_scope");
             let description = format!("this resource requires the scopes: {required}");
             // What the operation needs, as the policy layer's challenges say it too (MCP
             // 2026-07-28: the current operation's scopes, in one challenge; the client adds them
@@ -134,7 +134,7 @@ impl Admission {
             }
             SessionCheck::Owner => Ok(SessionAction::None),
             SessionCheck::Refused => {
-                crate::metrics::request("bearer", "404", "session_not_bound");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "404", "reason" => "session_not_bound");
                 tracing::warn!(
                     target: audit::TARGET,
                     decision = "deny",

@@ -81,7 +81,11 @@ where
             Some(cache) => {
                 let mac = cache.mac(token);
                 let cached = cache.get(mac);
-                crate::metrics::token_cache(cached.is_some());
+                if cached.is_some() {
+                    crate::metrics::count!(crate::metrics::TOKEN_CACHE, "result" => "hit");
+                } else {
+                    crate::metrics::count!(crate::metrics::TOKEN_CACHE, "result" => "miss");
+                }
                 if let Some(ctx) = cached {
                     // Hot path: no signature work, no syntax scan (the cached token passed it);
                     // a revocation since is a local lookup.
@@ -136,7 +140,7 @@ where
     match admission.admit(&ctx, &request) {
         Err(refusal) => ResponseFuture::refused(*refusal),
         Ok(action) => {
-            crate::metrics::request("bearer", "allowed", "");
+            crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "allowed", "reason" => "");
             let extensions = request.extensions_mut();
             extensions.insert(ctx);
             if !admission.required_scopes.scopes().is_empty() {

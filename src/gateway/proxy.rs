@@ -447,7 +447,7 @@ impl Shared {
         let slot = match self.flights.enter(ctx, self.response_timeout).await {
             Ok(slot) => slot,
             Err(Busy::User) => {
-                crate::metrics::request("gateway", "429", "user_in_flight_limit");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "gateway", "decision" => "429", "reason" => "user_in_flight_limit");
                 tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.name, subject = ctx.map(|c| audit::Escaped(c.subject())).map(tracing::field::display), reason = "too many requests in flight for this user", "request refused");
                 let mut refusal = failure(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -462,7 +462,7 @@ impl Shared {
                 return refusal;
             }
             Err(Busy::Backend) => {
-                crate::metrics::request("gateway", "503", "backend_in_flight_limit");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "gateway", "decision" => "503", "reason" => "backend_in_flight_limit");
                 tracing::warn!(target: audit::TARGET, backend = %self.name, "backend in-flight limit reached");
                 return failure(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -475,7 +475,7 @@ impl Shared {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 crate::metrics::backend_response(&self.name, "error");
-                crate::metrics::request("gateway", "502", "backend_unreachable");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "gateway", "decision" => "502", "reason" => "backend_unreachable");
                 tracing::warn!(target: audit::TARGET, backend = %self.name, error = %e, connect = e.is_connect(), "backend request failed");
                 return failure(
                     StatusCode::BAD_GATEWAY,
@@ -484,7 +484,7 @@ impl Shared {
             }
             Err(_) => {
                 crate::metrics::backend_response(&self.name, "timeout");
-                crate::metrics::request("gateway", "504", "backend_timeout");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "gateway", "decision" => "504", "reason" => "backend_timeout");
                 tracing::warn!(target: audit::TARGET, backend = %self.name, timeout_ms = self.response_timeout.as_millis() as u64, "backend did not answer in time");
                 return failure(
                     StatusCode::GATEWAY_TIMEOUT,

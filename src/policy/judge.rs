@@ -339,7 +339,7 @@ impl Shared {
         let label = self.policy.metric_name(rule_kind, named);
         match refusal {
             Refusal::InsufficientScope(scopes) => {
-                crate::metrics::request("policy", "403", "insufficient_scope");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "policy", "decision" => "403", "reason" => "insufficient_scope");
                 crate::metrics::policy_denial(kind, label, "insufficient_scope");
                 tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), method, tool = target, reason = "insufficient scope", required = %crate::audit::Escaped(&scopes), "operation refused");
                 let description = if target.is_empty() {

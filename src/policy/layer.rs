@@ -181,7 +181,7 @@ impl Shared {
         let bytes = match Limited::new(body, self.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                crate::metrics::request("policy", "413", "body_too_large");
+                crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "policy", "decision" => "413", "reason" => "body_too_large");
                 tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = "body too large", "request refused");
                 return rpc_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -229,7 +229,7 @@ impl Shared {
             let mcp = match jsonrpc::parse(&bytes) {
                 Ok(mcp) => mcp,
                 Err(e) => {
-                    crate::metrics::request("policy", "400", "bad_json_rpc");
+                    crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "policy", "decision" => "400", "reason" => "bad_json_rpc");
                     tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = %crate::audit::Escaped(&e), "unparseable request refused");
                     return rpc_error(
                         StatusCode::BAD_REQUEST,
@@ -251,7 +251,7 @@ impl Shared {
             }
             json_may_list = mcp.messages.iter().any(|m| !answer_never_lists(m));
             parts.extensions.insert(mcp);
-            crate::metrics::request("policy", "allowed", "");
+            crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "policy", "decision" => "allowed", "reason" => "");
         } else {
             let decision = self
                 .policy
@@ -260,7 +260,7 @@ impl Shared {
                 let refusal = with_required(refusal, &parts.extensions);
                 return self.refuse(refusal, &Value::Null, &ctx, parts.method.as_str(), "");
             }
-            crate::metrics::request("policy", "allowed", "");
+            crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "policy", "decision" => "allowed", "reason" => "");
             tracing::debug!(target: audit::TARGET, decision = "allow", subject = ctx.subject(), client_id = ctx.client_id(), method = parts.method.as_str(), "operation allowed");
         }
 

@@ -303,11 +303,7 @@ async fn gateway_backend_answers_are_counted_by_backend_and_status_class() {
     let snapshot = snapshotter.snapshot().into_vec();
     let answers = tower_mcp_auth::metrics::GATEWAY_BACKEND_RESPONSES;
     assert_eq!(
-        counter(
-            &snapshot,
-            answers,
-            &[("backend", "up"), ("status", "2xx")]
-        ),
+        counter(&snapshot, answers, &[("backend", "up"), ("status", "2xx")]),
         1
     );
     assert_eq!(
