@@ -35,6 +35,9 @@
 //!   same on every replica, e.g. `openssl rand -base64 32`); the demo password is shared
 //!   through it too. Give every replica the same `PUBLIC_URL`.
 //!
+//! - `METRICS=1`: Prometheus metrics at `$PUBLIC_URL/metrics` (the names are in the
+//!   `tower_mcp_auth::metrics` docs).
+//!
 //! `--behind-gateway` serves the notes server alone, for the gateway example
 //! (`examples/gateway.toml`): on `127.0.0.1:$PORT` (default 9000), no authorization server and
 //! no bearer layer, the caller read from the gateway's user headers (`GatewayIdentityLayer`),
@@ -759,6 +762,26 @@ fn with_upstream_providers(
     Ok(builder)
 }
 
+/// `app` with `GET /metrics`: what `handle`'s Prometheus recorder holds, in the text format.
+/// Serve it where only your scraper can reach it in production (it names backends and tools).
+pub fn with_metrics(
+    app: axum::Router,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> axum::Router {
+    app.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = handle.render();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    text,
+                )
+            }
+        }),
+    )
+}
+
 /// Browser-based clients (the MCP Inspector) call the MCP endpoint from another origin: let
 /// them, and let them read the challenge and session id. Outside the bearer layer, since
 /// preflights carry no token. The authorization server's endpoints and the metadata bring
@@ -849,6 +872,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             app
         }
+    };
+    // METRICS=1: Prometheus text at /metrics (the library records through the `metrics` facade;
+    // this installs a recorder and serves what it holds).
+    let app = if std::env::var("METRICS").is_ok_and(|v| v == "1") {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        println!("Metrics:           {public_url}/metrics (Prometheus text)");
+        with_metrics(app, handle)
+    } else {
+        app
     };
     // The peer address keys the per-address registration limit.
     axum::serve(

@@ -328,3 +328,52 @@ async fn gateway_backend_answers_are_counted_by_backend_and_status_class() {
         1
     );
 }
+
+/// The quickstart with `METRICS=1`: `/metrics` serves the Prometheus text of what the layers
+/// recorded (here with this thread's recorder, as `install_recorder` would make it global).
+#[tokio::test]
+async fn the_quickstart_serves_prometheus_text_at_metrics() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (tp_listener, tp_addr) = listener().await;
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let mcp = format!("{base}/mcp");
+    let (app, third_party) = crate::quickstart::embedded_stack(
+        crate::quickstart::auth_server_builder(&base, &mcp, QUICKSTART_PASSWORD),
+        &mcp,
+        &format!("http://{tp_addr}"),
+        QUICKSTART_PASSWORD,
+        None,
+    )
+    .unwrap();
+    spawn(tp_listener, third_party);
+    spawn_with_peer(listener, crate::quickstart::with_metrics(app, handle));
+    let refused = client()
+        .post(&mcp)
+        .json(&call("whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let scraped = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = scraped.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"mcp_auth_requests_total{layer="bearer",decision="401",reason="no_token"} 1"#
+        ),
+        "{text}"
+    );
+}
