@@ -455,6 +455,12 @@ impl ToolPolicy {
             || self.service_need(name).is_none()
     }
 
+    /// Whether an ATAG layer was built from this policy.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn services_are_served(&self) -> bool {
+        self.0.services_served.load(Ordering::Relaxed)
+    }
+
     /// Called by the ATAG layer built from this policy: tools that need services are served.
     #[cfg_attr(not(feature = "atag"), allow(dead_code))]
     pub(crate) fn serve_services(&self) {

@@ -42,6 +42,9 @@ pub(super) struct Shared {
     pub(super) policy: ToolPolicy,
     pub(super) resource: ProtectedResource,
     pub(super) max_body: usize,
+    /// Where the policy comes from when it can be replaced while serving.
+    #[cfg(feature = "config")]
+    pub(super) reload: Option<super::PolicyHandle>,
 }
 
 impl ToolPolicyLayer {
@@ -53,8 +56,20 @@ impl ToolPolicyLayer {
                 policy,
                 resource,
                 max_body: DEFAULT_MAX_BODY,
+                #[cfg(feature = "config")]
+                reload: None,
             }),
         }
+    }
+
+    /// Enforces whatever policy `handle` holds when each request arrives.
+    #[cfg(feature = "config")]
+    pub(crate) fn reloadable(handle: super::PolicyHandle, resource: ProtectedResource) -> Self {
+        let mut layer = ToolPolicyLayer::new(handle.current(), resource);
+        if let Some(shared) = Arc::get_mut(&mut layer.shared) {
+            shared.reload = Some(handle);
+        }
+        layer
     }
 
     /// The largest request body buffered (default 4 MiB); larger ones get 413.
@@ -131,6 +146,17 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        #[cfg(feature = "config")]
+        if let Some(handle) = &self.shared.reload {
+            // One whole policy for the whole request, whatever is swapped meanwhile.
+            let shared = Shared {
+                policy: handle.current(),
+                resource: self.shared.resource.clone(),
+                max_body: self.shared.max_body,
+                reload: None,
+            };
+            return Box::pin(async move { Ok(shared.handle(request, inner).await) });
+        }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.handle(request, inner).await) })
     }

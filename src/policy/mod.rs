@@ -66,6 +66,8 @@ mod compiled;
 mod filter;
 mod judge;
 mod layer;
+#[cfg(feature = "config")]
+mod reload;
 mod rules;
 
 pub use self::builder::ToolPolicyBuilder;
@@ -74,6 +76,9 @@ pub use self::layer::{
     DEFAULT_MAX_BODY, FORBIDDEN_CODE, HEADER_MISMATCH_CODE, PolicyBody, ToolPolicyLayer,
     ToolPolicyService,
 };
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use self::reload::PolicyHandle;
 pub use self::rules::{
     ClaimCondition, GroupMapping, Kind, Pattern, PolicyConfig, Rule, RuleConfig, ServiceNeed,
 };

@@ -39,6 +39,8 @@ mod policy;
 mod quickstart_rmcp;
 #[cfg(feature = "server")]
 mod registration;
+#[cfg(feature = "config")]
+mod reload;
 #[cfg(feature = "redis")]
 mod replicas;
 #[cfg(feature = "server")]
