@@ -116,6 +116,19 @@ fn layer(c: &mut Criterion) {
             b.iter_custom(|iters| per_request(&mut service, || request(&ctx), iters))
         });
     }
+    // The same call with a per-subject and a per-client limit high enough never to refuse:
+    // what the limiter costs on every call (two bucket lookups and checks).
+    let limits = tower_mcp_auth::policy::RateLimits::new()
+        .per_subject(1_000_000, std::time::Duration::from_secs(1))
+        .per_client(1_000_000, std::time::Duration::from_secs(1));
+    let mut limited = policy(10)
+        .layer(&resource)
+        .rate_limits(limits)
+        .layer(inner());
+    assert_eq!(ready(limited.call(request(&ctx))).unwrap().status(), 200);
+    group.bench_function("tools_call_10_rules_rate_limited", |b| {
+        b.iter_custom(|iters| per_request(&mut limited, || request(&ctx), iters))
+    });
     group.finish();
 }
 

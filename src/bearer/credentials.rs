@@ -24,6 +24,7 @@ pub(crate) enum CredentialError {
 ///
 /// The token comes back as bytes: on a cache hit it is only hashed and compared, so the
 /// per-byte UTF-8/visible-ASCII scan of `HeaderValue::to_str` is left to the miss path.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) fn bearer_token<'a>(
     headers: &'a HeaderMap,
     uri: &Uri,

@@ -42,6 +42,9 @@ pub(super) struct Shared {
     pub(super) policy: ToolPolicy,
     pub(super) resource: ProtectedResource,
     pub(super) max_body: usize,
+    /// Tool-call limits per principal.
+    #[cfg(feature = "rate-limit")]
+    pub(super) limits: Option<Arc<super::limits::Limiter>>,
     /// Where the policy comes from when it can be replaced while serving.
     #[cfg(feature = "config")]
     pub(super) reload: Option<super::PolicyHandle>,
@@ -56,6 +59,8 @@ impl ToolPolicyLayer {
                 policy,
                 resource,
                 max_body: DEFAULT_MAX_BODY,
+                #[cfg(feature = "rate-limit")]
+                limits: None,
                 #[cfg(feature = "config")]
                 reload: None,
             }),
@@ -70,6 +75,14 @@ impl ToolPolicyLayer {
             shared.reload = Some(handle);
         }
         layer
+    }
+
+    /// Limits on tool calls per subject, client, or subject and tool (see [`RateLimits`](super::RateLimits)).
+    #[cfg(feature = "rate-limit")]
+    #[must_use]
+    pub fn rate_limits(mut self, limits: super::RateLimits) -> Self {
+        Arc::make_mut(&mut self.shared).limits = limits.build();
+        self
     }
 
     /// The largest request body buffered (default 4 MiB); larger ones get 413.
@@ -153,6 +166,8 @@ where
                 policy: handle.current(),
                 resource: self.shared.resource.clone(),
                 max_body: self.shared.max_body,
+                #[cfg(feature = "rate-limit")]
+                limits: self.shared.limits.clone(),
                 reload: None,
             };
             return Box::pin(async move { Ok(shared.handle(request, inner).await) });
@@ -272,6 +287,12 @@ impl Shared {
             if let Some(refusal) = self.judge(&mcp, &ctx, &parts.extensions) {
                 return refusal;
             }
+            #[cfg(feature = "rate-limit")]
+            if let Some(limiter) = &self.limits
+                && let Err(wait) = limiter.check(&mcp, &ctx)
+            {
+                return rate_limited(&mcp, &ctx, wait);
+            }
             if negotiated.is_none() {
                 negotiated = mcp.messages.iter().find_map(|m| m.protocol_version.clone());
             }
@@ -304,6 +325,34 @@ impl Shared {
         };
         filter_lists(response, filter, json_may_list).await
     }
+}
+
+/// HTTP 429 with `Retry-After` (whole seconds, at least 1) and a JSON-RPC error the SDKs show.
+#[cfg(feature = "rate-limit")]
+fn rate_limited(
+    request: &jsonrpc::McpRequest,
+    ctx: &AuthContext,
+    wait: std::time::Duration,
+) -> Response<PolicyBody> {
+    crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "policy", "decision" => "429", "reason" => "rate_limited");
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), client_id = ctx.client_id(), reason = "rate limited", retry_after = seconds, "request refused");
+    let id = match request.messages.as_slice() {
+        [one] => one.id.clone().unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    let mut response = rpc_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &id,
+        code::RATE_LIMITED,
+        &format!("too many tool calls; retry in {seconds} s"),
+        Some(serde_json::json!({ "retry_after": seconds })),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Whether the answer to `message` is, by the MCP schema, never a list result: a tool's output,

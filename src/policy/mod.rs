@@ -66,6 +66,8 @@ mod compiled;
 mod filter;
 mod judge;
 mod layer;
+#[cfg(feature = "rate-limit")]
+mod limits;
 #[cfg(feature = "config")]
 mod reload;
 mod rules;
@@ -76,6 +78,9 @@ pub use self::layer::{
     DEFAULT_MAX_BODY, FORBIDDEN_CODE, HEADER_MISMATCH_CODE, PolicyBody, ToolPolicyLayer,
     ToolPolicyService,
 };
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+pub use self::limits::{DEFAULT_TRACKED, RateLimits};
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use self::reload::PolicyHandle;

@@ -33,6 +33,8 @@ pub mod code {
     pub const FORBIDDEN: i64 = -32003;
     /// A header that disagrees with the body (revision 2026-07-28).
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// Too many requests (implementation-defined server error range), with HTTP 429.
+    pub const RATE_LIMITED: i64 = -32029;
     /// URL elicitation required (revision 2025-11-25).
     pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 }

@@ -28,6 +28,8 @@ mod gateway_example_tests;
 mod introspection;
 mod jwks;
 mod jwt;
+#[cfg(all(feature = "rate-limit", feature = "server"))]
+mod limits;
 mod metadata;
 #[cfg(all(feature = "metrics", feature = "gateway"))]
 mod metrics;
