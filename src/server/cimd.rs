@@ -39,10 +39,13 @@ struct Document {
     token_endpoint_auth_method: Option<String>,
     #[serde(default)]
     scope: Option<String>,
-    #[serde(default)]
-    client_uri: Option<String>,
-    #[serde(default)]
-    logo_uri: Option<String>,
+}
+
+/// The display-only links of a document (`client_uri`, `logo_uri`), read leniently: a link of
+/// the wrong type is ignored, never a reason to refuse the client.
+fn display_link(body: &[u8], name: &str) -> Option<String> {
+    let document: serde_json::Value = serde_json::from_slice(body).ok()?;
+    document.get(name)?.as_str().map(str::to_owned)
 }
 
 /// `link` when it is an https (or, for a loopback client id, http) URL on the same host as the
@@ -266,8 +269,8 @@ impl AuthServer {
                 grant_types,
                 configured: false,
                 auth_method: None,
-                client_uri: same_host_link(client_id, document.client_uri.as_deref()),
-                logo_uri: same_host_link(client_id, document.logo_uri.as_deref()),
+                client_uri: same_host_link(client_id, display_link(&body, "client_uri").as_deref()),
+                logo_uri: same_host_link(client_id, display_link(&body, "logo_uri").as_deref()),
             },
             ttl,
         ))
