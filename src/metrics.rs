@@ -15,6 +15,9 @@
 //! | `mcp_auth_token_validation_seconds` | histogram | `outcome` (`valid`, `invalid`, `unavailable`) | a token validation on a cache miss (signature, keys, introspection) |
 //! | `mcp_auth_token_cache_total` | counter | `result` (`hit`, `miss`) | bearer token cache lookups |
 //! | `mcp_auth_policy_denials_total` | counter | `kind` (`tool`, `prompt`, `resource`, `method`), `name` (a name with an exact rule in the policy, else `other`), `reason` | calls the policy refused |
+//! | `mcp_auth_tokens_issued_total` | counter | `grant` (`authorization_code`, `refresh_token`, `client_credentials`) | token endpoint issuances |
+//! | `mcp_auth_token_endpoint_errors_total` | counter | `grant` (as above, or `other`), `error` (the RFC 6749 error code) | token endpoint refusals |
+//! | `mcp_auth_registrations_total` | counter | `outcome` (`registered`, or the RFC 7591 error code) | dynamic client registrations |
 //! | `mcp_auth_gateway_backend_responses_total` | counter | `backend` (configured name), `status` (`2xx`, `4xx`, `5xx`, `error`, `timeout`) | answers from backends |
 //!
 //! A Grafana-style query list is in the README (section Operations).
@@ -27,6 +30,12 @@ pub const VALIDATION_SECONDS: &str = "mcp_auth_token_validation_seconds";
 pub const TOKEN_CACHE: &str = "mcp_auth_token_cache_total";
 /// `mcp_auth_policy_denials_total`.
 pub const POLICY_DENIALS: &str = "mcp_auth_policy_denials_total";
+/// `mcp_auth_tokens_issued_total`.
+pub const TOKENS_ISSUED: &str = "mcp_auth_tokens_issued_total";
+/// `mcp_auth_token_endpoint_errors_total`.
+pub const TOKEN_ERRORS: &str = "mcp_auth_token_endpoint_errors_total";
+/// `mcp_auth_registrations_total`.
+pub const REGISTRATIONS: &str = "mcp_auth_registrations_total";
 /// `mcp_auth_gateway_backend_responses_total`.
 pub const GATEWAY_BACKEND_RESPONSES: &str = "mcp_auth_gateway_backend_responses_total";
 
@@ -82,6 +91,22 @@ pub(crate) fn policy_denial(kind: &'static str, name: &str, reason: &'static str
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (kind, name, reason);
+}
+
+/// A counter whose labels are known only at run time, from fixed sets (cold paths).
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+#[inline]
+pub(crate) fn labelled(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    #[cfg(feature = "metrics")]
+    {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::from_static_parts(k, v))
+            .collect();
+        metrics::counter!(name, labels).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, labels);
 }
 
 /// A backend's answer (or its absence), by status class.

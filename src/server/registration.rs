@@ -54,6 +54,20 @@ pub(super) async fn register(
     parts: http::request::Parts,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
+    let result = register_client(server, parts, body).await;
+    let outcome = match &result {
+        Ok(_) => "registered",
+        Err(e) => e.status_and_code().1,
+    };
+    crate::metrics::labelled(crate::metrics::REGISTRATIONS, &[("outcome", outcome)]);
+    result
+}
+
+async fn register_client(
+    server: AuthServer,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
     let invalid = |msg: &str| OAuthError::InvalidClientMetadata(msg.to_owned().into());
     let bad_redirect = |msg: &str| OAuthError::InvalidRedirectUri(msg.to_owned().into());
     // RFC 7591: a JSON object (a derived struct would also read an array, field by field;

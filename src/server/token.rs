@@ -30,7 +30,30 @@ pub(super) async fn token(
     headers: HeaderMap,
     Form(form): Form,
 ) -> Result<Response, OAuthError> {
-    let client = grant_client(&server, &headers, &form).await?;
+    let grant = match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => "authorization_code",
+        Some("refresh_token") => "refresh_token",
+        Some("client_credentials") => "client_credentials",
+        _ => "other",
+    };
+    let result = issue(&server, &headers, &form).await;
+    match &result {
+        Ok(_) => crate::metrics::labelled(crate::metrics::TOKENS_ISSUED, &[("grant", grant)]),
+        Err(e) => crate::metrics::labelled(
+            crate::metrics::TOKEN_ERRORS,
+            &[("grant", grant), ("error", e.status_and_code().1)],
+        ),
+    }
+    result
+}
+
+/// The token endpoint's work: the client, the grant type, the grant.
+async fn issue(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let client = grant_client(server, headers, form).await?;
     let grant = form
         .get("grant_type")
         .ok_or(OAuthError::InvalidRequest("grant_type is required".into()))?;
@@ -57,9 +80,9 @@ pub(super) async fn token(
         ));
     }
     match grant.as_str() {
-        "authorization_code" => exchange_code(&server, &client, &form).await,
-        "refresh_token" => refresh(&server, &client, &form).await,
-        _ => client_credentials(&server, &client, &form),
+        "authorization_code" => exchange_code(server, &client, form).await,
+        "refresh_token" => refresh(server, &client, form).await,
+        _ => client_credentials(server, &client, form),
     }
 }
 

@@ -377,3 +377,90 @@ async fn the_quickstart_serves_prometheus_text_at_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn token_endpoint_issuances_errors_and_registrations_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (listener, addr) = listener().await;
+    let base = format!("http://{addr}");
+    let auth = AuthServer::builder(&base)
+        .resource(format!("{base}/mcp"))
+        .scopes_supported(["mcp:tools"])
+        .client(
+            "machine",
+            "a-client-secret-of-32-characters!!",
+            ["mcp:tools"],
+        )
+        // Users can sign in, so clients may register for the code flow.
+        .dev_user("alice", "wonderland")
+        .build()
+        .unwrap();
+    spawn_with_peer(listener, auth.router());
+    let token = |secret: &'static str| {
+        client()
+            .post(format!("{base}/oauth/token"))
+            .basic_auth("machine", Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "mcp:tools")])
+            .send()
+    };
+    assert_eq!(
+        token("a-client-secret-of-32-characters!!")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        token("a-wrong-secret-of-32-characters!!!")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let registered = client()
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:4567/callback"],
+                      "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let refused = client()
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": ["javascript:alert(1)"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let snapshot = snapshotter.snapshot().into_vec();
+    let issued = tower_mcp_auth::metrics::TOKENS_ISSUED;
+    assert_eq!(
+        counter(&snapshot, issued, &[("grant", "client_credentials")]),
+        1
+    );
+    let errors = tower_mcp_auth::metrics::TOKEN_ERRORS;
+    assert_eq!(
+        counter(
+            &snapshot,
+            errors,
+            &[("grant", "client_credentials"), ("error", "invalid_client")]
+        ),
+        1
+    );
+    let registrations = tower_mcp_auth::metrics::REGISTRATIONS;
+    assert_eq!(
+        counter(&snapshot, registrations, &[("outcome", "registered")]),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snapshot,
+            registrations,
+            &[("outcome", "invalid_redirect_uri")]
+        ),
+        1
+    );
+}
