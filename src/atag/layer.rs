@@ -423,6 +423,7 @@ impl Call<'_> {
                 request
                     .extensions_mut()
                     .insert(ExternalToken::new(&service.id, &tokens));
+                crate::metrics::atag_event(&service.id, "injected");
                 Ok(request)
             }
             // The person said no to the prompt for this request: the call ends here, with a
@@ -442,8 +443,12 @@ impl Call<'_> {
                     self.tool
                 )))
             }
-            Ok(None) => Err(self.challenge(&ctx, service).await),
+            Ok(None) => {
+                crate::metrics::atag_event(&service.id, "challenge");
+                Err(self.challenge(&ctx, service).await)
+            }
             Err(e) => {
+                crate::metrics::atag_event(&service.id, "vault_error");
                 tracing::warn!(target: audit::TARGET, service = %crate::audit::Escaped(&service.id), error = %crate::audit::Escaped(&e), "third-party token unavailable");
                 Err(rpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,

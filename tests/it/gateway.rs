@@ -526,6 +526,10 @@ async fn backends_get_user_headers_never_the_clients_token_and_forged_headers_ar
 
 #[tokio::test]
 async fn a_third_party_token_reaches_only_the_backend_whose_tool_needs_it() {
+    // The servers run on this test's thread: its recorder sees their metrics.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
     let world = world().await;
     let tokens = TokenSet {
         access_token: THIRD_PARTY_SECRET.into(),
@@ -570,6 +574,22 @@ async fn a_third_party_token_reaches_only_the_backend_whose_tool_needs_it() {
         !elsewhere.to_string().contains(THIRD_PARTY_SECRET),
         "{elsewhere}"
     );
+    // Counted by service and event, with nothing about the user.
+    let injected = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == tower_mcp_auth::metrics::ATAG_EVENTS)
+        .filter(|(key, ..)| {
+            let labels: Vec<_> = key.key().labels().map(|l| (l.key(), l.value())).collect();
+            labels == [("service", "tp"), ("event", "injected")]
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum::<u64>();
+    assert_eq!(injected, 1, "one call needed the service");
 }
 
 #[tokio::test]
