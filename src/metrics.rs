@@ -18,6 +18,7 @@
 //! | `mcp_auth_tokens_issued_total` | counter | `grant` (`authorization_code`, `refresh_token`, `client_credentials`) | token endpoint issuances |
 //! | `mcp_auth_token_endpoint_errors_total` | counter | `grant` (as above, or `other`), `error` (the RFC 6749 error code) | token endpoint refusals |
 //! | `mcp_auth_registrations_total` | counter | `outcome` (`registered`, or the RFC 7591 error code) | dynamic client registrations |
+//! | `mcp_auth_jwks_fetches_total` | counter | `outcome` (`ok`, `error`) | an identity provider's key set fetched (first use, unknown `kid`, refresh) |
 //! | `mcp_auth_atag_events_total` | counter | `service` (configured id), `event` (`injected`, `challenge`, `vault_error`) | third-party tokens handed to tools, connect challenges, vault failures |
 //! | `mcp_auth_gateway_backend_responses_total` | counter | `backend` (configured name), `status` (`2xx`, `4xx`, `5xx`, `error`, `timeout`) | answers from backends |
 //!
@@ -37,6 +38,8 @@ pub const TOKENS_ISSUED: &str = "mcp_auth_tokens_issued_total";
 pub const TOKEN_ERRORS: &str = "mcp_auth_token_endpoint_errors_total";
 /// `mcp_auth_registrations_total`.
 pub const REGISTRATIONS: &str = "mcp_auth_registrations_total";
+/// `mcp_auth_jwks_fetches_total`.
+pub const JWKS_FETCHES: &str = "mcp_auth_jwks_fetches_total";
 /// `mcp_auth_atag_events_total`.
 pub const ATAG_EVENTS: &str = "mcp_auth_atag_events_total";
 /// `mcp_auth_gateway_backend_responses_total`.

@@ -203,6 +203,7 @@ impl Shared {
         match self.fetch_keys().await {
             Ok(keys) => {
                 state.last_error = None;
+                crate::metrics::count!(crate::metrics::JWKS_FETCHES, "outcome" => "ok");
                 tracing::debug!(url = %crate::audit::Escaped(&self.url), keys = keys.len(), "fetched JWKS");
                 Ok(self.store(KeySet {
                     keys,
@@ -211,6 +212,7 @@ impl Shared {
                 }))
             }
             Err(e) => {
+                crate::metrics::count!(crate::metrics::JWKS_FETCHES, "outcome" => "error");
                 tracing::warn!(url = %crate::audit::Escaped(&self.url), error = %crate::audit::Escaped(&e), "JWKS fetch failed; keeping the keys held");
                 state.last_error = Some(e.clone());
                 Err(TokenError::Unavailable(e))

@@ -53,6 +53,10 @@ async fn keys_are_fetched_once_and_reused() {
 
 #[tokio::test]
 async fn unknown_kid_triggers_refetch_and_rotated_key_is_accepted_without_restart() {
+    // The servers run on this test's thread: its recorder counts the fetches (feature metrics).
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
     let (jwks, server) = setup(vec![rsa1()], Duration::ZERO).await;
     assert_eq!(
         server
@@ -77,6 +81,23 @@ async fn unknown_kid_triggers_refetch_and_rotated_key_is_accepted_without_restar
         .await;
     assert_eq!(response.status(), 401);
     assert!(www_authenticate(&response).contains("no verification key matches the token"));
+    #[cfg(feature = "metrics")]
+    {
+        let fetched: u64 = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == tower_mcp_auth::metrics::JWKS_FETCHES)
+            .map(|(.., value)| match value {
+                metrics_util::debugging::DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum();
+        // The first fetch, the refetch for k2, and one for the withdrawn k1 (no cooldown).
+        assert_eq!(fetched, jwks.hits() as u64, "every fetch counted");
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = snapshotter;
 }
 
 #[tokio::test]
