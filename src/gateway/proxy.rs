@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use super::flight::{Bounded, Busy, Flights};
 use super::hop::strip_hop_by_hop;
-use super::session::SessionSeal;
+use super::session::{OpenedSession, SessionSeal};
 use super::user_headers::UserHeaders;
 use crate::wire::{BoxError, LayerBody, MCP_SESSION_ID, code, rpc_error};
 use crate::{AuthContext, BoxFuture, ConfigError, audit};
@@ -345,6 +345,7 @@ impl Shared {
         &self,
         seal: &SessionSeal,
         ctx: Option<&AuthContext>,
+        opened: Option<&OpenedSession>,
         headers: &mut HeaderMap,
     ) -> bool {
         let mut ids = headers.get_all(&MCP_SESSION_ID).iter();
@@ -352,10 +353,16 @@ impl Shared {
             return true;
         };
         let inner = match (ids.next(), outer.to_str()) {
-            (None, Ok(outer)) => seal.open(&self.name, ctx, outer).map(str::to_owned),
+            // Opened by the session check inside the bearer layer: no second MAC.
+            (None, _) if opened.is_some_and(|o| o.outer == outer) => {
+                opened.map(|o| o.inner.clone())
+            }
+            (None, Ok(outer)) => seal
+                .open(&self.name, ctx, outer)
+                .and_then(|inner| http::HeaderValue::from_str(inner).ok()),
             _ => None,
         };
-        match inner.and_then(|inner| http::HeaderValue::from_str(&inner).ok()) {
+        match inner {
             Some(inner) => {
                 headers.insert(MCP_SESSION_ID, inner);
                 true
@@ -399,7 +406,7 @@ impl Shared {
             headers.insert(super::GATEWAY_SECRET_HEADER, secret.clone());
         }
         if let Some(seal) = &self.sessions
-            && !self.open_session(seal, ctx, &mut headers)
+            && !self.open_session(seal, ctx, parts.extensions.get(), &mut headers)
         {
             return rpc_error(
                 StatusCode::NOT_FOUND,

@@ -115,6 +115,15 @@ impl<S> tower_layer::Layer<S> for SessionCheckLayer {
     }
 }
 
+/// A session id [`SessionCheckLayer`] opened: the client's sealed id and the backend's own, so
+/// the proxy swaps them without computing the MAC a second time. Only server-side layers put
+/// request extensions; a client cannot.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenedSession {
+    pub(crate) outer: http::HeaderValue,
+    pub(crate) inner: http::HeaderValue,
+}
+
 /// The service of [`SessionCheckLayer`].
 #[derive(Debug, Clone)]
 pub(crate) struct SessionCheck<S> {
@@ -146,18 +155,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let mut ids = request.headers().get_all(&MCP_SESSION_ID).iter();
         if let Some(outer) = ids.next() {
             let ctx = request.extensions().get::<AuthContext>();
-            let sealed = ids.next().is_none()
-                && outer.to_str().ok().is_some_and(|outer| {
-                    self.layer
-                        .seal
-                        .open(&self.layer.backend, ctx, outer)
-                        .is_some()
-                });
-            if !sealed {
+            let opened = match (ids.next(), outer.to_str()) {
+                (None, Ok(text)) => self
+                    .layer
+                    .seal
+                    .open(&self.layer.backend, ctx, text)
+                    .and_then(|inner| http::HeaderValue::from_str(inner).ok())
+                    .map(|inner| OpenedSession {
+                        outer: outer.clone(),
+                        inner,
+                    }),
+                _ => None,
+            };
+            if let Some(opened) = opened {
+                request.extensions_mut().insert(opened);
+            } else {
                 tracing::warn!(target: audit::TARGET, decision = "deny", backend = %self.layer.backend, subject = ctx.map(|c| audit::Escaped(c.subject())).map(tracing::field::display), reason = "session not sealed for this principal", "session refused");
                 return CheckFuture::Refused {
                     response: Some(unknown_session()),

@@ -67,7 +67,7 @@ pub(super) async fn consent_or_code(
         "consent.html",
         minijinja::context! {
             title => "Allow access?",
-            client => super::pages::client_view(client, server),
+            client => super::pages::client_view(client),
             user, resource => pending.resource, redirect_host,
             redirect_uri => pending.redirect_uri,
             // Added scopes are marked: the person sees what changes since they last allowed.

@@ -429,7 +429,7 @@ pub(super) fn login_page(
         "login.html",
         minijinja::context! {
             title => "Sign in",
-            client => super::pages::client_view(client, server),
+            client => super::pages::client_view(client),
             resource => pending.resource,
             action => server.urls().endpoint("/oauth/login"),
             dev => !server.sign_in().users.is_empty(),

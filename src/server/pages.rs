@@ -124,12 +124,12 @@ pub(super) fn pages(
 }
 
 /// How a page presents `client`: see the module docs.
-pub(super) fn client_view(client: &Client, server: &AuthServer) -> minijinja::Value {
+pub(super) fn client_view(client: &Client) -> minijinja::Value {
     let name = client
         .name
         .clone()
         .unwrap_or_else(|| client.client_id.clone());
-    if server.registry().clients.contains_key(&client.client_id) {
+    if client.configured {
         return minijinja::context! {
             name, id => client.client_id, kind => "operator", verified => true,
         };
