@@ -16,6 +16,7 @@ use tower::{Layer, Service, service_fn};
 
 mod support;
 use support::{per_request, ready};
+use tower_mcp_auth::bearer::AuthFailureLimit;
 use tower_mcp_auth::validate::{JwtKey, JwtValidator, TokenValidator};
 use tower_mcp_auth::{BearerLayer, ProtectedResource};
 
@@ -162,6 +163,55 @@ fn layer(c: &mut Criterion) {
                         per_request(&mut cached, || request(&token), iters)
                     })
                 })
+            });
+        }
+        if name == "ES256" {
+            // A flood of bad tokens: each one verified (401), beside the same flood once the
+            // address's failure budget is spent (429 before any signature work).
+            // The right key's signature over another payload: well-formed, so refusing it takes
+            // the full signature check.
+            let forged = {
+                let key = EncodingKey::from_ec_pem(include_bytes!("../tests/keys/ec256.key.pem"))
+                    .unwrap();
+                let other = self::token(Algorithm::ES256, &key, "mallory");
+                let signature = other.rsplit('.').next().unwrap();
+                let signed = token.rsplit_once('.').unwrap().0;
+                format!("{signed}.{signature}")
+            };
+            let mut verified = BearerLayer::new(validator.clone(), resource.clone()).layer(inner());
+            assert_eq!(
+                ready(verified.call(request(&forged))).unwrap().status(),
+                401
+            );
+            group.bench_function("bad_token_ES256_verified", |b| {
+                b.iter_custom(|iters| per_request(&mut verified, || request(&forged), iters))
+            });
+            let mut budgeted = BearerLayer::new(validator.clone(), resource.clone())
+                .limit_auth_failures(AuthFailureLimit::new(1, Duration::from_secs(3600)))
+                .layer(inner());
+            assert_eq!(
+                ready(budgeted.call(request(&forged))).unwrap().status(),
+                401
+            );
+            assert_eq!(
+                ready(budgeted.call(request(&forged))).unwrap().status(),
+                429
+            );
+            group.bench_function("bad_token_ES256_past_failure_budget", |b| {
+                b.iter_custom(|iters| per_request(&mut budgeted, || request(&forged), iters))
+            });
+            let mut cached_budgeted = BearerLayer::new(validator.clone(), resource.clone())
+                .require_scopes(["mcp:tools"])
+                .limit_auth_failures(AuthFailureLimit::new(20, Duration::from_secs(60)))
+                .layer(inner());
+            assert_eq!(
+                ready(cached_budgeted.call(request(&token)))
+                    .unwrap()
+                    .status(),
+                200
+            );
+            group.bench_function("cached_ES256_with_failure_limit", |b| {
+                b.iter_custom(|iters| per_request(&mut cached_budgeted, || request(&token), iters))
             });
         }
         let mut uncached = BearerLayer::new(validator, resource.clone())

@@ -52,7 +52,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{schemars, tool, tool_router};
 use tower::ServiceBuilder;
+use tower_mcp_auth::address::AddressPolicy;
 use tower_mcp_auth::atag::{Atag, External, ExternalService};
+use tower_mcp_auth::bearer::AuthFailureLimit;
 use tower_mcp_auth::gateway::GatewayIdentityLayer;
 use tower_mcp_auth::origin::OriginLayer;
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
@@ -63,7 +65,7 @@ use tower_mcp_auth::server::{
 use tower_mcp_auth::validate::{
     ByFormat, IntrospectionValidator, JwksValidator, TokenValidator, discovery,
 };
-use tower_mcp_auth::{Auth, BearerLayer, ProtectedResource};
+use tower_mcp_auth::{Auth, BearerLayer, ConfigError, ProtectedResource};
 
 /// The scope every request needs (the baseline a client asks for first).
 pub const BASE_SCOPE: &str = "mcp:tools";
@@ -253,12 +255,21 @@ fn origins(resource: &ProtectedResource) -> OriginLayer {
 
 /// The bearer layer: every request needs `mcp:tools`; a client without a token is told to ask
 /// for what a typical session uses (read and write), so clients that cannot step up later
-/// (some SDKs only refresh on a 403) still work; administration stays a step-up.
+/// (some SDKs only refresh on a 403) still work; administration stays a step-up. Each client
+/// address may present 100 refused tokens a minute; past that, new tokens from it wait
+/// (`429`) without costing a signature check.
 fn bearer<V: TokenValidator>(validator: V, resource: &ProtectedResource) -> BearerLayer<V> {
     BearerLayer::new(validator, resource.clone())
         .require_scopes([BASE_SCOPE])
         .challenge_scopes(DEMO_SCOPES.split(' '))
+        .limit_auth_failures(AuthFailureLimit::new(
+            AUTH_FAILURES_PER_MINUTE,
+            std::time::Duration::from_secs(60),
+        ))
 }
+
+/// Refused tokens each client address may present per minute.
+pub const AUTH_FAILURES_PER_MINUTE: u32 = 100;
 
 /// The rmcp Streamable HTTP service: one notebook for the process (rmcp calls the factory
 /// once per session).
@@ -508,7 +519,9 @@ pub fn embedded_stack(
         None => auth,
     }
     .build()?;
-    let mut atag = Atag::builder(&auth).service(third_party_service(third_party_url));
+    let mut atag = Atag::builder(&auth)
+        .service(third_party_service(third_party_url))
+        .address_policy(outbound_policy()?);
     if let Some(shared) = replicated {
         atag = atag.vault_keys(shared.vault.clone());
     }
@@ -533,6 +546,7 @@ pub fn embedded_stack(
         third_party_url,
     )?
     .merge(auth.router())
+    .merge(auth.health_router())
     .merge(atag.router());
     Ok((app, third_party.router()))
 }
@@ -656,6 +670,7 @@ impl ExternalIdp {
         let introspection = match &self.introspection {
             Some((url, id, secret)) => {
                 let mut builder = IntrospectionValidator::builder(url, resource)
+                    .address_policy(outbound_policy()?)
                     .client_credentials(id, secret)
                     .issuer(&self.issuer);
                 if let Some(ttl) = self.introspection_cache {
@@ -683,7 +698,8 @@ impl ExternalIdp {
         };
         let jwks = match jwks_url {
             Some(url) => {
-                let mut builder = JwksValidator::builder(url, &self.issuer, resource);
+                let mut builder = JwksValidator::builder(url, &self.issuer, resource)
+                    .address_policy(outbound_policy()?);
                 if self.require_at_jwt {
                     builder = builder.expected_type("at+jwt");
                 }
@@ -742,13 +758,33 @@ Tools that need a third-party account are not offered in this mode (no ATAG laye
     }
 }
 
+/// Where the quickstart's own fetches may go: public addresses and loopback (its stand-in third
+/// party and a local identity provider), plus what `OUTBOUND_ALLOW` adds (`private`,
+/// `link-local`, `any`, or networks such as `10.20.0.0/16`, comma-separated).
+fn outbound_policy() -> Result<AddressPolicy, ConfigError> {
+    let mut allow = vec!["loopback".to_owned()];
+    if let Ok(more) = std::env::var("OUTBOUND_ALLOW") {
+        allow.extend(
+            more.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let mut outbound = tower_mcp_auth::config::OutboundConfig::default();
+    outbound.allow = allow;
+    outbound.address_policy()
+}
+
 /// Upstream identity providers configured through the environment, beside the dev login.
 fn with_upstream_providers(
     mut builder: AuthServerBuilder,
 ) -> Result<AuthServerBuilder, Box<dyn std::error::Error>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if let (Some(issuer), Some(id)) = (var("OIDC_ISSUER"), var("OIDC_CLIENT_ID")) {
-        let mut oidc = OidcProvider::builder("oidc", &issuer, id).display_name(&issuer);
+        let mut oidc = OidcProvider::builder("oidc", &issuer, id)
+            .display_name(&issuer)
+            .address_policy(outbound_policy()?);
         if let Some(secret) = var("OIDC_CLIENT_SECRET") {
             oidc = oidc.client_secret(secret);
         }

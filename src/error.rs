@@ -47,6 +47,16 @@ pub enum ConfigError {
     /// A third-party service (ATAG) that is missing, duplicated, or not the one a policy names.
     #[error("invalid external service: {0}")]
     InvalidService(String),
+    /// A URL names an address the [`AddressPolicy`](crate::address::AddressPolicy) refuses.
+    #[error(
+        "the {what} names {address}, which the outbound address policy refuses (allow it with AddressPolicy, e.g. allow_loopback or allow_private)"
+    )]
+    AddressRefused {
+        /// Which URL.
+        what: String,
+        /// The refused address.
+        address: String,
+    },
     /// A network address or CIDR that does not parse.
     #[error("invalid address: {0}")]
     InvalidAddress(String),

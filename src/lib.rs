@@ -5,6 +5,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod address;
 #[cfg(feature = "atag")]
 #[cfg_attr(docsrs, doc(cfg(feature = "atag")))]
 pub mod atag;

@@ -19,11 +19,14 @@
 //! | `mcp_auth_token_endpoint_errors_total` | counter | `grant` (as above, or `other`), `error` (the RFC 6749 error code) | token endpoint refusals |
 //! | `mcp_auth_registrations_total` | counter | `outcome` (`registered`, or the RFC 7591 error code) | dynamic client registrations |
 //! | `mcp_auth_jwks_fetches_total` | counter | `outcome` (`ok`, `error`) | an identity provider's key set fetched (first use, unknown `kid`, refresh) |
-//! | `mcp_auth_atag_events_total` | counter | `service` (configured id), `event` (`injected`, `challenge`, `vault_error`) | third-party tokens handed to tools, connect challenges, vault failures |
+//! | `mcp_auth_outbound_refused_total` | counter | `reason` (`address_policy`) | outbound fetches refused before connecting (a name resolving to an address the [`AddressPolicy`](crate::address::AddressPolicy) refuses) |
+//! | `mcp_auth_atag_events_total` | counter | `service` (configured id), `event` (`injected`, `challenge`, `refreshed`, `refresh_refused`, `refresh_failed`, `vault_error`) | third-party tokens handed to tools, connect challenges, vault failures |
 //! | `mcp_auth_gateway_backend_responses_total` | counter | `backend` (configured name), `status` (`2xx`, `4xx`, `5xx`, `error`, `timeout`) | answers from backends |
 //!
 //! A Grafana-style query list is in the README (section Operations).
 
+/// `mcp_auth_outbound_refused_total`.
+pub const OUTBOUND_REFUSED: &str = "mcp_auth_outbound_refused_total";
 /// `mcp_auth_requests_total`.
 pub const REQUESTS: &str = "mcp_auth_requests_total";
 /// `mcp_auth_token_validation_seconds`.

@@ -4,11 +4,14 @@
 //! and bodies read only up to a cap, so a slow, redirecting or endless answer costs a bounded
 //! amount of time and memory.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::ConfigError;
+use crate::address::AddressPolicy;
 
 /// Connect timeout of the default client.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -18,15 +21,78 @@ pub(crate) const MAX_OAUTH_RESPONSE: usize = 256 * 1024;
 
 /// A client with timeouts and without redirects: a JWKS or introspection endpoint that redirects
 /// is misconfigured, and following it would let whoever controls the redirect pick our keys.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+/// Names resolve through `policy`, so a connection reaches only addresses it permits; no proxy
+/// from the environment is used (through a proxy, the policy would judge the proxy's address,
+/// not the target's), unless the policy is unrestricted.
+pub(crate) fn client(
+    timeout: Duration,
+    policy: &AddressPolicy,
+) -> Result<reqwest::Client, ConfigError> {
     crate::validate::install_crypto_provider();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("tower-mcp-auth/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("tower-mcp-auth/", env!("CARGO_PKG_VERSION")));
+    if !policy.is_unrestricted() {
+        builder = builder
+            .no_proxy()
+            .dns_resolver(Arc::new(PolicyResolver(policy.clone())));
+    }
+    builder
         .build()
         .map_err(|e| ConfigError::HttpClient(e.to_string()))
+}
+
+/// Resolves names with the system resolver, then refuses the name if any address it resolved
+/// to is outside the policy: connecting only to the permitted ones would let a rebinding name
+/// pick which of its answers we trust.
+#[derive(Debug)]
+struct PolicyResolver(AddressPolicy);
+
+/// A name resolved to an address the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to {address}, which the outbound address policy refuses")]
+struct Refused {
+    host: String,
+    address: std::net::IpAddr,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| !policy.permits(a.ip())) {
+                crate::metrics::count!(crate::metrics::OUTBOUND_REFUSED, "reason" => "address_policy");
+                tracing::warn!(host = %crate::audit::Escaped(&host), address = %bad.ip(), "outbound fetch refused by the address policy");
+                return Err(Box::new(Refused {
+                    host,
+                    address: bad.ip(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An error with its causes (`reqwest` puts the interesting part, such as a refused address,
+/// in the source chain).
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Reads a successful response's body, refusing non-2xx statuses and bodies beyond `limit`

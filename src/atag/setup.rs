@@ -58,6 +58,7 @@ impl Atag {
             auth: auth.clone(),
             services: Vec::new(),
             vault_keys: None,
+            addresses: crate::address::AddressPolicy::default(),
         }
     }
 
@@ -118,9 +119,19 @@ pub struct AtagBuilder {
     auth: AuthServer,
     services: Vec<ExternalService>,
     vault_keys: Option<EncryptionKeys>,
+    addresses: crate::address::AddressPolicy,
 }
 
 impl AtagBuilder {
+    /// Which addresses the services' token endpoints may be reached at (default
+    /// [`AddressPolicy::public_only`](crate::address::AddressPolicy::public_only)): a service
+    /// inside the network needs `allow_private` or `allow_network`, one on this machine
+    /// `allow_loopback`.
+    pub fn address_policy(mut self, policy: crate::address::AddressPolicy) -> Self {
+        self.addresses = policy;
+        self
+    }
+
     /// A third-party service tools may act at for the user. Register
     /// `{issuer}/atag/callback/{id}` as the redirect URI at the service.
     pub fn service(mut self, service: ExternalService) -> Self {
@@ -146,6 +157,10 @@ impl AtagBuilder {
         let mut services = HashMap::new();
         for service in self.services {
             service.check()?;
+            self.addresses.check_url(
+                &format!("token URL of `{}`", service.id),
+                &service.token_url,
+            )?;
             let id = service.id.clone();
             if services.insert(id.clone(), service).is_some() {
                 return Err(ConfigError::InvalidService(format!(
@@ -162,7 +177,7 @@ impl AtagBuilder {
             self.auth.store().clone(),
             keys,
             self.auth.urls().clone(),
-            crate::outbound::client(Duration::from_secs(10))?,
+            crate::outbound::client(Duration::from_secs(10), &self.addresses)?,
         );
         Ok(Atag {
             auth: self.auth,

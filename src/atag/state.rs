@@ -218,16 +218,21 @@ impl AtagState {
                     .put(user, &service.id, &fresh, self.ttl_of(&fresh))
                     .await
                     .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+                crate::metrics::atag_event(&service.id, "refreshed");
                 tracing::info!(target: audit::TARGET, user, service = %crate::audit::Escaped(&service.id), "third-party token refreshed");
                 Ok(Some(fresh))
             }
             Err(UpstreamError::Refused(reason)) => {
                 // The grant is gone at the service: forget it, the user connects again.
+                crate::metrics::atag_event(&service.id, "refresh_refused");
                 tracing::info!(target: audit::TARGET, user, service = %crate::audit::Escaped(&service.id), reason = %crate::audit::Escaped(&reason), "third-party refresh refused; token dropped");
                 let _ = self.vault.delete(user, &service.id).await;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                crate::metrics::atag_event(&service.id, "refresh_failed");
+                Err(e)
+            }
         }
     }
 

@@ -22,6 +22,9 @@ pub(crate) struct Admission {
     pub(crate) sessions: Option<SessionBindings>,
     /// The header the token is read from (`Authorization` unless an ingress header is set).
     pub(crate) token_header: http::HeaderName,
+    /// Failed-validation budgets per client address, when limited.
+    #[cfg(feature = "rate-limit")]
+    pub(crate) failures: Option<super::failures::FailureBudgets>,
 }
 
 /// What to do with the session once the inner service has answered.
@@ -51,6 +54,23 @@ impl Admission {
                     .into_response()
             }
         }
+    }
+
+    /// The address has used up its failed-validation budget: refused before any validation.
+    #[cfg(feature = "rate-limit")]
+    pub(crate) fn refuse_failures(&self, wait: std::time::Duration) -> Response<Full<Bytes>> {
+        crate::metrics::count!(crate::metrics::REQUESTS, "layer" => "bearer", "decision" => "429", "reason" => "auth_failures");
+        tracing::warn!(target: audit::TARGET, decision = "deny", reason = "too many failed authentications from this address", "request refused");
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            &format!("too many failed authentications from this address; retry in {seconds} s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        response
     }
 
     pub(crate) fn refuse_token(&self, error: &TokenError) -> Response<Full<Bytes>> {

@@ -51,6 +51,8 @@ impl<V: TokenValidator> BearerLayer<V> {
                     DEFAULT_SESSION_IDLE,
                 )),
                 token_header: http::header::AUTHORIZATION,
+                #[cfg(feature = "rate-limit")]
+                failures: None,
             }),
             validator: Arc::new(validator),
         }
@@ -135,6 +137,29 @@ impl<V: TokenValidator> BearerLayer<V> {
     #[must_use]
     pub fn token_header(mut self, name: http::HeaderName) -> Self {
         Arc::make_mut(&mut self.admission).token_header = name;
+        self
+    }
+
+    /// Limits the failed token validations each client address may cause (off by default):
+    /// past the limit, tokens not validated before are refused with `429` before any
+    /// signature work. See [`AuthFailureLimit`](super::AuthFailureLimit).
+    ///
+    /// ```
+    /// # use tower_mcp_auth::{BearerLayer, ProtectedResource, validate::JwtValidator};
+    /// use std::time::Duration;
+    /// use tower_mcp_auth::bearer::AuthFailureLimit;
+    ///
+    /// # fn layer(validator: JwtValidator, resource: ProtectedResource) {
+    /// let layer = BearerLayer::new(validator, resource)
+    ///     .limit_auth_failures(AuthFailureLimit::new(20, Duration::from_secs(60)));
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    #[cfg(feature = "rate-limit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+    #[must_use]
+    pub fn limit_auth_failures(mut self, limit: super::AuthFailureLimit) -> Self {
+        Arc::make_mut(&mut self.admission).failures = limit.build();
         self
     }
 

@@ -67,11 +67,16 @@
 mod admission;
 mod cache;
 pub(crate) mod credentials;
+#[cfg(feature = "rate-limit")]
+mod failures;
 mod future;
 mod layer;
 mod service;
 mod session;
 
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+pub use self::failures::{AuthFailureLimit, DEFAULT_TRACKED_ADDRESSES};
 pub use self::future::ResponseFuture;
 pub use self::layer::{
     BearerLayer, DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE, DEFAULT_TOKEN_CACHE_CAPACITY,

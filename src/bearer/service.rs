@@ -106,6 +106,22 @@ where
         let validator = self.validator.clone();
         let admission = self.admission.clone();
         let token: Box<str> = Box::from(token);
+        // A validation is about to cost a signature check or a call: the address must have
+        // budget for it (taken now, so concurrent requests cannot overshoot).
+        #[cfg(feature = "rate-limit")]
+        let (request, unit) = match &self.admission.failures {
+            Some(budgets) => {
+                let (parts, body) = request.into_parts();
+                let address = budgets.address_of(&parts);
+                match budgets.take(address) {
+                    Ok(unit) => (Request::from_parts(parts, body), Some(unit)),
+                    Err(wait) => {
+                        return ResponseFuture::refused(self.admission.refuse_failures(wait));
+                    }
+                }
+            }
+            None => (request, None),
+        };
         let validation = Box::pin(async move {
             let started = std::time::Instant::now();
             let result = match (&admission.cache, mac) {
@@ -118,6 +134,10 @@ where
                 Err(_) => "invalid",
             };
             crate::metrics::validation(outcome, started.elapsed().as_secs_f64());
+            #[cfg(feature = "rate-limit")]
+            if let Some(unit) = unit {
+                unit.settle(outcome == "invalid");
+            }
             result
         });
         // The service that was polled ready goes into the future; a clone stays here.

@@ -99,6 +99,45 @@ pub struct Config {
     /// Gateway-only settings.
     #[serde(default)]
     pub gateway: GatewaySettings,
+    /// Where the server's own fetches (identity providers, third-party token endpoints) may go.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+/// `[outbound]`: which addresses outbound fetches may reach, beyond public ones.
+///
+/// ```toml
+/// [outbound]
+/// allow = ["loopback", "10.20.0.0/16"]   # also "private", "link-local", "any"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OutboundConfig {
+    /// `loopback`, `private`, `link-local`, `any`, or an address or CIDR network.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl OutboundConfig {
+    /// The [`AddressPolicy`](crate::address::AddressPolicy) this describes.
+    pub fn address_policy(&self) -> Result<crate::address::AddressPolicy, ConfigError> {
+        let mut policy = crate::address::AddressPolicy::public_only();
+        for entry in &self.allow {
+            policy = match entry.as_str() {
+                "loopback" => policy.allow_loopback(),
+                "private" => policy.allow_private(),
+                "link-local" => policy.allow_link_local(),
+                "any" => crate::address::AddressPolicy::unrestricted(),
+                network => policy.allow_network(network).map_err(|_| {
+                    file_error(format!(
+                        "outbound.allow: `{network}` is not loopback, private, link-local, any, or an address or network"
+                    ))
+                })?,
+            };
+        }
+        Ok(policy)
+    }
 }
 
 /// `[store]`.
@@ -403,12 +442,13 @@ impl Config {
         env: Environment<'_>,
     ) -> Result<AuthServerBuilder, ConfigError> {
         let mut builder = crate::server::AuthServer::builder(&self.public_url);
+        let addresses = self.outbound.address_policy()?;
         for user in &self.users {
             let password = secret(env, &user.password_env, &format!("user `{}`", user.name))?;
             builder = builder.dev_user_in_groups(&user.name, password, &user.groups);
         }
         for provider in &self.identity_providers {
-            builder = provider.add_to(builder, env)?;
+            builder = provider.add_to(builder, env, &addresses)?;
         }
         for client in &self.clients {
             builder = match &client.secret_env {
@@ -506,6 +546,7 @@ impl ProviderConfig {
         &self,
         builder: AuthServerBuilder,
         env: Environment<'_>,
+        addresses: &crate::address::AddressPolicy,
     ) -> Result<AuthServerBuilder, ConfigError> {
         let what = format!(
             "identity provider `{}`",
@@ -524,7 +565,10 @@ impl ProviderConfig {
             ProviderKind::Github => {
                 let secret = client_secret
                     .ok_or_else(|| file_error(format!("{what} needs client_secret_env")))?;
-                builder.identity_provider(GitHubProvider::new(&self.client_id, secret)?)
+                builder.identity_provider(
+                    GitHubProvider::new(&self.client_id, secret)?
+                        .address_policy(addresses.clone())?,
+                )
             }
             ProviderKind::Google => {
                 let secret = client_secret
@@ -538,7 +582,8 @@ impl ProviderConfig {
                     .ok_or_else(|| file_error(format!("{what} needs issuer")))?;
                 let id = self.id.as_deref().unwrap_or("oidc");
                 let mut oidc = OidcProvider::builder(id, issuer, &self.client_id)
-                    .display_name(self.display_name.as_deref().unwrap_or(issuer));
+                    .display_name(self.display_name.as_deref().unwrap_or(issuer))
+                    .address_policy(addresses.clone());
                 if let Some(secret) = client_secret {
                     oidc = oidc.client_secret(secret);
                 }

@@ -76,3 +76,30 @@ fn a_service_without_a_policy_opens_every_tool_to_a_valid_token() {
         "https://gw.example.com/open/mcp"
     );
 }
+
+#[test]
+fn outbound_allowances_read_from_the_file() {
+    let policy = |allow: &str| {
+        Config::from_toml(&format!("{MINIMAL}[outbound]\nallow = {allow}\n"))
+            .unwrap()
+            .outbound
+            .address_policy()
+    };
+    let default = Config::from_toml(MINIMAL)
+        .unwrap()
+        .outbound
+        .address_policy()
+        .unwrap();
+    assert!(!default.permits("127.0.0.1".parse().unwrap()));
+    let local = policy(r#"["loopback", "10.20.0.0/16"]"#).unwrap();
+    assert!(local.permits("127.0.0.1".parse().unwrap()));
+    assert!(local.permits("10.20.1.1".parse().unwrap()));
+    assert!(!local.permits("10.21.1.1".parse().unwrap()));
+    assert!(!local.permits("169.254.169.254".parse().unwrap()));
+    let private = policy(r#"["private"]"#).unwrap();
+    assert!(private.permits("192.168.0.1".parse().unwrap()));
+    assert!(policy(r#"["any"]"#).unwrap().is_unrestricted());
+    let refused = policy(r#"["intranet"]"#).unwrap_err().to_string();
+    assert!(refused.contains("intranet"), "{refused}");
+    assert!(Config::from_toml(&format!("{MINIMAL}[outbound]\ndeny = []\n")).is_err());
+}

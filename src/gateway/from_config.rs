@@ -23,6 +23,7 @@ impl Config {
         for service in &self.services {
             gateway = gateway.backend(backend(service, env)?);
         }
+        gateway = gateway.address_policy(self.outbound.address_policy()?);
         for third_party in self.third_party_services(env)? {
             gateway = gateway.third_party(third_party);
         }

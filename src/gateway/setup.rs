@@ -2,12 +2,11 @@
 //! axum router.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method};
 use serde_json::json;
 use tower_layer::Layer;
 
@@ -19,9 +18,6 @@ use crate::atag::{Atag, ExternalService};
 use crate::origin::OriginLayer;
 use crate::server::{AuthServer, AuthServerBuilder, EncryptionKeys};
 use crate::{ConfigError, ProtectedResource, Scopes, audit};
-
-/// How long readiness waits for the store.
-const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An authenticating front door for several backend MCP servers, built from the crate's own
 /// layers: for each [`Backend`], `/{name}/mcp` is guarded by
@@ -74,6 +70,7 @@ pub struct GatewayBuilder {
     backends: Vec<Backend>,
     services: Vec<ExternalService>,
     vault_keys: Option<EncryptionKeys>,
+    addresses: crate::address::AddressPolicy,
     user_headers: UserHeaders,
     ingress_header: Option<HeaderName>,
     origins: Vec<String>,
@@ -130,6 +127,7 @@ impl Gateway {
             backends: Vec::new(),
             services: Vec::new(),
             vault_keys: None,
+            addresses: crate::address::AddressPolicy::default(),
             user_headers: UserHeaders::default(),
             ingress_header: None,
             origins: Vec::new(),
@@ -173,6 +171,14 @@ impl GatewayBuilder {
     /// the backends whose policies need it.
     pub fn third_party(mut self, service: ExternalService) -> Self {
         self.services.push(service);
+        self
+    }
+
+    /// Which addresses the third-party services' token endpoints may be reached at (default
+    /// public only; see [`AddressPolicy`](crate::address::AddressPolicy)). Backends are the
+    /// operator's own and are not screened.
+    pub fn address_policy(mut self, policy: crate::address::AddressPolicy) -> Self {
+        self.addresses = policy;
         self
     }
 
@@ -282,7 +288,7 @@ impl GatewayBuilder {
             if let Some(keys) = self.vault_keys {
                 builder = builder.vault_keys(keys);
             }
-            Some(builder.build()?)
+            Some(builder.address_policy(self.addresses).build()?)
         };
 
         let session_key = match self.session_key {
@@ -417,15 +423,8 @@ impl GatewayBuilder {
         };
         let local = |path: &str| auth.urls().local_path(path);
         router = router
-            .route(
-                &local("/services"),
-                get(list_services).with_state(listing.clone()),
-            )
-            .route(
-                &local("/healthz"),
-                get(|| async { axum::Json(json!({"status": "ok"})) }),
-            )
-            .route(&local("/readyz"), get(readiness).with_state(listing));
+            .route(&local("/services"), get(list_services).with_state(listing))
+            .merge(auth.health_router());
         Ok(Gateway {
             auth,
             atag,
@@ -484,72 +483,6 @@ async fn list_services(State(listing): State<Listing>, mut headers: HeaderMap) -
         .collect();
     tracing::debug!(target: audit::TARGET, subject = %audit::Escaped(ctx.subject()), listed = services.len(), "services listed");
     let mut response = axum::Json(json!({ "services": services })).into_response();
-    crate::server::no_store(response.headers_mut());
-    response
-}
-
-/// `GET /readyz`: 200 when the store answers and every upstream identity provider's metadata
-/// can be fetched, 503 otherwise; each check says `ok`, `unavailable` or `timeout` (the
-/// reasons go to the log, not to whoever asks).
-async fn readiness(State(listing): State<Listing>) -> Response {
-    let store = listing.auth.store().clone();
-    let store_check = async {
-        match tokio::time::timeout(READINESS_TIMEOUT, store.get("gateway:readiness")).await {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(e)) => {
-                tracing::warn!(target: audit::TARGET, error = %e, "readiness: the store failed");
-                "unavailable"
-            }
-            Err(_) => {
-                tracing::warn!(target: audit::TARGET, "readiness: the store did not answer in time");
-                "timeout"
-            }
-        }
-    };
-    // Every provider is asked at once (each bounded by the timeout), beside the store.
-    let mut provider_checks = tokio::task::JoinSet::new();
-    for (index, provider) in listing.auth.identity_providers().iter().enumerate() {
-        let provider = provider.clone();
-        provider_checks.spawn(async move {
-            let state = match tokio::time::timeout(READINESS_TIMEOUT, provider.check_ready()).await {
-                Ok(Ok(())) => "ok",
-                Ok(Err(e)) => {
-                    tracing::warn!(target: audit::TARGET, provider = provider.id(), error = %e, "readiness: an identity provider is unavailable");
-                    "unavailable"
-                }
-                Err(_) => {
-                    tracing::warn!(target: audit::TARGET, provider = provider.id(), "readiness: an identity provider did not answer in time");
-                    "timeout"
-                }
-            };
-            (index, provider.id().to_owned(), state)
-        });
-    }
-    let store = store_check.await;
-    let mut providers = provider_checks.join_all().await;
-    providers.sort_by_key(|(index, _, _)| *index);
-    let providers: Vec<(String, &str)> = providers
-        .into_iter()
-        .map(|(_, id, state)| (id, state))
-        .collect();
-    let ready = store == "ok" && providers.iter().all(|(_, state)| *state == "ok");
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let providers: serde_json::Map<String, serde_json::Value> = providers
-        .into_iter()
-        .map(|(id, state)| (id, json!(state)))
-        .collect();
-    let mut response = (
-        status,
-        axum::Json(json!({
-            "ready": ready,
-            "checks": { "store": store, "identity_providers": providers },
-        })),
-    )
-        .into_response();
     crate::server::no_store(response.headers_mut());
     response
 }

@@ -16,7 +16,7 @@
 //! at most). A development mode admits plain http and loopback hosts, for tests and local
 //! clients only.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,64 +65,6 @@ fn same_host_link(client_id: &str, link: Option<&str>) -> Option<String> {
 /// Whether a `client_id` is URL-shaped (and so names a metadata document).
 pub(super) fn is_document_id(client_id: &str) -> bool {
     client_id.starts_with("https://") || client_id.starts_with("http://")
-}
-
-/// Whether an address may be fetched from the public internet. IPv6 forms that carry an IPv4
-/// address (mapped, compatible, NAT64, 6to4) are judged by that address; Teredo and NAT64's
-/// local-use prefix, whose targets cannot be told, are refused.
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let embedded = |hi: u16, lo: u16| {
-                let [a, b] = hi.to_be_bytes();
-                let [c, d] = lo.to_be_bytes();
-                is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
-            };
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            if v6.is_loopback() || v6.is_unspecified() {
-                return false;
-            }
-            match s {
-                // IPv4-compatible `::a.b.c.d` (deprecated, still routed by some stacks).
-                [0, 0, 0, 0, 0, 0, hi, lo] => return embedded(hi, lo),
-                // NAT64, well-known prefix 64:ff9b::/96: the IPv4 address it reaches.
-                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => return embedded(hi, lo),
-                // NAT64 local-use 64:ff9b:1::/48: a local translator, target unknown.
-                [0x64, 0xff9b, 1, ..] => return false,
-                // 6to4 2002::/16: the IPv4 address is in the next 32 bits.
-                [0x2002, hi, lo, ..] => return embedded(hi, lo),
-                // Teredo 2001::/32: tunnels to an address we cannot vet.
-                [0x2001, 0, ..] => return false,
-                // Discard-only 100::/64.
-                [0x100, 0, 0, 0, ..] => return false,
-                _ => {}
-            }
-            let first = s[0];
-            !(v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link local
-                || (first & 0xffc0) == 0xfec0 // site local (deprecated)
-                || first == 0x2001 && s[1] == 0x0db8) // documentation
-        }
-    }
 }
 
 fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
@@ -189,7 +131,7 @@ impl AuthServer {
         let Some(addr) = addrs.first().copied() else {
             return Err("the client_id host has no address".into());
         };
-        if !dev && addrs.iter().any(|a| !is_public(a.ip())) {
+        if !dev && addrs.iter().any(|a| !crate::address::is_global(a.ip())) {
             return Err("the client_id host resolves to a non-public address".into());
         }
         // Pinned: the connection goes to the address just checked, whatever DNS says next.
@@ -274,52 +216,5 @@ impl AuthServer {
             },
             ttl,
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_fence() {
-        for blocked in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fc00::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "::",
-            // Forms that carry an internal IPv4 address, or tunnel where we cannot see.
-            "64:ff9b::7f00:1",
-            "64:ff9b::a9fe:a9fe",
-            "64:ff9b:1::a00:1",
-            "2002:7f00:1::1",
-            "2002:c0a8:101::1",
-            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-            "::127.0.0.1",
-            "::10.0.0.1",
-            "192.0.0.8",
-            "100::1",
-            "fec0::1",
-        ] {
-            assert!(!is_public(blocked.parse().unwrap()), "{blocked}");
-        }
-        for public in [
-            "93.184.216.34",
-            "2606:2800:220:1:248:1893:25c8:1946",
-            "1.1.1.1",
-            "64:ff9b::5db8:d822",
-            "2002:5db8:d822::1",
-        ] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SigningKeys;
-use super::source::{ClientAddress, ClientRegistration, PeerAddress, RegistrationPolicy};
+use super::source::{ClientRegistration, RegistrationPolicy};
 use super::upstream::IdentityProvider;
+use crate::address::{ClientAddress, PeerAddress};
 use crate::policy::GroupMapping;
 use crate::store::Store;
 

@@ -20,6 +20,7 @@ mod config;
 mod consent;
 mod cookies;
 mod error;
+mod health;
 mod introspect;
 mod keys;
 mod keyspace;
@@ -42,10 +43,11 @@ mod userinfo;
 
 pub use self::auth_server::AuthServer;
 pub use self::config::AuthServerBuilder;
+pub use self::health::{READINESS_TIMEOUT, Readiness};
 pub use self::keys::{DEFAULT_RETENTION, RingValidator, SigningKeys};
 pub use self::revocation::RevocationAwareValidator;
 pub use self::sealing::{EncryptionKeys, SealError};
-pub use self::source::{ClientAddress, ClientRegistration, PeerAddress, TrustedProxies};
+pub use self::source::ClientRegistration;
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]
 pub(crate) use self::upstream::check_provider_id;
 pub use self::upstream::{
@@ -53,6 +55,7 @@ pub use self::upstream::{
     UpstreamStart, UpstreamUser,
 };
 pub use self::urls::PublicUrls;
+pub use crate::address::{ClientAddress, PeerAddress, TrustedProxies};
 // What modules built on the server (ATAG) use: its pages, sign-in session, store records and
 // HTTP primitives.
 #[cfg_attr(not(feature = "atag"), allow(unused_imports))]

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 
 use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
-use crate::outbound::{client as default_client, read_limited};
+use crate::address::AddressPolicy;
+use crate::outbound::{client as default_client, describe, read_limited};
 use crate::resource::parse_http_url;
 use crate::{AuthContext, ConfigError};
 
@@ -103,6 +104,7 @@ impl IntrospectionValidator {
             timeout: Duration::from_secs(5),
             client: None,
             allow_insecure_http: false,
+            addresses: AddressPolicy::default(),
         }
     }
 }
@@ -151,7 +153,7 @@ impl Shared {
         let response = request
             .send()
             .await
-            .map_err(|e| unavailable(format!("request failed: {e}")))?;
+            .map_err(|e| unavailable(format!("request failed: {}", describe(&e))))?;
         let body = read_limited(response, MAX_RESPONSE_BYTES)
             .await
             .map_err(unavailable)?;
@@ -203,9 +205,18 @@ pub struct IntrospectionValidatorBuilder {
     timeout: Duration,
     client: Option<reqwest::Client>,
     allow_insecure_http: bool,
+    addresses: AddressPolicy,
 }
 
 impl IntrospectionValidatorBuilder {
+    /// Which addresses the endpoint may be reached at (default
+    /// [`AddressPolicy::public_only`]; an authorization server on the same machine needs
+    /// `allow_loopback`, one inside the network `allow_private` or `allow_network`).
+    pub fn address_policy(mut self, policy: AddressPolicy) -> Self {
+        self.addresses = policy;
+        self
+    }
+
     /// How long a token found inactive is refused without asking again (default 10 s; zero
     /// turns this off). A token that becomes active later (clock skew at issuance) is accepted
     /// after this delay.
@@ -286,13 +297,15 @@ impl IntrospectionValidatorBuilder {
             &self.endpoint,
             self.allow_insecure_http,
         )?;
+        self.addresses
+            .check_url("introspection endpoint", &self.endpoint)?;
         if let Some(leeway) = self.leeway {
             self.rules.set_leeway(leeway)?;
         }
         let auth = self.auth.ok_or(ConfigError::MissingClientAuthentication)?;
         let client = match self.client {
             Some(client) => client,
-            None => default_client(self.timeout)?,
+            None => default_client(self.timeout, &self.addresses)?,
         };
         Ok(IntrospectionValidator(Arc::new(Shared {
             endpoint: self.endpoint,

@@ -10,12 +10,16 @@ use serde_json::Value;
 
 use super::jwt::{JoseHeader, JwtCore, JwtKey, install_crypto_provider, jwk_algorithm};
 use super::{BoxFuture, ClaimRules, TokenError, TokenValidator};
-use crate::outbound::{client as default_client, read_limited};
+use crate::address::AddressPolicy;
+use crate::outbound::{client as default_client, describe, read_limited};
 use crate::resource::parse_http_url;
 use crate::{AuthContext, ConfigError};
 
 /// How long a fetched key set is used before it is refreshed in the background.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+/// How long keys are trusted without a successful fetch (the identity provider unreachable)
+/// before validation stops: a key the provider removed meanwhile must not validate forever.
+pub const DEFAULT_KEY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// The least time between two fetches triggered by tokens naming unknown keys.
 pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(10);
 /// The asymmetric algorithms accepted by default. HMAC never: a published key is public.
@@ -43,6 +47,12 @@ const MAX_JWKS_BYTES: usize = 512 * 1024;
 ///   hammer the provider. Concurrent requests share one fetch (single-flight).
 /// - When no fetch has succeeded, or the last one failed and the key is unknown, validation
 ///   fails with [`TokenError::Unavailable`] (503), not `invalid_token`.
+/// - A key the provider removes stops validating within twice `max_age`, tokens in the bearer
+///   layer's cache included: a validated token is served from the cache for at most `max_age`
+///   (then its signature is checked again, against keys at most `max_age` old). Keys the
+///   provider cannot be asked about for `key_max_age` (default 24 h) are dropped.
+/// - Fetches go only to addresses the [`AddressPolicy`](crate::address::AddressPolicy) permits
+///   (public addresses by default; see [`JwksValidatorBuilder::address_policy`]).
 ///
 /// # What the identity provider must issue
 ///
@@ -83,6 +93,7 @@ struct Shared {
     fetch: tokio::sync::Mutex<FetchState>,
     background_refresh: AtomicBool,
     max_age: Duration,
+    key_max_age: Duration,
     cooldown: Duration,
 }
 
@@ -115,10 +126,12 @@ impl JwksValidator {
             expected_type: None,
             leeway: None,
             max_age: DEFAULT_MAX_AGE,
+            key_max_age: DEFAULT_KEY_MAX_AGE,
             cooldown: DEFAULT_REFETCH_COOLDOWN,
             timeout: Duration::from_secs(5),
             client: None,
             allow_insecure_http: false,
+            addresses: AddressPolicy::default(),
         }
     }
 
@@ -162,6 +175,19 @@ impl Shared {
         let mut set = self.current();
         match set.fetched_at {
             None => set = self.refresh(set.generation).await?,
+            // Keys nobody could confirm for this long may have been removed: ask now, and
+            // without an answer refuse to guess.
+            Some(at) if at.elapsed() >= self.key_max_age => {
+                set = self.refresh(set.generation).await?;
+                if set
+                    .fetched_at
+                    .is_none_or(|at| at.elapsed() >= self.key_max_age)
+                {
+                    return Err(TokenError::Unavailable(
+                        "the key set is older than its maximum age and cannot be refreshed".into(),
+                    ));
+                }
+            }
             Some(at) if at.elapsed() >= self.max_age => self.refresh_in_background(),
             Some(_) => {}
         }
@@ -253,7 +279,7 @@ impl Shared {
             )
             .send()
             .await
-            .map_err(|e| format!("JWKS request failed: {e}"))?;
+            .map_err(|e| format!("JWKS request failed: {}", describe(&e)))?;
         let body = read_limited(response, MAX_JWKS_BYTES)
             .await
             .map_err(|e| format!("JWKS response refused: {e}"))?;
@@ -339,6 +365,12 @@ impl TokenValidator for JwksValidator {
     fn validate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<AuthContext, TokenError>> {
         Box::pin(self.0.validate(token))
     }
+
+    /// A cached token is checked again after `max_age`, so a key the provider removed stops
+    /// validating within a bound, not at the token's `exp`.
+    fn cache_ttl(&self) -> Option<Duration> {
+        Some(self.0.max_age)
+    }
 }
 
 /// Builder of [`JwksValidator`].
@@ -351,10 +383,12 @@ pub struct JwksValidatorBuilder {
     expected_type: Option<String>,
     leeway: Option<Duration>,
     max_age: Duration,
+    key_max_age: Duration,
     cooldown: Duration,
     timeout: Duration,
     client: Option<reqwest::Client>,
     allow_insecure_http: bool,
+    addresses: AddressPolicy,
 }
 
 impl JwksValidatorBuilder {
@@ -389,9 +423,42 @@ impl JwksValidatorBuilder {
         self
     }
 
-    /// How long a fetched key set is used before a background refresh (default 10 minutes).
+    /// How long a fetched key set is used before a background refresh, and the longest a
+    /// validated token is served from the bearer layer's cache (default 10 minutes). A key the
+    /// provider removes stops validating within twice this.
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = max_age;
+        self
+    }
+
+    /// How long keys are used while the provider cannot be reached to confirm them (default
+    /// 24 hours); past it, tokens are refused with 503 until a fetch succeeds. Never less than
+    /// `max_age`.
+    pub fn key_max_age(mut self, key_max_age: Duration) -> Self {
+        self.key_max_age = key_max_age;
+        self
+    }
+
+    /// Which addresses the key set (and, in
+    /// [`build_checked`](Self::build_checked), the discovery document) may be fetched from
+    /// (default [`AddressPolicy::public_only`]). An identity provider on the same machine
+    /// needs `allow_loopback`, one inside the network `allow_private` or `allow_network`.
+    ///
+    /// ```
+    /// use tower_mcp_auth::address::AddressPolicy;
+    /// use tower_mcp_auth::validate::JwksValidator;
+    ///
+    /// let validator = JwksValidator::builder(
+    ///     "http://127.0.0.1:8080/realms/mcp/protocol/openid-connect/certs",
+    ///     "http://127.0.0.1:8080/realms/mcp",
+    ///     "http://127.0.0.1:3000/mcp",
+    /// )
+    /// .address_policy(AddressPolicy::public_only().allow_loopback())
+    /// .build();
+    /// assert!(validator.is_ok());
+    /// ```
+    pub fn address_policy(mut self, policy: AddressPolicy) -> Self {
+        self.addresses = policy;
         self
     }
 
@@ -447,10 +514,12 @@ impl JwksValidatorBuilder {
     /// ```
     pub async fn build_checked(self) -> Result<JwksValidator, ConfigError> {
         let insecure = self.allow_insecure_http;
+        let addresses = self.addresses.clone();
         let validator = self.build()?;
         let shared = &validator.0;
         let issuers = shared.core.rules.issuers();
         let issuer = issuers.first().ok_or(ConfigError::NoKeys)?;
+        addresses.check_url("issuer", issuer)?;
         let provider = super::discovery::discover(&shared.client, issuer, insecure).await?;
         match provider.jwks_uri.as_deref() {
             Some(published) if published != shared.url => {
@@ -479,6 +548,7 @@ impl JwksValidatorBuilder {
     /// [`JwksValidatorBuilder::build_checked`] for start-up checks).
     pub fn build(mut self) -> Result<JwksValidator, ConfigError> {
         parse_http_url("JWKS URL", &self.url, self.allow_insecure_http)?;
+        self.addresses.check_url("JWKS URL", &self.url)?;
         if let Some(leeway) = self.leeway {
             self.rules.set_leeway(leeway)?;
         }
@@ -497,7 +567,7 @@ impl JwksValidatorBuilder {
         install_crypto_provider();
         let client = match self.client {
             Some(client) => client,
-            None => default_client(self.timeout)?,
+            None => default_client(self.timeout, &self.addresses)?,
         };
         Ok(JwksValidator(Arc::new(Shared {
             url: self.url,
@@ -511,6 +581,7 @@ impl JwksValidatorBuilder {
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             background_refresh: AtomicBool::new(false),
             max_age: self.max_age,
+            key_max_age: self.key_max_age.max(self.max_age),
             cooldown: self.cooldown,
         })))
     }

@@ -144,6 +144,7 @@ fn gateway(
         .build()
         .unwrap();
     let gateway = Atag::builder(&auth)
+        .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
         .service(
             ExternalService::custom(
                 "tp",
@@ -965,4 +966,62 @@ fn policies_naming_unknown_services_are_refused() {
         .service(ExternalService::github("a", "s"))
         .service(ExternalService::github("b", "s"));
     assert!(twice.build().is_err());
+}
+
+#[tokio::test]
+async fn a_refresh_counts_in_the_metrics_by_service() {
+    // The servers run on this test's single thread: its recorder sees their counts.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let world = world(ChallengeMode::ToolError).await;
+    let alice = browser();
+    let token = mcp_token(&world, &alice, "alice", "wonderland").await;
+    let url = tool_error_link(&world, &token).await;
+    connect(&world, &alice, &url).await;
+    let vault = world.atag.vault().clone();
+    let mut tokens = vault.get("alice", "tp").await.unwrap().unwrap();
+    tokens.expires_at = Some(now() - 60);
+    vault
+        .put("alice", "tp", &tokens, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let response: Value = client()
+        .post(&world.mcp)
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&call_body(7, "tp_list", json!({})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(response["result"]["secret"].is_string(), "{response}");
+    let events: std::collections::HashMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "mcp_auth_atag_events_total")
+        .filter(|(key, ..)| {
+            key.key()
+                .labels()
+                .any(|l| l.key() == "service" && l.value() == "tp")
+        })
+        .filter_map(|(key, _, _, value)| {
+            let event = key
+                .key()
+                .labels()
+                .find(|l| l.key() == "event")?
+                .value()
+                .to_owned();
+            match value {
+                metrics_util::debugging::DebugValue::Counter(n) => Some((event, n)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(events.get("refreshed"), Some(&1), "{events:?}");
+    assert_eq!(events.get("injected"), Some(&1), "{events:?}");
+    assert!(!events.contains_key("refresh_failed"), "{events:?}");
 }

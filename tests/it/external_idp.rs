@@ -349,6 +349,9 @@ async fn issuer_mismatches_are_reported_at_start_up_with_both_values() {
         let jwks = jwks.clone();
         async move {
             JwksValidator::builder(jwks, issuer, "http://127.0.0.1:9/mcp")
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 .build_checked()
                 .await
         }
@@ -376,6 +379,7 @@ async fn issuer_mismatches_are_reported_at_start_up_with_both_values() {
     }
     // Algorithms the provider's keys do not use.
     let wrong_algorithms = JwksValidator::builder(&jwks, &issuer, "http://127.0.0.1:9/mcp")
+        .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
         .algorithms([Algorithm::PS512])
         .build_checked()
         .await;

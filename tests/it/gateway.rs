@@ -995,6 +995,7 @@ async fn readiness_follows_the_upstream_identity_providers_metadata_and_the_stor
     use std::sync::atomic::Ordering;
     let (issuer, up) = switchable_discovery().await;
     let oidc = tower_mcp_auth::server::OidcProvider::builder("corp", &issuer, "gateway")
+        .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
         .allow_insecure_http()
         .build()
         .unwrap();

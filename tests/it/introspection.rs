@@ -14,6 +14,9 @@ async fn setup(cache_ttl: Duration) -> (IntrospectionServer, Protected) {
     let server = protected(
         move |r| {
             IntrospectionValidator::builder(url, r.resource())
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 .client_credentials("rs", "rs-secret")
                 .issuer(ISSUER)
                 .cache_ttl(cache_ttl)
@@ -159,6 +162,9 @@ async fn wrong_resource_server_credentials_are_503_not_invalid_token() {
     let server = protected(
         move |r| {
             IntrospectionValidator::builder(url, r.resource())
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 .client_credentials("rs", "wrong")
                 .build()
                 .unwrap()
@@ -182,6 +188,9 @@ async fn by_format_routes_jwts_and_opaque_tokens() {
                     .build()
                     .unwrap(),
                 IntrospectionValidator::builder(url, r.resource())
+                    .address_policy(
+                        tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                    )
                     .client_credentials("rs", "rs-secret")
                     .build()
                     .unwrap(),

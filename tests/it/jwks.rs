@@ -22,6 +22,9 @@ async fn setup(keys: Vec<serde_json::Value>, cooldown: Duration) -> (JwksServer,
     let server = protected(
         move |r| {
             JwksValidator::builder(url, ISSUER, r.resource())
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 .refetch_cooldown(cooldown)
                 .build()
                 .unwrap()
@@ -158,6 +161,9 @@ async fn jwks_down_with_cached_key_still_validates() {
     let server = protected(
         move |r| {
             JwksValidator::builder(url, ISSUER, r.resource())
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 // Every fetch is stale at once: the background refresh runs on each request
                 // (within the cooldown) and fails, and the held key keeps working.
                 .max_age(Duration::ZERO)
@@ -196,6 +202,9 @@ async fn jwks_unreachable_and_key_unknown_is_503_not_401() {
     let server = protected(
         move |r| {
             JwksValidator::builder(url, ISSUER, r.resource())
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 .build()
                 .unwrap()
         },
@@ -275,4 +284,89 @@ fn hmac_algorithms_cannot_be_configured_for_jwks() {
     let built =
         JwksValidator::builder("http://id.example/jwks", ISSUER, "https://mcp.example/mcp").build();
     assert!(built.is_err(), "plain http JWKS on a public host");
+}
+
+async fn setup_aged(max_age: Duration, key_max_age: Duration) -> (JwksServer, Protected) {
+    let jwks = JwksServer::start(vec![rsa1()]).await;
+    let url = jwks.url.clone();
+    let server = protected(
+        move |r| {
+            JwksValidator::builder(url, ISSUER, r.resource())
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
+                .max_age(max_age)
+                .key_max_age(key_max_age)
+                .refetch_cooldown(Duration::ZERO)
+                .build()
+                .unwrap()
+        },
+        |l| l,
+    )
+    .await;
+    (jwks, server)
+}
+
+#[tokio::test]
+async fn a_key_removed_by_the_provider_stops_validating_a_cached_token_within_twice_max_age() {
+    let max_age = Duration::from_millis(300);
+    let (jwks, server) = setup_aged(max_age, Duration::from_secs(3600)).await;
+    // Valid for five minutes; without a bound it would be served from the cache that long.
+    let t = token(&server, RSA1_KEY, "k1", "alice");
+    assert_eq!(server.post(Some(&t)).await.status(), 200);
+    assert_eq!(server.post(Some(&t)).await.status(), 200);
+    assert_eq!(jwks.hits(), 1, "the second request was a cache hit");
+
+    // The provider withdraws k1 (a leaked key, say).
+    jwks.set_keys(vec![rsa2()]);
+    let removed = std::time::Instant::now();
+    let mut status = 200;
+    while status == 200 && removed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = server.post(Some(&t)).await.status().as_u16();
+    }
+    assert_eq!(status, 401, "the cached token stopped validating");
+    // The bound is 2 × max_age (plus this loop's step); ten seconds is only the test's
+    // give-up point, the figure is reported, not asserted to the millisecond.
+    eprintln!("refused {:?} after the key's removal", removed.elapsed());
+    assert!(jwks.hits() >= 2, "the key set was fetched again");
+}
+
+#[tokio::test]
+async fn keys_nobody_can_confirm_past_key_max_age_stop_validating() {
+    let (jwks, server) = setup_aged(Duration::from_millis(50), Duration::from_millis(400)).await;
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "a")))
+            .await
+            .status(),
+        200
+    );
+    jwks.down.store(true, Ordering::SeqCst);
+    // Within key_max_age the held key serves through the outage.
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "b")))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let response = server
+        .post(Some(&token(&server, RSA1_KEY, "k1", "c")))
+        .await;
+    assert_eq!(
+        response.status(),
+        503,
+        "an unconfirmable key is not trusted forever"
+    );
+    // Back online: validation resumes.
+    jwks.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        server
+            .post(Some(&token(&server, RSA1_KEY, "k1", "d")))
+            .await
+            .status(),
+        200
+    );
 }

@@ -14,6 +14,8 @@ mod gateway_example;
 mod atag;
 #[cfg(feature = "server")]
 mod attacks;
+#[cfg(feature = "rate-limit")]
+mod auth_failures;
 mod bearer;
 #[cfg(feature = "atag")]
 mod browser;
@@ -35,6 +37,8 @@ mod metadata;
 mod metrics;
 #[cfg(feature = "server")]
 mod oauth_server;
+#[cfg(all(feature = "server", feature = "metrics"))]
+mod outbound;
 #[cfg(feature = "server")]
 mod pages;
 mod policy;

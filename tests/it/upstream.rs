@@ -165,6 +165,7 @@ async fn corp_setup() -> (Downstream, String) {
     let (listener, addr) = listener().await;
     let idp = our_server_as_idp(&format!("http://{addr}")).await;
     let provider = OidcProvider::builder("corp", &idp, "downstream")
+        .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
         .display_name("Corp SSO")
         .build()
         .unwrap();
@@ -396,6 +397,7 @@ async fn fake_setup() -> (Downstream, FakeIdp) {
     let idp = fake_idp().await;
     let (listener, _) = listener().await;
     let provider = OidcProvider::builder("corp", &idp.base, "downstream")
+        .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
         .client_secret("downstream-secret")
         .build()
         .unwrap();
@@ -469,6 +471,7 @@ async fn unreachable_provider_is_a_502_page_not_a_grant_error() {
     let (gone, addr) = listener().await;
     drop(gone);
     let provider = OidcProvider::builder("corp", format!("http://{addr}"), "downstream")
+        .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
         .build()
         .unwrap();
     let (listener, _) = listener().await;
@@ -539,6 +542,8 @@ async fn github_sign_in_uses_the_numeric_id_and_org_groups() {
         "gh-secret",
     )
     .unwrap()
+    .address_policy(tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback())
+    .unwrap()
     .org_groups(true);
     let (listener, _) = listener().await;
     let down = downstream(listener, github).await;
@@ -569,6 +574,9 @@ async fn several_providers_and_dev_login_share_one_sign_in_page() {
         .dev_user("demo", "demo")
         .identity_provider(
             OidcProvider::builder("corp", &idp.base, "downstream")
+                .address_policy(
+                    tower_mcp_auth::address::AddressPolicy::public_only().allow_loopback(),
+                )
                 .display_name("Corp <SSO>")
                 .build()
                 .unwrap(),

@@ -9,6 +9,7 @@ use super::code_flow::{CodeFlow, read_kept};
 use super::{IdentityProvider, UpstreamError, UpstreamStart, UpstreamUser};
 use crate::BoxFuture;
 use crate::ConfigError;
+use crate::address::AddressPolicy;
 use crate::resource::parse_http_url;
 
 /// GitHub sign-in through an OAuth App (or GitHub Enterprise Server with
@@ -35,6 +36,7 @@ pub struct GitHubProvider {
     web: String,
     api: String,
     org_groups: bool,
+    addresses: AddressPolicy,
 }
 
 impl std::fmt::Debug for GitHubProvider {
@@ -87,12 +89,32 @@ impl GitHubProvider {
                 client_id: client_id.into(),
                 client_secret: Some(client_secret.into()),
                 scopes: vec!["read:user".into()],
-                http: crate::outbound::client(Duration::from_secs(10))?,
+                http: crate::outbound::client(Duration::from_secs(10), &AddressPolicy::default())?,
             },
             web: web.trim_end_matches('/').to_owned(),
             api: api.trim_end_matches('/').to_owned(),
             org_groups: false,
+            addresses: AddressPolicy::default(),
         })
+    }
+
+    /// Which addresses the server may be reached at (default
+    /// [`AddressPolicy::public_only`]): a GitHub Enterprise Server inside the network needs
+    /// `allow_private` or `allow_network`.
+    pub fn address_policy(mut self, policy: AddressPolicy) -> Result<Self, ConfigError> {
+        policy.check_url("GitHub URL", &self.web)?;
+        policy.check_url("GitHub API URL", &self.api)?;
+        self.flow.http = crate::outbound::client(Duration::from_secs(10), &policy)?;
+        self.addresses = policy;
+        Ok(self)
+    }
+
+    /// Refuses IP-literal URLs outside the policy (names are checked as they resolve).
+    fn check_addresses(&self) -> Result<(), UpstreamError> {
+        self.addresses
+            .check_url("GitHub URL", &self.web)
+            .and_then(|()| self.addresses.check_url("GitHub API URL", &self.api))
+            .map_err(|e| UpstreamError::Unavailable(e.to_string()))
     }
 
     /// Makes the user's organizations (their logins) the user's groups; asks for `read:org`.
@@ -127,7 +149,7 @@ impl GitHubProvider {
             .header(reqwest::header::ACCEPT, "application/vnd.github+json")
             .send()
             .await
-            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+            .map_err(|e| UpstreamError::Unavailable(crate::outbound::describe(&e)))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(UpstreamError::Refused(format!(
@@ -152,6 +174,7 @@ impl GitHubProvider {
         kept: &str,
     ) -> Result<UpstreamUser, UpstreamError> {
         let kept = read_kept(kept)?;
+        self.check_addresses()?;
         let (authorize, token) = self.endpoints();
         let response = self
             .flow

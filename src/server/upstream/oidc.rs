@@ -11,6 +11,7 @@ use super::code_flow::{CodeFlow, random, read_kept};
 use super::{IdentityProvider, UpstreamError, UpstreamStart, UpstreamUser, check_provider_id};
 use crate::BoxFuture;
 use crate::ConfigError;
+use crate::address::AddressPolicy;
 use crate::resource::parse_http_url;
 use crate::validate::{JwksValidator, TokenValidator};
 
@@ -45,6 +46,7 @@ struct OidcInner {
     flow: CodeFlow,
     groups_claim: String,
     allow_insecure_http: bool,
+    addresses: AddressPolicy,
     discovered: tokio::sync::OnceCell<Discovered>,
 }
 
@@ -88,6 +90,7 @@ pub struct OidcProviderBuilder {
     groups_claim: String,
     timeout: Duration,
     allow_insecure_http: bool,
+    addresses: AddressPolicy,
 }
 
 impl std::fmt::Debug for OidcProviderBuilder {
@@ -121,6 +124,7 @@ impl OidcProvider {
             groups_claim: "groups".into(),
             timeout: Duration::from_secs(10),
             allow_insecure_http: false,
+            addresses: AddressPolicy::default(),
         }
     }
 
@@ -153,7 +157,7 @@ impl OidcProvider {
             .get(&url)
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(crate::outbound::describe(&e)))?;
         if !response.status().is_success() {
             return Err(unavailable(format!("{url} answered {}", response.status())));
         }
@@ -168,6 +172,18 @@ impl OidcProvider {
                 "the document names issuer `{}`, not `{}`",
                 document.issuer, inner.issuer
             )));
+        }
+        // The document names where we send codes and fetch keys: an address inside our
+        // network is refused unless the operator allowed it (the browser-facing authorization
+        // endpoint is not fetched by us).
+        for (what, endpoint) in [
+            ("token endpoint", &document.token_endpoint),
+            ("JWKS URL", &document.jwks_uri),
+        ] {
+            inner
+                .addresses
+                .check_url(what, endpoint)
+                .map_err(|e| unavailable(e.to_string()))?;
         }
         // An https issuer's endpoints are https too: a tampered document must not send codes
         // or trust keys over plain http (even on loopback).
@@ -190,7 +206,8 @@ impl OidcProvider {
             inner.issuer.clone(),
             inner.flow.client_id.clone(),
         )
-        .http_client(inner.flow.http.clone());
+        .http_client(inner.flow.http.clone())
+        .address_policy(inner.addresses.clone());
         if inner.allow_insecure_http {
             jwks = jwks.allow_insecure_http();
         }
@@ -323,10 +340,19 @@ impl OidcProviderBuilder {
         self
     }
 
+    /// Which addresses the provider's discovery document, token endpoint and keys may be
+    /// fetched from (default [`AddressPolicy::public_only`]; a provider on the same machine
+    /// needs `allow_loopback`, one inside the network `allow_private` or `allow_network`).
+    pub fn address_policy(mut self, policy: AddressPolicy) -> Self {
+        self.addresses = policy;
+        self
+    }
+
     /// Checks the configuration. Nothing is fetched until the first sign-in.
     pub fn build(mut self) -> Result<OidcProvider, ConfigError> {
         check_provider_id(&self.id)?;
         parse_http_url("issuer", &self.issuer, self.allow_insecure_http)?;
+        self.addresses.check_url("issuer", &self.issuer)?;
         if !self.scopes.iter().any(|s| s == "openid") {
             self.scopes.insert(0, "openid".into());
         }
@@ -338,10 +364,11 @@ impl OidcProviderBuilder {
                 client_id: self.client_id,
                 client_secret: self.client_secret,
                 scopes: self.scopes,
-                http: crate::outbound::client(self.timeout)?,
+                http: crate::outbound::client(self.timeout, &self.addresses)?,
             },
             groups_claim: self.groups_claim,
             allow_insecure_http: self.allow_insecure_http,
+            addresses: self.addresses,
             discovered: tokio::sync::OnceCell::new(),
         })))
     }
