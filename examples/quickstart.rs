@@ -399,6 +399,48 @@ pub fn auth_server_builder(
         .server_name("Quickstart notes server")
 }
 
+/// The quickstart's machine client: a program (a nightly job, another service) that gets tokens
+/// with `client_credentials`, proving itself with a JWT signed by its own key
+/// (`private_key_jwt`), not a shared secret.
+pub const MACHINE_CLIENT_ID: &str = "quickstart-machine";
+/// What the machine client may be granted.
+pub const MACHINE_CLIENT_SCOPES: [&str; 3] = [BASE_SCOPE, "notes:read", "notes:write"];
+
+/// A fresh ES256 key pair for the machine client: the client (its public key registered) and
+/// the private key as PKCS#8 PEM, which the quickstart prints for the program to sign with.
+pub fn machine_client()
+-> Result<(tower_mcp_auth::server::MachineClient, String), Box<dyn std::error::Error>> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .map_err(|_| "cannot generate a key pair")?;
+    let pkcs8 = pair
+        .to_pkcs8v1()
+        .map_err(|_| "cannot encode the private key")?;
+    let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    // The public key is the uncompressed point 0x04 ‖ x ‖ y.
+    let point = pair.public_key().as_ref();
+    let coordinate = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(serde_json::json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+        "x": coordinate(point.get(1..33).ok_or("short public key")?),
+        "y": coordinate(point.get(33..65).ok_or("short public key")?),
+    }))?;
+    let client =
+        tower_mcp_auth::server::MachineClient::new(MACHINE_CLIENT_ID, MACHINE_CLIENT_SCOPES)
+            .key(tower_mcp_auth::validate::JwtKey::from_jwk(&jwk)?);
+    Ok((client, pem))
+}
+
 /// What the replicas of one deployment share, from `REDIS_URL` and `SECRET_KEY` (feature
 /// `redis`): the stores of the authorization server and of the stand-in third party, their
 /// signing keys (kept in the store, sealed), the vault keys, and the demo password.
@@ -885,12 +927,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let third_party_port = port.checked_add(1).ok_or("PORT must be below 65535")?;
             let third_party_url = format!("http://127.0.0.1:{third_party_port}");
             let third_party_listener = bind(third_party_port).await?;
+            let (machine, machine_key) = machine_client()?;
             let (app, third_party) = embedded_stack(
-                with_upstream_providers(auth_server_builder(
-                    &public_url,
-                    &resource_uri,
-                    &password,
-                ))?,
+                with_upstream_providers(
+                    auth_server_builder(&public_url, &resource_uri, &password)
+                        .machine_client(machine),
+                )?,
                 &resource_uri,
                 &third_party_url,
                 &password,
@@ -905,6 +947,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             print!(
                 "{}",
                 banner(&public_url, &resource_uri, &third_party_url, &password)
+            );
+            println!(
+                "Machine client:    {MACHINE_CLIENT_ID} (client_credentials, private_key_jwt; ES256, aud = {public_url});\n                   its private key, for this run only:\n{machine_key}"
             );
             app
         }

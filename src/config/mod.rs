@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::access::{ClientConfig, OutboundConfig};
 use crate::ConfigError;
 use crate::atag::ExternalService;
 use crate::policy::{GroupMapping, PolicyConfig, ToolPolicy};
@@ -102,42 +103,6 @@ pub struct Config {
     /// Where the server's own fetches (identity providers, third-party token endpoints) may go.
     #[serde(default)]
     pub outbound: OutboundConfig,
-}
-
-/// `[outbound]`: which addresses outbound fetches may reach, beyond public ones.
-///
-/// ```toml
-/// [outbound]
-/// allow = ["loopback", "10.20.0.0/16"]   # also "private", "link-local", "any"
-/// ```
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct OutboundConfig {
-    /// `loopback`, `private`, `link-local`, `any`, or an address or CIDR network.
-    #[serde(default)]
-    pub allow: Vec<String>,
-}
-
-impl OutboundConfig {
-    /// The [`AddressPolicy`](crate::address::AddressPolicy) this describes.
-    pub fn address_policy(&self) -> Result<crate::address::AddressPolicy, ConfigError> {
-        let mut policy = crate::address::AddressPolicy::public_only();
-        for entry in &self.allow {
-            policy = match entry.as_str() {
-                "loopback" => policy.allow_loopback(),
-                "private" => policy.allow_private(),
-                "link-local" => policy.allow_link_local(),
-                "any" => crate::address::AddressPolicy::unrestricted(),
-                network => policy.allow_network(network).map_err(|_| {
-                    file_error(format!(
-                        "outbound.allow: `{network}` is not loopback, private, link-local, any, or an address or network"
-                    ))
-                })?,
-            };
-        }
-        Ok(policy)
-    }
 }
 
 /// `[store]`.
@@ -219,24 +184,6 @@ pub enum ProviderKind {
     Google,
     /// Any OpenID Connect provider.
     Oidc,
-}
-
-/// `[[clients]]`: an operator-registered client.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ClientConfig {
-    /// The client id.
-    pub id: String,
-    /// Confidential: the environment variable holding its secret (32+ characters).
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    /// Public (PKCE): its redirect URIs.
-    #[serde(default)]
-    pub redirect_uris: Vec<String>,
-    /// The scopes it may obtain.
-    #[serde(default)]
-    pub scopes: Vec<String>,
 }
 
 /// `[[third_party]]`: a service tools act at (ATAG).
@@ -451,6 +398,10 @@ impl Config {
             builder = provider.add_to(builder, env, &addresses)?;
         }
         for client in &self.clients {
+            if let Some(machine) = client.machine_client(&addresses)? {
+                builder = builder.machine_client(machine);
+                continue;
+            }
             builder = match &client.secret_env {
                 Some(name) => {
                     let secret = secret(env, name, &format!("client `{}`", client.id))?;
@@ -637,5 +588,6 @@ impl ThirdPartyConfig {
     }
 }
 
+mod access;
 #[cfg(test)]
 mod tests;

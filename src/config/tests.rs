@@ -103,3 +103,36 @@ fn outbound_allowances_read_from_the_file() {
     assert!(refused.contains("intranet"), "{refused}");
     assert!(Config::from_toml(&format!("{MINIMAL}[outbound]\ndeny = []\n")).is_err());
 }
+
+#[test]
+fn machine_clients_come_from_a_public_key_file_or_a_jwks_url() {
+    let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ec256.pub.pem");
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}[[clients]]\nid = \"report\"\npublic_key_file = \"{pem}\"\nscopes = [\"mcp:tools\"]\n\
+         [[clients]]\nid = \"remote\"\njwks_uri = \"https://keys.example.com/jwks\"\n"
+    ))
+    .unwrap();
+    let addresses = crate::address::AddressPolicy::public_only();
+    assert!(
+        config.clients[0]
+            .machine_client(&addresses)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        config.clients[1]
+            .machine_client(&addresses)
+            .unwrap()
+            .is_some()
+    );
+    let both = Config::from_toml(&format!(
+        "{MINIMAL}[[clients]]\nid = \"x\"\npublic_key_file = \"{pem}\"\nsecret_env = \"PW\"\n"
+    ))
+    .unwrap();
+    assert!(both.clients[0].machine_client(&addresses).is_err());
+    let bad_alg = Config::from_toml(&format!(
+        "{MINIMAL}[[clients]]\nid = \"x\"\npublic_key_file = \"{pem}\"\nalgorithm = \"HS256\"\n"
+    ))
+    .unwrap();
+    assert!(bad_alg.clients[0].machine_client(&addresses).is_err());
+}

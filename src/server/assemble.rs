@@ -69,6 +69,7 @@ impl AuthServerBuilder {
                 auth_method: None,
                 client_uri: None,
                 logo_uri: None,
+                assertion_keys: None,
             };
             clients.insert(id, client);
         }
@@ -91,8 +92,33 @@ impl AuthServerBuilder {
                 auth_method: None,
                 client_uri: None,
                 logo_uri: None,
+                assertion_keys: None,
             };
             clients.insert(id, client);
+        }
+        for machine in &self.machine_clients {
+            for s in &machine.scopes {
+                check_scope_token(s)?;
+            }
+            let client = Client {
+                client_id: machine.id.clone(),
+                secret_sha256: None,
+                scope: machine.scopes.join(" "),
+                name: None,
+                redirect_uris: Vec::new(),
+                grant_types: vec!["client_credentials".into()],
+                configured: true,
+                auth_method: Some("private_key_jwt".into()),
+                client_uri: None,
+                logo_uri: None,
+                assertion_keys: Some(machine.verifier(urls.issuer())?),
+            };
+            if clients.insert(machine.id.clone(), client).is_some() {
+                return Err(ConfigError::InvalidServer(format!(
+                    "two clients have the id `{}`",
+                    machine.id
+                )));
+            }
         }
         let code_flow = !self.users.is_empty() || !self.providers.is_empty();
         for (name, _, _) in &self.users {
@@ -129,7 +155,8 @@ impl AuthServerBuilder {
             "introspection_endpoint": urls.endpoint("/oauth/introspect"),
             "grant_types_supported": ["client_credentials"],
             "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": super::assertion::ASSERTION_ALGORITHMS,
             "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
@@ -144,8 +171,12 @@ impl AuthServerBuilder {
             metadata["response_modes_supported"] = json!(["query"]);
             metadata["authorization_response_iss_parameter_supported"] = json!(true);
             metadata["client_id_metadata_document_supported"] = json!(true);
-            metadata["token_endpoint_auth_methods_supported"] =
-                json!(["none", "client_secret_basic", "client_secret_post"]);
+            metadata["token_endpoint_auth_methods_supported"] = json!([
+                "none",
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt"
+            ]);
             // OpenID Connect: an `openid` scope adds an id_token to the code exchange.
             metadata["subject_types_supported"] = json!(["public"]);
             metadata["userinfo_endpoint"] = json!(urls.endpoint("/oauth/userinfo"));

@@ -213,6 +213,7 @@ impl AuthServer {
                 auth_method: None,
                 client_uri: same_host_link(client_id, display_link(&body, "client_uri").as_deref()),
                 logo_uri: same_host_link(client_id, display_link(&body, "logo_uri").as_deref()),
+                assertion_keys: None,
             },
             ttl,
         ))

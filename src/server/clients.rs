@@ -40,6 +40,9 @@ pub(super) struct Client {
     pub(super) client_uri: Option<String>,
     #[serde(default)]
     pub(super) logo_uri: Option<String>,
+    /// A machine client's public keys (`private_key_jwt`): configured in code, never stored.
+    #[serde(skip)]
+    pub(super) assertion_keys: Option<super::assertion::AssertionKeys>,
 }
 
 /// Failed client authentications allowed per client and window: past it, 429 until the window
@@ -88,6 +91,8 @@ impl Client {
 pub(super) enum ClientAuth {
     Basic,
     Post,
+    /// `private_key_jwt`.
+    Assertion,
 }
 
 impl AuthServer {
@@ -115,6 +120,9 @@ impl AuthServer {
         headers: &HeaderMap,
         form: &HashMap<String, String>,
     ) -> Result<(Client, ClientAuth), OAuthError> {
+        if form.contains_key("client_assertion") || form.contains_key("client_assertion_type") {
+            return self.authenticate_assertion(headers, form).await;
+        }
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -168,7 +176,7 @@ impl AuthServer {
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let method = match how {
             ClientAuth::Basic => "client_secret_basic",
-            ClientAuth::Post => "client_secret_post",
+            _ => "client_secret_post",
         };
         match client {
             Some(client)
@@ -185,6 +193,66 @@ impl AuthServer {
                     .increment(&failures_key, AUTH_FAILURE_WINDOW)
                     .await?;
                 Err(OAuthError::InvalidClient { basic })
+            }
+        }
+    }
+
+    /// `private_key_jwt`: the client named by the assertion's `sub` (and `client_id`, when
+    /// sent, must be the same), one of its keys, and the checks of
+    /// [`verify_assertion`](AuthServer::verify_assertion). Counted against the same lockout
+    /// as secrets.
+    async fn authenticate_assertion(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<(Client, ClientAuth), OAuthError> {
+        if headers.contains_key(header::AUTHORIZATION) || form.contains_key("client_secret") {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method".into(),
+            ));
+        }
+        if form.get("client_assertion_type").map(String::as_str)
+            != Some(super::assertion::JWT_BEARER)
+        {
+            return Err(OAuthError::InvalidClient { basic: false });
+        }
+        let assertion = form
+            .get("client_assertion")
+            .ok_or(OAuthError::InvalidClient { basic: false })?;
+        let Some(id) = super::assertion::claimed_client(assertion) else {
+            return Err(OAuthError::InvalidClient { basic: false });
+        };
+        if form.get("client_id").is_some_and(|named| *named != id) {
+            return Err(OAuthError::InvalidClient { basic: false });
+        }
+        let failures_key = super::keyspace::client_auth_failures(&id);
+        let failures = self
+            .store()
+            .get(&failures_key)
+            .await?
+            .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= MAX_AUTH_FAILURES {
+            tracing::warn!(target: audit::TARGET, client_id = ?id, "client authentication locked out");
+            return Err(OAuthError::RateLimited {
+                description: "too many failed client authentications; try again later".into(),
+                retry_after: AUTH_FAILURE_WINDOW.as_secs(),
+            });
+        }
+        let client = self.lookup_client(&id).await?;
+        let verdict = match client.as_ref().and_then(|c| c.assertion_keys.as_ref()) {
+            Some(keys) => self.verify_assertion(&id, keys, assertion).await,
+            None => Err("no such client with keys".into()),
+        };
+        match (client, verdict) {
+            (Some(client), Ok(())) => Ok((client, ClientAuth::Assertion)),
+            (_, verdict) => {
+                let reason = verdict.err().unwrap_or_default();
+                tracing::info!(target: audit::TARGET, client_id = ?id, method = "private_key_jwt", reason = %crate::audit::Escaped(&reason), "client authentication failed");
+                self.store()
+                    .increment(&failures_key, AUTH_FAILURE_WINDOW)
+                    .await?;
+                Err(OAuthError::InvalidClient { basic: false })
             }
         }
     }

@@ -25,6 +25,7 @@ pub struct AuthServerBuilder {
     pub(super) store: Option<Arc<dyn Store>>,
     pub(super) clients: Vec<(String, String, Vec<String>)>,
     pub(super) public_clients: Vec<(String, Vec<String>, Vec<String>)>,
+    pub(super) machine_clients: Vec<super::MachineClient>,
     pub(super) users: Vec<(String, String, Vec<String>)>,
     pub(super) providers: Vec<Arc<dyn IdentityProvider>>,
     pub(super) groups: Option<GroupMapping>,
@@ -63,6 +64,7 @@ impl AuthServerBuilder {
             store: None,
             clients: Vec::new(),
             public_clients: Vec::new(),
+            machine_clients: Vec::new(),
             users: Vec::new(),
             providers: Vec::new(),
             groups: None,
@@ -194,6 +196,13 @@ impl AuthServerBuilder {
             secret.into(),
             scopes.into_iter().map(Into::into).collect(),
         ));
+        self
+    }
+
+    /// A machine client that authenticates with a signed JWT (`private_key_jwt`, RFC 7523)
+    /// for the `client_credentials` grant: see [`MachineClient`](super::MachineClient).
+    pub fn machine_client(mut self, client: super::MachineClient) -> Self {
+        self.machine_clients.push(client);
         self
     }
 

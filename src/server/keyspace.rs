@@ -116,6 +116,14 @@ pub(super) fn registration_count(bucket: &str, window: u64) -> String {
     format!("regcount:{bucket}:{window}")
 }
 
+/// A client assertion's `jti`, remembered until the assertion expires (replay).
+pub(super) fn assertion_jti(client_id: &str, jti: &str) -> String {
+    format!(
+        "assertion-jti:{}",
+        super::primitives::digest(&format!("{client_id}\n{jti}"))
+    )
+}
+
 /// The failed client authentications of one client id, in the current window.
 pub(super) fn client_auth_failures(client_id: &str) -> String {
     format!("authfail:{}", super::primitives::digest(client_id))

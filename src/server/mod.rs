@@ -11,6 +11,7 @@
 //! [`crate::store::Store`].
 
 mod assemble;
+mod assertion;
 mod auth_server;
 mod authorize;
 mod cimd;
@@ -41,6 +42,7 @@ mod upstream;
 mod urls;
 mod userinfo;
 
+pub use self::assertion::MachineClient;
 pub use self::auth_server::AuthServer;
 pub use self::config::AuthServerBuilder;
 pub use self::health::{READINESS_TIMEOUT, Readiness};

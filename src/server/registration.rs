@@ -205,6 +205,7 @@ async fn register_client(
         // A self-registered client's links are its own claim: never shown.
         client_uri: None,
         logo_uri: None,
+        assertion_keys: None,
     };
     let stored =
         serde_json::to_vec(&client).map_err(|e| OAuthError::ServerError(e.to_string().into()))?;

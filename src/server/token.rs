@@ -71,7 +71,7 @@ async fn issue(
         }
     }
     // A public client never gets client_credentials, whatever it registered.
-    let confidential = client.secret_sha256.is_some();
+    let confidential = client.secret_sha256.is_some() || client.assertion_keys.is_some();
     if !client.grant_types.iter().any(|g| g == grant)
         || (grant == "client_credentials" && !confidential)
     {
@@ -217,9 +217,11 @@ pub(super) async fn grant_client(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<Client, OAuthError> {
-    let has_secret =
-        headers.contains_key(header::AUTHORIZATION) || form.contains_key("client_secret");
-    if has_secret {
+    let has_credentials = headers.contains_key(header::AUTHORIZATION)
+        || form.contains_key("client_secret")
+        || form.contains_key("client_assertion")
+        || form.contains_key("client_assertion_type");
+    if has_credentials {
         return server
             .authenticate(headers, form)
             .await
@@ -229,7 +231,11 @@ pub(super) async fn grant_client(
         .get("client_id")
         .ok_or(OAuthError::InvalidClient { basic: false })?;
     match server.lookup_client(id).await? {
-        Some(client) if client.secret_sha256.is_none() => Ok(client),
+        // A public client is one with no credentials to present: a client with a secret or
+        // keys that sent none has not authenticated.
+        Some(client) if client.secret_sha256.is_none() && client.assertion_keys.is_none() => {
+            Ok(client)
+        }
         _ => Err(OAuthError::InvalidClient { basic: false }),
     }
 }

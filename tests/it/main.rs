@@ -32,6 +32,8 @@ mod jwks;
 mod jwt;
 #[cfg(all(feature = "rate-limit", feature = "server"))]
 mod limits;
+#[cfg(feature = "atag")]
+mod machine_clients;
 mod metadata;
 #[cfg(all(feature = "metrics", feature = "gateway"))]
 mod metrics;

@@ -436,13 +436,26 @@ pub struct QuickstartStack {
 pub const QUICKSTART_PASSWORD: &str = "demo-password";
 
 pub async fn start_quickstart() -> QuickstartStack {
+    start_quickstart_with(|builder| builder).await
+}
+
+/// [`start_quickstart`] with its authorization server's builder changed by `configure` first.
+pub async fn start_quickstart_with(
+    configure: impl FnOnce(
+        tower_mcp_auth::server::AuthServerBuilder,
+    ) -> tower_mcp_auth::server::AuthServerBuilder,
+) -> QuickstartStack {
     let (tp_listener, tp_addr) = listener().await;
     let (listener, addr) = listener().await;
     let base = format!("http://{addr}");
     let mcp_url = format!("{base}/mcp");
     let third_party = format!("http://{tp_addr}");
     let (app, third_party_app) = crate::quickstart::embedded_stack(
-        crate::quickstart::auth_server_builder(&base, &mcp_url, QUICKSTART_PASSWORD),
+        configure(crate::quickstart::auth_server_builder(
+            &base,
+            &mcp_url,
+            QUICKSTART_PASSWORD,
+        )),
         &mcp_url,
         &third_party,
         QUICKSTART_PASSWORD,
