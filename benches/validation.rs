@@ -252,6 +252,95 @@ fn token_mac(c: &mut Criterion) {
     group.finish();
 }
 
+/// DPoP (RFC 9449): verifying one proof (ES256; header, signature, claims, `ath`, replay cache),
+/// the cost a DPoP request adds to the bearer layer on top of the cached token; and the whole
+/// layer for a DPoP request. Each iteration gets a fresh proof (made outside the timing).
+fn dpop(c: &mut Criterion) {
+    use base64::Engine;
+    use tower_mcp_auth::dpop::Dpop;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let pem = include_bytes!("../tests/keys/ec256.key.pem");
+    let signing = EncodingKey::from_ec_pem(pem).unwrap();
+    // The public JWK of the key, from its SEC1 point (the DER's last 65 bytes).
+    let der = {
+        let text = std::str::from_utf8(include_bytes!("../tests/keys/ec256.pub.pem")).unwrap();
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    };
+    let point = &der[der.len() - 64..];
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(serde_json::json!({
+        "kty": "EC", "crv": "P-256", "x": b64.encode(&point[..32]), "y": b64.encode(&point[32..]),
+    }))
+    .unwrap();
+    let jkt =
+        tower_mcp_auth::dpop::thumbprint(serde_json::to_value(&jwk).unwrap().as_object().unwrap())
+            .unwrap();
+    let (_, validator, _) = validators().remove(2);
+    let mut claims: serde_json::Value = serde_json::from_slice(
+        &b64.decode(
+            token(Algorithm::ES256, &signing, "alice")
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    claims["cnf"] = serde_json::json!({ "jkt": jkt });
+    let bound = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signing).unwrap();
+    let ath = b64.encode(<sha2::Sha256 as sha2::Digest>::digest(bound.as_bytes()));
+    let mut counter = 0u64;
+    let mut proof = move || {
+        counter += 1;
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(jwk.clone());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "jti": format!("bench-{counter}"), "htm": "POST", "htu": RESOURCE, "iat": now, "ath": ath,
+        });
+        jsonwebtoken::encode(&header, &claims, &signing).unwrap()
+    };
+    let dpop = Dpop::new();
+    let mut group = c.benchmark_group("dpop");
+    group.bench_function("verify_proof_ES256", |b| {
+        b.iter_batched(
+            &mut proof,
+            |p| dpop.verify(&p, "POST", RESOURCE, Some(&bound)).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let resource = ProtectedResource::builder(RESOURCE)
+        .authorization_server(ISSUER)
+        .build()
+        .unwrap();
+    let mut layer = BearerLayer::new(validator, resource).layer(inner());
+    let dpop_request = |proof: String| {
+        Request::post(RESOURCE)
+            .header("authorization", format!("DPoP {bound}"))
+            .header("dpop", proof)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(
+        ready(layer.call(dpop_request(proof()))).unwrap().status(),
+        200
+    );
+    group.bench_function("cached_ES256_dpop_request", |b| {
+        b.iter_batched(
+            || dpop_request(proof()),
+            |r| ready(layer.call(r)).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 /// Resident memory of the process in bytes (Linux), 0 where `/proc` is not available.
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -299,6 +388,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
     // Memory first: later groups leave freed memory the allocator would hand back to it.
-    targets = cache_memory, cold, layer, token_mac
+    targets = cache_memory, cold, layer, token_mac, dpop
 }
 criterion_main!(benches);

@@ -873,6 +873,7 @@ fn cors() -> tower_http::cors::CorsLayer {
         .expose_headers([
             http::header::WWW_AUTHENTICATE,
             http::HeaderName::from_static("mcp-session-id"),
+            http::HeaderName::from_static("dpop-nonce"),
         ])
 }
 

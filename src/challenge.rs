@@ -137,6 +137,42 @@ impl std::fmt::Display for Challenge<'_> {
     }
 }
 
+/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1) as a 401 response: `error` (e.g.
+/// `invalid_dpop_proof`, `use_dpop_nonce`, `invalid_token`), its description, the resource
+/// metadata and the accepted proof algorithms; with `nonce`, a `DPoP-Nonce` header too, which
+/// clients retry with.
+pub fn dpop_challenge(
+    resource_metadata: &str,
+    error: &str,
+    description: &str,
+    algorithms: &[String],
+    nonce: Option<&str>,
+) -> Response<Full<Bytes>> {
+    struct Quoted<'a>(&'a str);
+    impl std::fmt::Display for Quoted<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write_quoted(f, self.0)
+        }
+    }
+    let value = format!(
+        "DPoP error=\"{}\", error_description=\"{}\", resource_metadata=\"{}\", algs=\"{}\"",
+        Quoted(error),
+        Quoted(description),
+        Quoted(resource_metadata),
+        Quoted(&algorithms.join(" "))
+    );
+    let mut response = json_error(StatusCode::UNAUTHORIZED, error, description);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("DPoP")),
+    );
+    if let Some(nonce) = nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
+        headers.insert(crate::wire::DPOP_NONCE, nonce);
+    }
+    response
+}
+
 /// Writes `value` keeping only the characters RFC 6750 §3 allows in a quoted parameter
 /// (`%x20-21 / %x23-5B / %x5D-7E`); anything else becomes `?`.
 fn write_quoted(f: &mut std::fmt::Formatter<'_>, value: &str) -> std::fmt::Result {

@@ -173,6 +173,8 @@ struct Inner {
     scopes: Scopes,
     audience: Vec<String>,
     expires_at: Option<SystemTime>,
+    /// `cnf.jkt`: the thumbprint of the key the token is bound to (DPoP, RFC 9449 §6).
+    bound_key: Option<Box<str>>,
     claims: Claims,
 }
 
@@ -247,6 +249,11 @@ impl AuthContext {
             .and_then(Value::as_f64)
             .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
             .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d));
+        let bound_key = claims
+            .get("cnf")
+            .and_then(|cnf| cnf.get("jkt"))
+            .and_then(Value::as_str)
+            .map(Box::from);
         Some(AuthContext(Arc::new(Inner {
             subject,
             client_id,
@@ -254,6 +261,7 @@ impl AuthContext {
             scopes,
             audience,
             expires_at,
+            bound_key,
             claims: Claims::new(&claims),
         })))
     }
@@ -296,6 +304,12 @@ impl AuthContext {
     /// Whether the token has expired at `now`.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
         self.0.expires_at.is_some_and(|exp| exp <= now)
+    }
+
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`, DPoP): such a token is
+    /// accepted only with a proof by that key.
+    pub fn dpop_key_thumbprint(&self) -> Option<&str> {
+        self.0.bound_key.as_deref()
     }
 
     /// Every claim of the token (or field of the introspection response), for checks this type

@@ -16,6 +16,7 @@ pub mod challenge;
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
 mod context;
+pub mod dpop;
 mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]

@@ -89,6 +89,14 @@ impl ProtectedResource {
         &self.0.resource
     }
 
+    /// The origin (`scheme://host[:port]`) of the resource URI: where its clients send
+    /// requests, for DPoP's `htu`.
+    pub(crate) fn origin(&self) -> String {
+        Url::parse(&self.0.resource)
+            .map(|url| origin(&url))
+            .unwrap_or_default()
+    }
+
     /// The absolute URL of the metadata document, as named in every challenge.
     pub fn metadata_url(&self) -> &str {
         &self.0.metadata_url

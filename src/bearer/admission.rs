@@ -22,6 +22,8 @@ pub(crate) struct Admission {
     pub(crate) sessions: Option<SessionBindings>,
     /// The header the token is read from (`Authorization` unless an ingress header is set).
     pub(crate) token_header: http::HeaderName,
+    /// How DPoP proofs are checked (`Authorization: DPoP`).
+    pub(crate) dpop: crate::dpop::Dpop,
     /// Failed-validation budgets per client address, when limited.
     #[cfg(feature = "rate-limit")]
     pub(crate) failures: Option<super::failures::FailureBudgets>,
@@ -54,6 +56,102 @@ impl Admission {
                     .into_response()
             }
         }
+    }
+
+    /// Checks the `DPoP` proof of a request presenting `token` with the DPoP scheme: the
+    /// thumbprint of the proof's key, or the 401 DPoP challenge.
+    pub(crate) fn prove<B>(
+        &self,
+        request: &Request<B>,
+        token: &[u8],
+    ) -> Result<Box<str>, Box<Response<Full<Bytes>>>> {
+        let mut proofs = request.headers().get_all(&crate::wire::DPOP).iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (Some(proof), None) => proof.to_str().ok(),
+            _ => None,
+        };
+        let token = std::str::from_utf8(token).ok();
+        let (Some(proof), Some(token)) = (proof, token) else {
+            return Err(self.refuse_proof(&crate::dpop::DpopError::InvalidProof(
+                "exactly one DPoP proof header is required with a DPoP token",
+            )));
+        };
+        // The URL the client called: this resource's public origin and the request's path
+        // (before a router nested this service and cut its prefix), or the resource URI.
+        let path = request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or(request.uri().path(), |original| original.0.path());
+        let url = format!("{}{}", self.resource.origin(), path);
+        self.dpop
+            .verify_for_any(
+                proof,
+                request.method().as_str(),
+                &[&url, self.resource.resource()],
+                Some(token),
+            )
+            .map(|proven| proven.jkt.into_boxed_str())
+            .map_err(|e| self.refuse_proof(&e))
+    }
+
+    pub(crate) fn refuse_proof(
+        &self,
+        error: &crate::dpop::DpopError,
+    ) -> Box<Response<Full<Bytes>>> {
+        let (code, nonce) = match error {
+            crate::dpop::DpopError::UseNonce => ("use_dpop_nonce", self.dpop.current_nonce()),
+            _ => ("invalid_dpop_proof", None),
+        };
+        crate::metrics::request("bearer", "401", code);
+        tracing::info!(target: audit::TARGET, decision = "deny", reason = %error, "DPoP proof refused");
+        Box::new(crate::challenge::dpop_challenge(
+            self.resource.metadata_url(),
+            code,
+            &error.to_string(),
+            &self.dpop.algorithm_names(),
+            nonce.as_deref(),
+        ))
+    }
+
+    /// A token bound to a key (`cnf.jkt`) is accepted only with a proof by that key, and a
+    /// DPoP-presented token only if it is bound to the proof's key.
+    pub(crate) fn check_binding(
+        &self,
+        ctx: &AuthContext,
+        proven: Option<&str>,
+    ) -> Result<(), Box<Response<Full<Bytes>>>> {
+        let refusal = match (ctx.dpop_key_thumbprint(), proven) {
+            (None, None) => return Ok(()),
+            (Some(bound), Some(key))
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    bound.as_bytes(),
+                    key.as_bytes(),
+                )) =>
+            {
+                return Ok(());
+            }
+            (Some(_), None) => {
+                "the token is DPoP-bound: present it with the DPoP scheme and a proof"
+            }
+            (Some(_), Some(_)) => {
+                "the DPoP proof is signed by another key than the token is bound to"
+            }
+            (None, Some(_)) => "the token is not DPoP-bound: present it with the Bearer scheme",
+        };
+        crate::metrics::request("bearer", "401", "dpop_binding");
+        tracing::info!(target: audit::TARGET, decision = "deny", subject = ctx.subject(), reason = refusal, "token binding refused");
+        Err(Box::new(match proven {
+            Some(_) => crate::challenge::dpop_challenge(
+                self.resource.metadata_url(),
+                "invalid_token",
+                refusal,
+                &self.dpop.algorithm_names(),
+                None,
+            ),
+            None => Challenge::new(self.resource.metadata_url())
+                .error(BearerErrorCode::InvalidToken, refusal)
+                .into_response(),
+        }))
     }
 
     /// The address has used up its failed-validation budget: refused before any validation.

@@ -13,6 +13,15 @@ pub(crate) enum CredentialError {
     Invalid(&'static str),
 }
 
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1): a proof of the bound key must come with it.
+    Dpop,
+}
+
 /// Takes the token from the one `Authorization: Bearer` header.
 ///
 /// - exactly one `Authorization` header, else `invalid_request`;
@@ -39,6 +48,18 @@ pub(crate) fn bearer_token_in<'a>(
     name: &HeaderName,
     uri: &Uri,
 ) -> Result<&'a [u8], CredentialError> {
+    match token_in(headers, name, uri)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(CredentialError::Missing),
+    }
+}
+
+/// [`bearer_token_in`], accepting the `DPoP` scheme too and saying which was used.
+pub(crate) fn token_in<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    uri: &Uri,
+) -> Result<(Scheme, &'a [u8]), CredentialError> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
@@ -62,11 +83,15 @@ pub(crate) fn bearer_token_in<'a>(
         Some(space) => (&value[..space], &value[space..]),
         None => (value, &[][..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(CredentialError::Missing);
-    }
+    };
     let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-    Ok(&rest[start..])
+    Ok((scheme, &rest[start..]))
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

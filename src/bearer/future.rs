@@ -38,6 +38,8 @@ pin_project! {
             request: Option<Request<B>>,
             inner: S,
             admission: Arc<Admission>,
+            // The thumbprint of a DPoP proof's key, when the token came with one.
+            proven: Option<Box<str>>,
         },
         Calling {
             #[pin]
@@ -82,6 +84,7 @@ where
         request: Request<B>,
         inner: S,
         admission: Arc<Admission>,
+        proven: Option<Box<str>>,
     ) -> Self {
         ResponseFuture {
             state: State::Validating {
@@ -89,6 +92,7 @@ where
                 request: Some(request),
                 inner,
                 admission,
+                proven,
             },
         }
     }
@@ -111,12 +115,16 @@ where
                     request,
                     inner,
                     admission,
+                    proven,
                 } => {
                     let result = ready!(validation.as_mut().poll(cx));
                     let request = request.take().expect(POLLED_AFTER_COMPLETION);
                     let next = match result {
                         // Cached by the validation itself, once for all who waited on it.
-                        Ok(ctx) => admit(admission, ctx, request, inner),
+                        Ok(ctx) => match admission.check_binding(&ctx, proven.as_deref()) {
+                            Ok(()) => admit(admission, ctx, request, inner),
+                            Err(refusal) => ResponseFuture::refused(*refusal),
+                        },
                         Err(e) => ResponseFuture::refused(admission.refuse_token(&e)),
                     };
                     state.set(next.state);

@@ -51,6 +51,7 @@ impl<V: TokenValidator> BearerLayer<V> {
                     DEFAULT_SESSION_IDLE,
                 )),
                 token_header: http::header::AUTHORIZATION,
+                dpop: crate::dpop::Dpop::new(),
                 #[cfg(feature = "rate-limit")]
                 failures: None,
             }),
@@ -160,6 +161,16 @@ impl<V: TokenValidator> BearerLayer<V> {
     #[must_use]
     pub fn limit_auth_failures(mut self, limit: super::AuthFailureLimit) -> Self {
         Arc::make_mut(&mut self.admission).failures = limit.build();
+        self
+    }
+
+    /// How `Authorization: DPoP` requests are checked (RFC 9449): on by default with
+    /// [`Dpop::new`](crate::dpop::Dpop::new) (no server nonces); give one with
+    /// [`require_nonces`](crate::dpop::Dpop::require_nonces) to demand them. Tokens bound to a
+    /// key (`cnf.jkt`) are refused as plain bearer tokens whatever this says.
+    #[must_use]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        Arc::make_mut(&mut self.admission).dpop = dpop;
         self
     }
 

@@ -5,7 +5,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::admission::Admission;
-use super::credentials::{bearer_token_in, check_syntax};
+use super::credentials::{Scheme, check_syntax, token_in};
 use super::future::ResponseFuture;
 use super::{BearerLayer, ResponseBody};
 use crate::AuthContext;
@@ -69,13 +69,22 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let token = match bearer_token_in(
+        let (scheme, token) = match token_in(
             request.headers(),
             &self.admission.token_header,
             request.uri(),
         ) {
-            Ok(token) => token,
+            Ok(found) => found,
             Err(e) => return ResponseFuture::refused(self.admission.refuse_credentials(e)),
+        };
+        // A DPoP-presented token needs its proof, checked on every request (a proof is
+        // single-use); the token itself may still come from the cache.
+        let proven: Option<Box<str>> = match scheme {
+            Scheme::Bearer => None,
+            Scheme::Dpop => match self.admission.prove(&request, token) {
+                Ok(jkt) => Some(jkt),
+                Err(refusal) => return ResponseFuture::refused(*refusal),
+            },
         };
         let mac = match &self.admission.cache {
             Some(cache) => {
@@ -90,6 +99,10 @@ where
                     // Hot path: no signature work, no syntax scan (the cached token passed it);
                     // a revocation since is a local lookup.
                     if !self.validator.revoked(&ctx) {
+                        if let Err(refusal) = self.admission.check_binding(&ctx, proven.as_deref())
+                        {
+                            return ResponseFuture::refused(*refusal);
+                        }
                         return admit(&self.admission, ctx, request, &mut self.inner);
                     }
                     // Validated again below, which refuses it with the validator's answer.
@@ -143,7 +156,7 @@ where
         // The service that was polled ready goes into the future; a clone stays here.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::validating(validation, request, inner, self.admission.clone())
+        ResponseFuture::validating(validation, request, inner, self.admission.clone(), proven)
     }
 }
 

@@ -157,6 +157,7 @@ impl AuthServerBuilder {
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": super::assertion::ASSERTION_ALGORITHMS,
+            "dpop_signing_alg_values_supported": self.dpop.algorithm_names(),
             "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
@@ -248,6 +249,7 @@ impl AuthServerBuilder {
                 access_token_ttl: self.access_token_ttl,
                 refresh_token_ttl: self.refresh_token_ttl,
                 refresh_grace: self.refresh_grace,
+                dpop: self.dpop,
             },
             registry: Registry {
                 clients,

@@ -77,6 +77,8 @@ pub(super) struct Grants {
     pub(super) refresh_token_ttl: Duration,
     /// How long a rotated refresh token may be retried (a lost response).
     pub(super) refresh_grace: Duration,
+    /// How token requests' DPoP proofs are checked.
+    pub(super) dpop: crate::dpop::Dpop,
 }
 
 /// Who the clients are and who may become one.
@@ -154,6 +156,10 @@ impl AuthServer {
     /// The server's public URLs.
     pub(crate) fn urls(&self) -> &PublicUrls {
         &self.0.urls
+    }
+
+    pub(super) fn dpop(&self) -> &crate::dpop::Dpop {
+        &self.grants().dpop
     }
 
     pub(super) fn grants(&self) -> &Grants {
@@ -261,7 +267,9 @@ impl AuthServer {
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
                 .allow_methods([http::Method::GET, http::Method::POST])
-                .allow_headers(tower_http::cors::Any),
+                .allow_headers(tower_http::cors::Any)
+                // A browser client must read the nonce a `use_dpop_nonce` answer carries.
+                .expose_headers([crate::wire::DPOP_NONCE]),
         );
         // Pages the browser navigates to: no CORS, cookies, strict headers.
         let mut router = api;

@@ -43,6 +43,7 @@ pub(super) async fn exchange_code(
     server: &AuthServer,
     client: &Client,
     form: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let code = required(form, "code")?;
     let key = digest(code);
@@ -104,6 +105,7 @@ pub(super) async fn exchange_code(
         &scope,
         &grant.family,
         None,
+        jkt,
     )
     .await?;
     if scope.iter().any(|s| s == "openid") {

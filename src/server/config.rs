@@ -33,6 +33,7 @@ pub struct AuthServerBuilder {
     pub(super) prefill: bool,
     pub(super) scope_descriptions: HashMap<String, String>,
     pub(super) access_token_ttl: Duration,
+    pub(super) dpop: crate::dpop::Dpop,
     pub(super) refresh_token_ttl: Duration,
     pub(super) refresh_grace: Duration,
     pub(super) cimd_development: bool,
@@ -72,6 +73,7 @@ impl AuthServerBuilder {
             prefill: false,
             scope_descriptions: HashMap::new(),
             access_token_ttl: Duration::from_secs(900),
+            dpop: crate::dpop::Dpop::new(),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::ZERO,
             client_address: Arc::new(PeerAddress),
@@ -196,6 +198,15 @@ impl AuthServerBuilder {
             secret.into(),
             scopes.into_iter().map(Into::into).collect(),
         ));
+        self
+    }
+
+    /// How DPoP proofs on token requests are checked (RFC 9449; default
+    /// [`Dpop::new`](crate::dpop::Dpop::new), no nonces). A token request with a `DPoP` proof
+    /// gets tokens bound to the proof's key (`cnf.jkt`, `token_type` `DPoP`), refresh tokens
+    /// included; one without gets bearer tokens.
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = dpop;
         self
     }
 

@@ -68,6 +68,12 @@ pub(crate) enum OAuthError {
     /// 429 `temporarily_unavailable` with `Retry-After` (seconds).
     #[error("rate limited: {description}")]
     RateLimited { description: Text, retry_after: u64 },
+    /// 400 `invalid_dpop_proof` (RFC 9449 §5): the `DPoP` proof of a token request fails.
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(Text),
+    /// 400 `use_dpop_nonce` with a `DPoP-Nonce` header (RFC 9449 §8): retry with the nonce.
+    #[error("use_dpop_nonce")]
+    UseDpopNonce { nonce: String },
     /// 500 `server_error`.
     #[error("server_error: {0}")]
     ServerError(Text),
@@ -101,6 +107,8 @@ impl OAuthError {
             Self::BadCredentials(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
+            Self::InvalidDpopProof(_) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
+            Self::UseDpopNonce { .. } => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
             Self::ServerError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             Self::TemporarilyUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
@@ -113,6 +121,9 @@ impl OAuthError {
             Self::InvalidClient { .. } => "client authentication failed",
             Self::NoToken => "a bearer access token is required",
             Self::RateLimited { description, .. } => description,
+            Self::UseDpopNonce { .. } => {
+                "a DPoP nonce is required; retry with the DPoP-Nonce given"
+            }
             Self::InvalidRequest(text)
             | Self::InvalidGrant(text)
             | Self::UnauthorizedClient(text)
@@ -125,6 +136,7 @@ impl OAuthError {
             | Self::InvalidToken(text)
             | Self::BadCredentials(text)
             | Self::NotFound(text)
+            | Self::InvalidDpopProof(text)
             | Self::ServerError(text)
             | Self::TemporarilyUnavailable(text) => text,
         }
@@ -170,6 +182,11 @@ impl IntoResponse for OAuthError {
             }
             Self::RateLimited { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            Self::UseDpopNonce { nonce } => {
+                if let Ok(nonce) = HeaderValue::from_str(&nonce) {
+                    headers.insert(crate::wire::DPOP_NONCE, nonce);
+                }
             }
             Self::TemporarilyUnavailable(_) => {
                 headers.insert(

@@ -31,7 +31,8 @@ pub(super) async fn introspect(
     {
         answer = Value::Object(ctx.claims().clone());
         answer["active"] = Value::Bool(true);
-        answer["token_type"] = Value::from("Bearer");
+        // The claims carry `cnf.jkt` for a bound token (RFC 9449 §6.2), and its type says so.
+        answer["token_type"] = Value::from(super::token::token_type(ctx.dpop_key_thumbprint()));
     }
     Ok(json_no_store(answer))
 }

@@ -45,6 +45,9 @@ pub(super) struct Refresh {
     /// the store does not hold), so a retry gets it back.
     #[serde(default)]
     pub(super) successor_sealed: Option<String>,
+    /// The DPoP key the family is bound to (RFC 9449 §5), if its tokens were issued to a proof.
+    #[serde(default)]
+    pub(super) jkt: Option<String>,
 }
 
 /// The presented refresh token (checked present before this is called).
@@ -109,6 +112,7 @@ pub(super) async fn refresh(
     server: &AuthServer,
     client: &Client,
     form: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let presented = required(form, "refresh_token")?;
     let key = keyspace::refresh_token(&digest(presented));
@@ -129,7 +133,7 @@ pub(super) async fn refresh(
             "the refresh token is being used by another request; retry".into(),
         ));
     }
-    let result = refresh_locked(server, client, form, &key).await;
+    let result = refresh_locked(server, client, form, &key, jkt).await;
     let _ = server.store().delete(&lock).await;
     result
 }
@@ -139,6 +143,7 @@ async fn refresh_locked(
     client: &Client,
     form: &HashMap<String, String>,
     key: &Key<Refresh>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let Some(mut entry) = load(server, key).await? else {
         return Err(OAuthError::InvalidGrant(
@@ -150,6 +155,17 @@ async fn refresh_locked(
             "the refresh token was issued to another client".into(),
         ));
     }
+    // RFC 9449 §5: a refresh token bound to a key is used only with a proof by that key (and
+    // its access tokens stay bound to it).
+    if let Some(bound) = &entry.jkt
+        && jkt != Some(bound.as_str())
+    {
+        return Err(OAuthError::InvalidDpopProof(
+            "the refresh token is bound to another DPoP key".into(),
+        ));
+    }
+    let jkt = entry.jkt.as_deref().or(jkt).map(str::to_owned);
+    let jkt = jkt.as_deref();
     if family_revoked(server, &entry.family).await? {
         return Err(OAuthError::InvalidGrant(
             "the refresh token was revoked".into(),
@@ -215,6 +231,7 @@ async fn refresh_locked(
             &scope,
             &entry.family,
             None,
+            jkt,
         )
         .await?;
         body["refresh_token"] = serde_json::Value::String(successor);
@@ -229,6 +246,7 @@ async fn refresh_locked(
         &scope,
         &entry.family,
         Some(key.as_str()),
+        jkt,
     )
     .await?;
     entry.rotated_at.get_or_insert(now);

@@ -53,6 +53,8 @@ async fn issue(
     headers: &HeaderMap,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<Response, OAuthError> {
+    // A DPoP proof first (RFC 9449 §5): the tokens will be bound to its key.
+    let jkt = dpop_proof(server, headers)?;
     let client = grant_client(server, headers, form).await?;
     let grant = form
         .get("grant_type")
@@ -80,10 +82,40 @@ async fn issue(
         ));
     }
     match grant.as_str() {
-        "authorization_code" => exchange_code(server, &client, form).await,
-        "refresh_token" => refresh(server, &client, form).await,
-        _ => client_credentials(server, &client, form),
+        "authorization_code" => exchange_code(server, &client, form, jkt.as_deref()).await,
+        "refresh_token" => refresh(server, &client, form, jkt.as_deref()).await,
+        _ => client_credentials(server, &client, form, jkt),
     }
+}
+
+/// The thumbprint of the `DPoP` proof's key, if the request carries one (checked for `POST`
+/// to our token endpoint, without `ath`).
+fn dpop_proof(server: &AuthServer, headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
+    let mut proofs = headers.get_all(crate::wire::DPOP).iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (None, _) => return Ok(None),
+        (Some(proof), None) => proof.to_str().map_err(|_| {
+            OAuthError::InvalidDpopProof("the DPoP proof is not visible ASCII".into())
+        })?,
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::InvalidDpopProof(
+                "more than one DPoP proof".into(),
+            ));
+        }
+    };
+    let token_endpoint = server.urls().endpoint("/oauth/token");
+    match server.dpop().verify(proof, "POST", &token_endpoint, None) {
+        Ok(proven) => Ok(Some(proven.jkt)),
+        Err(crate::dpop::DpopError::UseNonce) => Err(OAuthError::UseDpopNonce {
+            nonce: server.dpop().current_nonce().unwrap_or_default(),
+        }),
+        Err(e) => Err(OAuthError::InvalidDpopProof(e.to_string().into())),
+    }
+}
+
+/// `Bearer`, or `DPoP` for a token bound to a key.
+pub(super) fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() { "DPoP" } else { "Bearer" }
 }
 
 /// `grant_type=client_credentials`: a token for the client itself.
@@ -91,6 +123,7 @@ fn client_credentials(
     server: &AuthServer,
     client: &Client,
     form: &HashMap<String, String>,
+    jkt: Option<String>,
 ) -> Result<Response, OAuthError> {
     // RFC 8707: the resource the token is for; with one resource, it may be left out.
     let resource = match form.get("resource") {
@@ -117,10 +150,11 @@ fn client_credentials(
         &resource,
         &scope,
         None,
+        jkt.as_deref(),
     )?;
     tracing::info!(target: audit::TARGET, client_id = %crate::audit::Escaped(&client.client_id), scope = %crate::audit::Escaped(&scope), resource = %crate::audit::Escaped(&resource), "access token issued (client_credentials)");
     Ok(json_no_store(json!({
-        "access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope.to_string(),
+        "access_token": access_token, "token_type": token_type(jkt.as_deref()), "expires_in": ttl, "scope": scope.to_string(),
     })))
 }
 
@@ -191,6 +225,7 @@ impl AuthServer {
         resource: &str,
         scope: &Scopes,
         family: Option<&str>,
+        jkt: Option<&str>,
     ) -> Result<String, OAuthError> {
         let issued_at = now();
         let Some(jti) = random_token() else {
@@ -203,6 +238,10 @@ impl AuthServer {
         });
         if let Some(family) = family {
             claims["fid"] = json!(family);
+        }
+        if let Some(jkt) = jkt {
+            // RFC 9449 §6.1: the token is bound to the proof key.
+            claims["cnf"] = json!({ "jkt": jkt });
         }
         self.signing_keys()
             .sign(&claims, "at+jwt")
@@ -251,11 +290,18 @@ pub(super) async fn token_body(
     scope: &Scopes,
     family: &str,
     parent: Option<&str>,
+    jkt: Option<&str>,
 ) -> Result<(serde_json::Value, Option<String>), OAuthError> {
-    let access_token =
-        server.mint_access_token(subject, &client.client_id, resource, scope, Some(family))?;
+    let access_token = server.mint_access_token(
+        subject,
+        &client.client_id,
+        resource,
+        scope,
+        Some(family),
+        jkt,
+    )?;
     let mut body = json!({
-        "access_token": access_token, "token_type": "Bearer",
+        "access_token": access_token, "token_type": token_type(jkt),
         "expires_in": server.grants().access_token_ttl.as_secs(), "scope": scope.to_string(),
     });
     if client.grant_types.iter().any(|g| g == "refresh_token") {
@@ -271,6 +317,7 @@ pub(super) async fn token_body(
             parent: parent.map(str::to_owned),
             child: None,
             successor_sealed: None,
+            jkt: jkt.map(str::to_owned),
         };
         let key = keyspace::refresh_token(&digest(&refresh_token));
         save(server, &key, &entry, server.grants().refresh_token_ttl).await?;

@@ -16,6 +16,10 @@ pub type LayerBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// `Mcp-Session-Id` (Streamable HTTP, revisions up to 2025-11-25).
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// `DPoP` (RFC 9449): the proof.
+pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// `DPoP-Nonce` (RFC 9449 §8): the server nonce a proof must carry.
+pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 /// `MCP-Protocol-Version`.
 pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 

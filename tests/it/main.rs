@@ -22,6 +22,8 @@ mod browser;
 #[cfg(feature = "server")]
 mod code_flow;
 #[cfg(feature = "atag")]
+mod dpop;
+#[cfg(feature = "atag")]
 mod external_idp;
 #[cfg(feature = "gateway")]
 mod gateway;
