@@ -146,6 +146,11 @@ impl AuthServerBuilder {
                 )));
             }
         }
+        let enterprise = self
+            .enterprise
+            .iter()
+            .map(|idp| idp.compile(urls.issuer()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut metadata = json!({
             "issuer": urls.issuer(),
             "token_endpoint": urls.endpoint("/oauth/token"),
@@ -184,6 +189,18 @@ impl AuthServerBuilder {
             metadata["id_token_signing_alg_values_supported"] = json!(["ES256"]);
             metadata["claims_supported"] =
                 json!(["iss", "sub", "aud", "exp", "iat", "nonce", "groups"]);
+        }
+        if let Some(grants) = metadata["grant_types_supported"].as_array_mut() {
+            if !enterprise.is_empty() {
+                grants.push(json!(super::enterprise::JWT_BEARER_GRANT));
+            }
+            if !self.id_jag_audiences.is_empty() {
+                grants.push(json!(super::enterprise::TOKEN_EXCHANGE_GRANT));
+            }
+        }
+        if !self.id_jag_audiences.is_empty() {
+            metadata["identity_chaining_requested_token_types_supported"] =
+                json!([super::enterprise::ID_JAG_TYPE]);
         }
         let users = self
             .users
@@ -250,6 +267,8 @@ impl AuthServerBuilder {
                 refresh_token_ttl: self.refresh_token_ttl,
                 refresh_grace: self.refresh_grace,
                 dpop: self.dpop,
+                enterprise,
+                id_jag_audiences: self.id_jag_audiences,
             },
             registry: Registry {
                 clients,

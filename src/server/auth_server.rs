@@ -79,6 +79,10 @@ pub(super) struct Grants {
     pub(super) refresh_grace: Duration,
     /// How token requests' DPoP proofs are checked.
     pub(super) dpop: crate::dpop::Dpop,
+    /// Enterprise IdPs whose ID-JAGs are redeemed here.
+    pub(super) enterprise: Vec<super::enterprise::TrustedIdp>,
+    /// Authorization servers this one issues ID-JAGs for.
+    pub(super) id_jag_audiences: Vec<super::enterprise::IdJagAudience>,
 }
 
 /// Who the clients are and who may become one.

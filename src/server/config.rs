@@ -34,6 +34,8 @@ pub struct AuthServerBuilder {
     pub(super) scope_descriptions: HashMap<String, String>,
     pub(super) access_token_ttl: Duration,
     pub(super) dpop: crate::dpop::Dpop,
+    pub(super) enterprise: Vec<super::EnterpriseIdp>,
+    pub(super) id_jag_audiences: Vec<super::IdJagAudience>,
     pub(super) refresh_token_ttl: Duration,
     pub(super) refresh_grace: Duration,
     pub(super) cimd_development: bool,
@@ -74,6 +76,8 @@ impl AuthServerBuilder {
             scope_descriptions: HashMap::new(),
             access_token_ttl: Duration::from_secs(900),
             dpop: crate::dpop::Dpop::new(),
+            enterprise: Vec::new(),
+            id_jag_audiences: Vec::new(),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::ZERO,
             client_address: Arc::new(PeerAddress),
@@ -207,6 +211,22 @@ impl AuthServerBuilder {
     /// included; one without gets bearer tokens.
     pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
         self.dpop = dpop;
+        self
+    }
+
+    /// Redeems the ID-JAGs of this enterprise identity provider (RFC 7523 `jwt-bearer` grant,
+    /// the MCP enterprise-managed authorization extension): see
+    /// [`EnterpriseIdp`](super::EnterpriseIdp).
+    pub fn trust_enterprise_idp(mut self, idp: super::EnterpriseIdp) -> Self {
+        self.enterprise.push(idp);
+        self
+    }
+
+    /// Acts as an enterprise identity provider for `audience`: our clients trade a user's
+    /// id_token for an ID-JAG addressed to it (RFC 8693 token exchange); see
+    /// [`IdJagAudience`](super::IdJagAudience).
+    pub fn issue_id_jags_for(mut self, audience: super::IdJagAudience) -> Self {
+        self.id_jag_audiences.push(audience);
         self
     }
 

@@ -279,6 +279,23 @@ impl SigningKeys {
     }
 }
 
+impl SigningKeys {
+    /// A validator of the id_tokens this ring signed for `client_id` (typed `JWT`), over the
+    /// keys published now.
+    pub(crate) fn id_token_validator(
+        &self,
+        issuer: &str,
+        client_id: &str,
+    ) -> Result<JwtValidator, ConfigError> {
+        let ring = self.read();
+        let mut builder = JwtValidator::builder(issuer, client_id).expected_type("JWT");
+        for key in ring.published() {
+            builder = builder.key(key.verify.clone());
+        }
+        builder.build()
+    }
+}
+
 /// Validates tokens signed by a [`SigningKeys`] ring (see [`SigningKeys::validator`]).
 #[derive(Debug, Clone)]
 pub struct RingValidator {

@@ -66,6 +66,18 @@ async fn issue(
             ));
         }
         "authorization_code" | "refresh_token" | "client_credentials" => {}
+        // Who may redeem or ask for ID-JAGs is configured with the IdP or the audience.
+        super::enterprise::JWT_BEARER_GRANT => {
+            if client.secret_sha256.is_none() && client.assertion_keys.is_none() {
+                return Err(OAuthError::UnauthorizedClient(
+                    "an ID-JAG is redeemed by an authenticated client".into(),
+                ));
+            }
+            return super::enterprise::redeem_id_jag(server, &client, form, jkt.as_deref()).await;
+        }
+        super::enterprise::TOKEN_EXCHANGE_GRANT => {
+            return super::enterprise::issue_id_jag(server, &client, form).await;
+        }
         _ => {
             return Err(OAuthError::UnsupportedGrantType(
                 "unknown grant_type".into(),
@@ -169,11 +181,15 @@ impl AuthServer {
     /// [`AuthServerBuilder::groups`]). `openid` is an identity request, not a permission: it
     /// is never removed.
     pub(super) fn user_scope(&self, session: &Session, requested: &str) -> String {
+        self.scope_for_groups(&session.groups, requested)
+    }
+
+    /// `requested` narrowed to what a user in `groups` may be granted.
+    pub(super) fn scope_for_groups(&self, groups: &[String], requested: &str) -> String {
         let Some(mapping) = &self.sign_in().groups else {
             return requested.to_owned();
         };
-        let granted_by_groups = session
-            .groups
+        let granted_by_groups = groups
             .iter()
             .filter_map(|g| mapping.scopes.get(g))
             .flatten();

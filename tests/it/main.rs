@@ -24,6 +24,8 @@ mod code_flow;
 #[cfg(feature = "atag")]
 mod dpop;
 #[cfg(feature = "atag")]
+mod enterprise;
+#[cfg(feature = "atag")]
 mod external_idp;
 #[cfg(feature = "gateway")]
 mod gateway;
