@@ -60,7 +60,8 @@ use tower_mcp_auth::origin::OriginLayer;
 use tower_mcp_auth::policy::{GroupMapping, ToolPolicy};
 use tower_mcp_auth::resource::ProtectedResourceBuilder;
 use tower_mcp_auth::server::{
-    AuthServer, AuthServerBuilder, EncryptionKeys, GitHubProvider, OidcProvider, SigningKeys,
+    AuthServer, AuthServerBuilder, EncryptionKeys, EnterpriseIdp, GitHubProvider, IdJagAudience,
+    OidcProvider, SigningKeys,
 };
 use tower_mcp_auth::validate::{
     ByFormat, IntrospectionValidator, JwksValidator, TokenValidator, discovery,
@@ -441,6 +442,57 @@ pub fn machine_client()
     Ok((client, pem))
 }
 
+/// The stand-in enterprise identity provider's application: the client that signs employees in
+/// there (getting id_tokens) and trades them for ID-JAGs for this server.
+pub const ENTERPRISE_APP: &str = "quickstart-enterprise-app";
+/// The same application as this server knows it: the confidential client that redeems the
+/// ID-JAGs (enterprise-managed authorization).
+pub const ENTERPRISE_CLIENT: &str = "quickstart-enterprise-client";
+
+/// A stand-in enterprise identity provider (a second `AuthServer`, like the stand-in third
+/// party): the demo users sign in there, and its application `ENTERPRISE_APP` trades their
+/// id_tokens for ID-JAGs addressed to this server (`public_url`).
+pub fn enterprise_idp(
+    idp_url: &str,
+    public_url: &str,
+    password: &str,
+) -> Result<axum::Router, Box<dyn std::error::Error>> {
+    let idp = AuthServer::builder(idp_url)
+        .resource(format!("{idp_url}/profile"))
+        .dev_user_in_groups("demo", password, [ADMINS])
+        .dev_user("reader", password)
+        .prefill_login(true)
+        .server_name("Quickstart enterprise IdP")
+        // Any loopback port (RFC 8252): the employee's app runs on their machine.
+        .public_client(ENTERPRISE_APP, ["http://127.0.0.1/callback"], ["openid"])
+        .issue_id_jags_for(IdJagAudience::new(public_url).client(ENTERPRISE_APP, ENTERPRISE_CLIENT))
+        .build()?;
+    Ok(idp.router())
+}
+
+/// This server trusting the stand-in enterprise IdP at `idp_url`: its ID-JAGs are redeemed by
+/// `ENTERPRISE_CLIENT` (with `secret`), for what the demo users may hold.
+pub fn trust_enterprise_idp(
+    builder: AuthServerBuilder,
+    idp_url: &str,
+    secret: &str,
+) -> AuthServerBuilder {
+    builder
+        .client(
+            ENTERPRISE_CLIENT,
+            secret,
+            DEMO_SCOPES.split(' ').chain([ADMIN_SCOPE]),
+        )
+        .trust_enterprise_idp(
+            EnterpriseIdp::new("enterprise", idp_url)
+                .jwks_uri(
+                    format!("{idp_url}/oauth/jwks"),
+                    AddressPolicy::public_only().allow_loopback(),
+                )
+                .allowed_clients([ENTERPRISE_CLIENT]),
+        )
+}
+
 /// What the replicas of one deployment share, from `REDIS_URL` and `SECRET_KEY` (feature
 /// `redis`): the stores of the authorization server and of the stand-in third party, their
 /// signing keys (kept in the store, sealed), the vault keys, and the demo password.
@@ -537,6 +589,16 @@ impl Replicated {
         let auth = auth.store(self.store.clone());
         auth.signing_keys(self.signing.clone())
     }
+}
+
+/// The enterprise client's secret for a deployment whose demo password is `password`.
+pub fn enterprise_client_secret(password: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"quickstart enterprise client\0")
+        .chain_update(password.as_bytes())
+        .finalize();
+    digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A random dev password (18 hex digits).
@@ -929,11 +991,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let third_party_url = format!("http://127.0.0.1:{third_party_port}");
             let third_party_listener = bind(third_party_port).await?;
             let (machine, machine_key) = machine_client()?;
+            // The stand-in enterprise IdP, on the port after.
+            let enterprise_port = port.checked_add(2).ok_or("PORT must be below 65534")?;
+            let enterprise_url = format!("http://127.0.0.1:{enterprise_port}");
+            let enterprise_listener = bind(enterprise_port).await?;
+            // Derived from the demo password, so every replica configures the same secret.
+            let enterprise_secret = enterprise_client_secret(&password);
+            let enterprise = enterprise_idp(&enterprise_url, &public_url, &password)?;
             let (app, third_party) = embedded_stack(
-                with_upstream_providers(
+                with_upstream_providers(trust_enterprise_idp(
                     auth_server_builder(&public_url, &resource_uri, &password)
                         .machine_client(machine),
-                )?,
+                    &enterprise_url,
+                    &enterprise_secret,
+                ))?,
                 &resource_uri,
                 &third_party_url,
                 &password,
@@ -945,12 +1016,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             tokio::spawn(async move { axum::serve(third_party_listener, third_party).await });
+            tokio::spawn(async move { axum::serve(enterprise_listener, enterprise).await });
             print!(
                 "{}",
                 banner(&public_url, &resource_uri, &third_party_url, &password)
             );
             println!(
                 "Machine client:    {MACHINE_CLIENT_ID} (client_credentials, private_key_jwt; ES256, aud = {public_url});\n                   its private key, for this run only:\n{machine_key}"
+            );
+            println!(
+                "Enterprise IdP:    {enterprise_url} (sign in as demo or reader; its app {ENTERPRISE_APP} trades\n                   id_tokens for ID-JAGs for this server, which {ENTERPRISE_CLIENT} redeems\n                   with the secret {enterprise_secret})"
             );
             app
         }

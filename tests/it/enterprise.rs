@@ -70,16 +70,27 @@ async fn world() -> World {
 
 /// Alice signs in at the IdP; her client gets an id_token.
 async fn id_token(world: &World) -> String {
+    id_token_at(&world.idp, IDP_CLIENT, REDIRECT, "alice", "wonderland").await
+}
+
+/// `user` signs in at the IdP `idp` through its client `client_id`, which gets an id_token.
+async fn id_token_at(
+    idp: &str,
+    client_id: &str,
+    redirect: &str,
+    user: &str,
+    password: &str,
+) -> String {
     let browser = browser();
-    let mut url = url::Url::parse(&format!("{}/oauth/authorize", world.idp)).unwrap();
+    let mut url = url::Url::parse(&format!("{idp}/oauth/authorize")).unwrap();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
-        .append_pair("client_id", IDP_CLIENT)
-        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
         .append_pair("code_challenge", &challenge(VERIFIER))
         .append_pair("code_challenge_method", "S256")
         .append_pair("scope", "openid")
-        .append_pair("resource", &format!("{}/profile", world.idp));
+        .append_pair("resource", &format!("{idp}/profile"));
     let html = browser
         .get(url.as_str())
         .send()
@@ -88,17 +99,17 @@ async fn id_token(world: &World) -> String {
         .text()
         .await
         .unwrap();
-    let back = sign_in_and_approve(&browser, &world.idp, &html, "alice", "wonderland").await;
+    let back = sign_in_and_approve(&browser, idp, &html, user, password).await;
     let code = query(back.headers()["location"].to_str().unwrap())["code"].clone();
     let tokens: Value = client()
-        .post(format!("{}/oauth/token", world.idp))
+        .post(format!("{idp}/oauth/token"))
         .form(&[
             ("grant_type", "authorization_code"),
-            ("client_id", IDP_CLIENT),
+            ("client_id", client_id),
             ("code", &code),
-            ("redirect_uri", REDIRECT),
+            ("redirect_uri", redirect),
             ("code_verifier", VERIFIER),
-            ("resource", &format!("{}/profile", world.idp)),
+            ("resource", &format!("{idp}/profile")),
         ])
         .send()
         .await
@@ -429,4 +440,46 @@ async fn rmcp_enterprise_managed_client_calls_tools_for_the_enterprise_user() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("mcp-session-id"));
     assert!(token.scopes.contains("notes:write"));
+}
+
+#[tokio::test]
+async fn the_quickstarts_enterprise_idp_issues_grants_the_quickstart_redeems() {
+    use crate::quickstart::{ENTERPRISE_APP, ENTERPRISE_CLIENT};
+    crate::ts_sdk::install_sdk().await;
+    let (idp_listener, idp_addr) = listener().await;
+    let idp = format!("http://{idp_addr}");
+    let secret = crate::quickstart::enterprise_client_secret(QUICKSTART_PASSWORD);
+    let stack =
+        start_quickstart_with(|b| crate::quickstart::trust_enterprise_idp(b, &idp, &secret)).await;
+    let idp_app =
+        crate::quickstart::enterprise_idp(&idp, &stack.base, QUICKSTART_PASSWORD).unwrap();
+    spawn(idp_listener, idp_app);
+    let id_token = id_token_at(
+        &idp,
+        ENTERPRISE_APP,
+        "http://127.0.0.1:4567/callback",
+        "demo",
+        QUICKSTART_PASSWORD,
+    )
+    .await;
+    let report = crate::ts_sdk::run_node(
+        "enterprise.mjs",
+        &[
+            &stack.mcp_url,
+            &format!("{idp}/oauth/token"),
+            &id_token,
+            ENTERPRISE_APP,
+            ENTERPRISE_CLIENT,
+            &secret,
+        ],
+    )
+    .await;
+    assert!(report.get("fatal").is_none(), "{report}");
+    assert!(
+        report["whoami"]
+            .as_str()
+            .unwrap()
+            .contains("enterprise|demo"),
+        "{report}"
+    );
 }
