@@ -489,7 +489,9 @@ pub fn trust_enterprise_idp(
                     format!("{idp_url}/oauth/jwks"),
                     AddressPolicy::public_only().allow_loopback(),
                 )
-                .allowed_clients([ENTERPRISE_CLIENT]),
+                .allowed_clients([ENTERPRISE_CLIENT])
+                // The stand-in IdP is ours: its `admins` are our admins.
+                .trust_groups(true),
         )
 }
 

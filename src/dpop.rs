@@ -92,6 +92,10 @@ pub enum DpopError {
     /// `DPoP-Nonce` the answer carries.
     #[error("a DPoP nonce is required; retry with the DPoP-Nonce given")]
     UseNonce,
+    /// The replay cache is full of unexpired proofs (a flood): no proof can be told fresh, so
+    /// none is accepted until some age out (`503`).
+    #[error("too many DPoP proofs to check for replay; retry shortly")]
+    Busy,
 }
 
 /// A proof that passed: the thumbprint of the key that signed it.
@@ -108,8 +112,11 @@ impl Dpop {
         Dpop(Arc::new(Shared {
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             window: DEFAULT_PROOF_WINDOW,
+            // LRU, not moka's default frequency-based admission, which may decline to store a
+            // new entry when full (its jti would then read as fresh again).
             replay: moka::sync::Cache::builder()
                 .max_capacity(REPLAY_CAPACITY)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(DEFAULT_PROOF_WINDOW * 2)
                 .build(),
             nonce_key: None,
@@ -279,7 +286,12 @@ impl Dpop {
                 return Err(DpopError::UseNonce);
             }
         }
-        // Last, so a refused proof does not burn its jti.
+        // Last, so a refused proof does not burn its jti. A full cache could have evicted an
+        // unexpired jti: fail closed rather than take a replay for fresh. The count lags the
+        // writes a little (moka counts in its maintenance), hence the margin.
+        if self.0.replay.entry_count() >= REPLAY_CAPACITY / 10 * 9 {
+            return Err(DpopError::Busy);
+        }
         let seen: [u8; 32] = Sha256::new()
             .chain_update(jkt.as_bytes())
             .chain_update([0])
@@ -317,7 +329,7 @@ fn nonce_valid(key: &[u8; 32], nonce: &str) -> bool {
         return false;
     };
     let current = now() / NONCE_PERIOD;
-    if bucket != current && bucket + 1 != current {
+    if bucket != current && bucket.checked_add(1) != Some(current) {
         return false;
     }
     let expected = nonce_for(key, bucket);

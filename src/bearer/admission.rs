@@ -100,6 +100,17 @@ impl Admission {
     ) -> Box<Response<Full<Bytes>>> {
         let (code, nonce) = match error {
             crate::dpop::DpopError::UseNonce => ("use_dpop_nonce", self.dpop.current_nonce()),
+            crate::dpop::DpopError::Busy => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &error.to_string(),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return Box::new(response);
+            }
             _ => ("invalid_dpop_proof", None),
         };
         crate::metrics::request("bearer", "401", code);

@@ -159,6 +159,22 @@ impl FailureBudgets {
             .map(|ip| ip.to_canonical())
     }
 
+    /// The address a request comes from, without taking it apart: the extractor reads the
+    /// headers and extensions only.
+    pub(crate) fn address_of_request<B>(&self, request: &http::Request<B>) -> Option<IpAddr> {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = request.method().clone();
+        parts.uri = request.uri().clone();
+        parts.headers = request.headers().clone();
+        if let Some(peer) = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            parts.extensions.insert(*peer);
+        }
+        self.address_of(&parts)
+    }
+
     /// Takes a unit of `address`'s budget, or says how long until one is free.
     pub(crate) fn take(&self, address: Option<IpAddr>) -> Result<Unit, Duration> {
         let budget = self.budgets.get_with(address, Arc::default);

@@ -81,10 +81,29 @@ where
         // single-use); the token itself may still come from the cache.
         let proven: Option<Box<str>> = match scheme {
             Scheme::Bearer => None,
-            Scheme::Dpop => match self.admission.prove(&request, token) {
-                Ok(jkt) => Some(jkt),
-                Err(refusal) => return ResponseFuture::refused(*refusal),
-            },
+            Scheme::Dpop => {
+                // A proof costs a signature check too: a refused one uses the address's
+                // failure budget like a refused token.
+                #[cfg(feature = "rate-limit")]
+                let unit = match &self.admission.failures {
+                    Some(budgets) => match budgets.take(budgets.address_of_request(&request)) {
+                        Ok(unit) => Some(unit),
+                        Err(wait) => {
+                            return ResponseFuture::refused(self.admission.refuse_failures(wait));
+                        }
+                    },
+                    None => None,
+                };
+                let proven = self.admission.prove(&request, token);
+                #[cfg(feature = "rate-limit")]
+                if let Some(unit) = unit {
+                    unit.settle(proven.is_err());
+                }
+                match proven {
+                    Ok(jkt) => Some(jkt),
+                    Err(refusal) => return ResponseFuture::refused(*refusal),
+                }
+            }
         };
         let mac = match &self.admission.cache {
             Some(cache) => {

@@ -111,7 +111,9 @@ impl AuthServerBuilder {
                 auth_method: Some("private_key_jwt".into()),
                 client_uri: None,
                 logo_uri: None,
-                assertion_keys: Some(machine.verifier(urls.issuer())?),
+                assertion_keys: Some(
+                    machine.verifier(urls.issuer(), &urls.endpoint("/oauth/token"))?,
+                ),
             };
             if clients.insert(machine.id.clone(), client).is_some() {
                 return Err(ConfigError::InvalidServer(format!(
@@ -143,6 +145,16 @@ impl AuthServerBuilder {
                 return Err(ConfigError::InvalidProvider(format!(
                     "two identity providers have the id `{}`",
                     p.id()
+                )));
+            }
+        }
+        // Users are `{id}|{sub}` for upstream providers and enterprise IdPs alike: one id for
+        // two of them would let one speak for the other's users.
+        for idp in &self.enterprise {
+            if !provider_ids.insert(idp.id().to_owned()) {
+                return Err(ConfigError::InvalidProvider(format!(
+                    "the enterprise IdP id `{}` is already used by another identity provider",
+                    idp.id()
                 )));
             }
         }

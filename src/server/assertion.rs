@@ -57,6 +57,7 @@ pub struct MachineClient {
     pub(super) scopes: Vec<String>,
     keys: Vec<JwtKey>,
     jwks_uri: Option<(String, AddressPolicy)>,
+    token_endpoint_audience: bool,
 }
 
 impl MachineClient {
@@ -70,7 +71,18 @@ impl MachineClient {
             scopes: scopes.into_iter().map(Into::into).collect(),
             keys: Vec::new(),
             jwks_uri: None,
+            token_endpoint_audience: false,
         }
+    }
+
+    /// Also accepts assertions whose `aud` is the token endpoint's URL (RFC 7523 §3 allows
+    /// it; rmcp 2.x and older clients send it). Off by default: RFC 7523bis makes the issuer
+    /// the only audience, because a client that talks to several authorization servers can be
+    /// led (audience injection) to sign an assertion for one server's token endpoint and hand
+    /// it to another; the issuer cannot be confused that way.
+    pub fn accept_token_endpoint_audience(mut self, accept: bool) -> Self {
+        self.token_endpoint_audience = accept;
+        self
     }
 
     /// A public key its assertions may be signed with (several for a rotation).
@@ -87,7 +99,11 @@ impl MachineClient {
     }
 
     /// The verifier of its assertions, for `issuer`.
-    pub(super) fn verifier(&self, issuer: &str) -> Result<AssertionKeys, ConfigError> {
+    pub(super) fn verifier(
+        &self,
+        issuer: &str,
+        token_endpoint: &str,
+    ) -> Result<AssertionKeys, ConfigError> {
         if self.keys.is_empty() == self.jwks_uri.is_none() {
             return Err(ConfigError::InvalidServer(format!(
                 "machine client `{}` needs keys or a JWKS URL (one of the two)",
@@ -106,13 +122,19 @@ impl MachineClient {
             )));
         }
         let verifier: Arc<dyn TokenValidator> = match &self.jwks_uri {
-            Some((url, policy)) => Arc::new(
-                JwksValidator::builder(url, &self.id, issuer)
-                    .address_policy(policy.clone())
-                    .build()?,
-            ),
+            Some((url, policy)) => {
+                let mut builder =
+                    JwksValidator::builder(url, &self.id, issuer).address_policy(policy.clone());
+                if self.token_endpoint_audience {
+                    builder = builder.also_audience(token_endpoint);
+                }
+                Arc::new(builder.build()?)
+            }
             None => {
                 let mut builder = JwtValidator::builder(&self.id, issuer);
+                if self.token_endpoint_audience {
+                    builder = builder.also_audience(token_endpoint);
+                }
                 for key in &self.keys {
                     builder = builder.key(key.clone());
                 }

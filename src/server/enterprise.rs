@@ -70,9 +70,22 @@ pub struct EnterpriseIdp {
     keys: Vec<JwtKey>,
     jwks_uri: Option<(String, AddressPolicy)>,
     clients: Vec<String>,
+    trust_groups: bool,
 }
 
 impl EnterpriseIdp {
+    /// Whether the ID-JAG's `groups` claim feeds the group mapping (default off): the
+    /// mapping is the operator's, so an IdP's groups count only when the operator vouches for
+    /// its naming (another IdP's `admins` is not ours).
+    pub fn trust_groups(mut self, trust: bool) -> Self {
+        self.trust_groups = trust;
+        self
+    }
+
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The IdP `issuer`, known here as `id` (the prefix of its users' subjects).
     pub fn new(id: impl Into<String>, issuer: impl Into<String>) -> Self {
         EnterpriseIdp {
@@ -81,6 +94,7 @@ impl EnterpriseIdp {
             keys: Vec::new(),
             jwks_uri: None,
             clients: Vec::new(),
+            trust_groups: false,
         }
     }
 
@@ -139,6 +153,7 @@ impl EnterpriseIdp {
             issuer: self.issuer.clone(),
             verifier,
             clients: self.clients.clone(),
+            trust_groups: self.trust_groups,
         })
     }
 }
@@ -150,6 +165,7 @@ pub(super) struct TrustedIdp {
     issuer: String,
     verifier: Arc<dyn TokenValidator>,
     clients: Vec<String>,
+    trust_groups: bool,
 }
 
 impl std::fmt::Debug for TrustedIdp {
@@ -303,7 +319,7 @@ pub(super) async fn redeem_id_jag(
         ));
     };
     let groups: Vec<String> = match ctx.claim("groups") {
-        Some(Value::Array(items)) => items
+        Some(Value::Array(items)) if idp.trust_groups => items
             .iter()
             .filter_map(Value::as_str)
             .map(str::to_owned)

@@ -121,6 +121,9 @@ fn dpop_proof(server: &AuthServer, headers: &HeaderMap) -> Result<Option<String>
         Err(crate::dpop::DpopError::UseNonce) => Err(OAuthError::UseDpopNonce {
             nonce: server.dpop().current_nonce().unwrap_or_default(),
         }),
+        Err(e @ crate::dpop::DpopError::Busy) => {
+            Err(OAuthError::TemporarilyUnavailable(e.to_string().into()))
+        }
         Err(e) => Err(OAuthError::InvalidDpopProof(e.to_string().into())),
     }
 }

@@ -37,6 +37,13 @@ pub(crate) async fn bearer_caller(
             "the access token was revoked".into(),
         ));
     }
+    // These endpoints take bearer tokens only: a DPoP-bound token without its proof is
+    // exactly what DPoP makes useless to a thief.
+    if ctx.dpop_key_thumbprint().is_some() {
+        return Err(OAuthError::InvalidToken(
+            "the token is DPoP-bound; this endpoint takes bearer tokens only".into(),
+        ));
+    }
     Ok(ctx)
 }
 

@@ -381,3 +381,67 @@ async fn typescript_v2_client_with_a_dpop_session_gets_a_bound_token_and_calls_t
     assert_eq!(report["cnf"]["jkt"], report["thumbprint"], "{report}");
     assert_eq!(report["added"], "1 notes", "{report}");
 }
+
+#[tokio::test]
+async fn bound_token_is_refused_at_bearer_only_endpoints_of_the_authorization_server() {
+    let stack = stack(Dpop::new()).await;
+    let token = bound_token(&stack, &key_a()).await;
+    let response = client()
+        .get(format!("{}/oauth/userinfo", stack.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn refused_dpop_proofs_use_the_failure_budget() {
+    use tower_mcp_auth::bearer::AuthFailureLimit;
+    let key = key_a();
+    let server = protected(
+        |r| {
+            tower_mcp_auth::validate::JwtValidator::builder(ISSUER, r.resource())
+                .key(JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap())
+                .build()
+                .unwrap()
+        },
+        |layer| {
+            layer.limit_auth_failures(
+                AuthFailureLimit::new(3, std::time::Duration::from_secs(3600))
+                    .client_address(|_: &http::request::Parts| "192.0.2.1".parse().ok()),
+            )
+        },
+    )
+    .await;
+    let mut claims = claims(server.resource.resource(), "alice", "mcp:tools");
+    claims["cnf"] = json!({"jkt": key.thumbprint()});
+    let token = sign(
+        Algorithm::HS256,
+        &encoding_key(Algorithm::HS256),
+        None,
+        &claims,
+    );
+    let send = |proof: String| {
+        client()
+            .post(&server.url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .body("{}")
+            .send()
+    };
+    // Three proofs for another URL are refused after a signature check each...
+    for _ in 0..3 {
+        let proof = key.proof(
+            "POST",
+            "https://elsewhere.example/mcp",
+            Some(&token),
+            None,
+            0,
+        );
+        assert_eq!(send(proof).await.unwrap().status(), 401);
+    }
+    // ...then the address waits, even with a good proof.
+    let good = key.proof("POST", &server.url, Some(&token), None, 0);
+    assert_eq!(send(good).await.unwrap().status(), 429);
+}

@@ -483,3 +483,136 @@ async fn the_quickstarts_enterprise_idp_issues_grants_the_quickstart_redeems() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn id_jag_scope_is_narrowed_by_the_group_mapping() {
+    use crate::quickstart::{ENTERPRISE_APP, ENTERPRISE_CLIENT};
+    let (idp_listener, idp_addr) = listener().await;
+    let idp = format!("http://{idp_addr}");
+    let secret = crate::quickstart::enterprise_client_secret(QUICKSTART_PASSWORD);
+    let stack =
+        start_quickstart_with(|b| crate::quickstart::trust_enterprise_idp(b, &idp, &secret)).await;
+    spawn(
+        idp_listener,
+        crate::quickstart::enterprise_idp(&idp, &stack.base, QUICKSTART_PASSWORD).unwrap(),
+    );
+    // Both ask for administration; only demo is in the admins group.
+    for (user, expected) in [
+        ("demo", "mcp:tools notes:admin notes:read"),
+        ("reader", "mcp:tools notes:read"),
+    ] {
+        let id_token = id_token_at(
+            &idp,
+            ENTERPRISE_APP,
+            "http://127.0.0.1:4567/callback",
+            user,
+            QUICKSTART_PASSWORD,
+        )
+        .await;
+        let grant: Value = client()
+            .post(format!("{idp}/oauth/token"))
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                (
+                    "requested_token_type",
+                    "urn:ietf:params:oauth:token-type:id-jag",
+                ),
+                ("subject_token", id_token.as_str()),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:id_token",
+                ),
+                ("audience", stack.base.as_str()),
+                ("resource", stack.mcp_url.as_str()),
+                ("scope", "mcp:tools notes:read notes:admin"),
+                ("client_id", ENTERPRISE_APP),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let assertion = grant["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{grant}"));
+        let token: Value = client()
+            .post(format!("{}/oauth/token", stack.base))
+            .basic_auth(ENTERPRISE_CLIENT, Some(&secret))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(token["scope"], expected, "{user}: {token}");
+    }
+}
+
+#[tokio::test]
+async fn groups_of_an_idp_not_trusted_for_groups_grant_nothing() {
+    use crate::quickstart::ENTERPRISE_CLIENT;
+    let secret = crate::quickstart::enterprise_client_secret(QUICKSTART_PASSWORD);
+    let stack = start_quickstart_with(|b| {
+        crate::quickstart::trust_enterprise_idp(b, "https://idp.unused.example", &secret)
+            .trust_enterprise_idp(
+                EnterpriseIdp::new("lab", LAB_IDP)
+                    .key(JwtKey::ec_pem(EC256_PUB, Algorithm::ES256).unwrap())
+                    .allowed_clients([ENTERPRISE_CLIENT]),
+            )
+    })
+    .await;
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("oauth-id-jag+jwt".into());
+    let grant = jsonwebtoken::encode(
+        &header,
+        &json!({
+            "iss": LAB_IDP, "sub": "eve", "aud": stack.base, "client_id": ENTERPRISE_CLIENT,
+            "resource": stack.mcp_url, "jti": "groups-1", "iat": now(), "exp": now() + 60,
+            "scope": "mcp:tools notes:admin", "groups": ["admins"],
+        }),
+        &EncodingKey::from_ec_pem(EC256_KEY).unwrap(),
+    )
+    .unwrap();
+    let token: Value = client()
+        .post(format!("{}/oauth/token", stack.base))
+        .basic_auth(ENTERPRISE_CLIENT, Some(&secret))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", grant.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        token["scope"], "mcp:tools",
+        "the claimed admins group counts for nothing: {token}"
+    );
+}
+
+#[test]
+fn an_enterprise_idp_cannot_share_an_id_with_another_identity_provider() {
+    let oidc =
+        tower_mcp_auth::server::OidcProvider::builder("acme", "https://login.acme.example", "c")
+            .build()
+            .unwrap();
+    let refused = AuthServer::builder("https://as.example")
+        .resource("https://as.example/mcp")
+        .identity_provider(oidc)
+        .trust_enterprise_idp(
+            EnterpriseIdp::new("acme", "https://other.acme.example")
+                .key(JwtKey::ec_pem(EC256_PUB, Algorithm::ES256).unwrap()),
+        )
+        .build();
+    assert!(refused.is_err());
+}

@@ -409,3 +409,37 @@ async fn machine_client_naming_itself_without_an_assertion_is_refused() {
         .unwrap();
     refused(response).await;
 }
+
+#[tokio::test]
+async fn token_endpoint_audience_is_accepted_only_when_the_operator_opts_in() {
+    let stack = start_quickstart_with(|builder| {
+        builder.machine_client(
+            MachineClient::new("legacy-job", ["mcp:tools", "notes:read"])
+                .key(JwtKey::ec_pem(EC256_PUB, Algorithm::ES256).unwrap())
+                .accept_token_endpoint_audience(true),
+        )
+    })
+    .await;
+    let key = EncodingKey::from_ec_pem(EC256_KEY).unwrap();
+    let signed = |aud: String, jti: &str| {
+        assertion_with(
+            Header::new(Algorithm::ES256),
+            &key,
+            json!({"iss": "legacy-job", "sub": "legacy-job", "aud": aud, "jti": jti, "iat": now(), "exp": now() + 60}),
+        )
+    };
+    let response = token_request(
+        &stack,
+        &signed(format!("{}/oauth/token", stack.base), "old"),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let response = token_request(
+        &stack,
+        &signed(stack.base.clone(), "new"),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}
