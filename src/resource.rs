@@ -89,12 +89,9 @@ impl ProtectedResource {
         &self.0.resource
     }
 
-    /// The origin (`scheme://host[:port]`) of the resource URI: where its clients send
-    /// requests, for DPoP's `htu`.
+    /// The origin of the resource URI (where clients send requests), for DPoP's `htu`.
     pub(crate) fn origin(&self) -> String {
-        Url::parse(&self.0.resource)
-            .map(|url| origin(&url))
-            .unwrap_or_default()
+        Url::parse(&self.0.resource).map_or_else(|_| String::new(), |url| origin(&url))
     }
 
     /// The absolute URL of the metadata document, as named in every challenge.

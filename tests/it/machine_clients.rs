@@ -435,11 +435,6 @@ async fn token_endpoint_audience_is_accepted_only_when_the_operator_opts_in() {
     )
     .await;
     assert_eq!(response.status(), 200);
-    let response = token_request(
-        &stack,
-        &signed(stack.base.clone(), "new"),
-        &[],
-    )
-    .await;
+    let response = token_request(&stack, &signed(stack.base.clone(), "new"), &[]).await;
     assert_eq!(response.status(), 200);
 }
