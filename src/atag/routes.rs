@@ -250,8 +250,18 @@ fn vault_unavailable(error: crate::atag::VaultError) -> OAuthError {
     OAuthError::TemporarilyUnavailable(error.to_string().into())
 }
 
-async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String, OAuthError> {
-    bearer_caller(server, headers)
+async fn bearer_user(
+    server: &AuthServer,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<String, OAuthError> {
+    let caller = crate::server::CallerRequest {
+        method,
+        path: uri.path(),
+        headers,
+    };
+    bearer_caller(server, caller)
         .await
         .map(|ctx| ctx.subject().to_owned())
 }
@@ -259,10 +269,12 @@ async fn bearer_user(server: &AuthServer, headers: &HeaderMap) -> Result<String,
 /// `GET /atag/connections` (bearer token of this server): the caller's connected services.
 pub(super) async fn connections(
     State(gateway): State<Atag>,
+    method: http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let atag = &gateway.state;
-    let user = bearer_user(&gateway.auth, &headers).await?;
+    let user = bearer_user(&gateway.auth, &method, &uri, &headers).await?;
     let mut connected = Vec::new();
     for service in atag.services.values() {
         match atag.vault.get(&user, &service.id).await {
@@ -286,10 +298,12 @@ pub(super) async fn connections(
 pub(super) async fn disconnect(
     State(gateway): State<Atag>,
     Path(service_id): Path<String>,
+    method: http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let atag = &gateway.state;
-    let user = bearer_user(&gateway.auth, &headers).await?;
+    let user = bearer_user(&gateway.auth, &method, &uri, &headers).await?;
     if !atag.services.contains_key(&service_id) {
         return Err(OAuthError::NotFound("unknown service".into()));
     }

@@ -22,10 +22,12 @@ pub(crate) enum Scheme {
     Dpop,
 }
 
-/// Takes the token from the one `Authorization: Bearer` header.
+/// Takes the token from the one credentials header `name` (`Authorization`, or an ingress
+/// header such as `X-Authorization` where a proxy in front reserves `Authorization`), with its
+/// scheme: `Bearer`, or `DPoP` (RFC 9449 §7.1).
 ///
-/// - exactly one `Authorization` header, else `invalid_request`;
-/// - scheme `Bearer`, case-insensitively (RFC 7235 §2.1); another scheme counts as no token;
+/// - exactly one header, else `invalid_request`;
+/// - the scheme case-insensitively (RFC 7235 §2.1); another scheme counts as no token;
 /// - the token's syntax is checked by [`check_syntax`], which the layer calls only on a token
 ///   cache miss (a hit is byte-equal to a token that passed it);
 /// - a token in the query (`access_token=`) is never read: alone, the request counts as
@@ -33,28 +35,6 @@ pub(crate) enum Scheme {
 ///
 /// The token comes back as bytes: on a cache hit it is only hashed and compared, so the
 /// per-byte UTF-8/visible-ASCII scan of `HeaderValue::to_str` is left to the miss path.
-#[cfg_attr(not(feature = "server"), allow(dead_code))]
-pub(crate) fn bearer_token<'a>(
-    headers: &'a HeaderMap,
-    uri: &Uri,
-) -> Result<&'a [u8], CredentialError> {
-    bearer_token_in(headers, &AUTHORIZATION, uri)
-}
-
-/// [`bearer_token`] from the header `name` (`Authorization`, or an ingress header such as
-/// `X-Authorization` where a proxy in front reserves `Authorization`), by the same rules.
-pub(crate) fn bearer_token_in<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-    uri: &Uri,
-) -> Result<&'a [u8], CredentialError> {
-    match token_in(headers, name, uri)? {
-        (Scheme::Bearer, token) => Ok(token),
-        (Scheme::Dpop, _) => Err(CredentialError::Missing),
-    }
-}
-
-/// [`bearer_token_in`], accepting the `DPoP` scheme too and saying which was used.
 pub(crate) fn token_in<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
@@ -139,7 +119,7 @@ mod tests {
     }
 
     fn bearer_token(p: &(HeaderMap, Uri)) -> Result<&str, CredentialError> {
-        check_syntax(super::bearer_token(&p.0, &p.1)?)
+        check_syntax(super::token_in(&p.0, &AUTHORIZATION, &p.1)?.1)
     }
 
     #[test]

@@ -454,7 +454,12 @@ struct Listing {
 }
 
 /// `GET /services`: the backends the caller's token (ours, for any backend) lets it use.
-async fn list_services(State(listing): State<Listing>, mut headers: HeaderMap) -> Response {
+async fn list_services(
+    State(listing): State<Listing>,
+    method: http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    mut headers: HeaderMap,
+) -> Response {
     if let Some(ingress) = &listing.ingress {
         // Read the token where the MCP routes read it: only the ingress header counts.
         let token = headers.get_all(ingress).iter().cloned().collect::<Vec<_>>();
@@ -463,7 +468,12 @@ async fn list_services(State(listing): State<Listing>, mut headers: HeaderMap) -
             headers.append(http::header::AUTHORIZATION, value);
         }
     }
-    let ctx = match crate::server::bearer_caller(&listing.auth, &headers).await {
+    let caller = crate::server::CallerRequest {
+        method: &method,
+        path: uri.path(),
+        headers: &headers,
+    };
+    let ctx = match crate::server::bearer_caller(&listing.auth, caller).await {
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),
     };

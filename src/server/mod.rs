@@ -70,5 +70,5 @@ pub(crate) use self::{
     pages::{connected_page, error_page, upstream_error_page},
     primitives::{digest, now as unix_now, parse_form, random_token},
     storage::{load, save, spend},
-    userinfo::bearer_caller,
+    userinfo::{CallerRequest, bearer_caller},
 };

@@ -50,6 +50,11 @@ impl PublicUrls {
         })
     }
 
+    /// The origin (`scheme://host[:port]`) every public URL starts with.
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The issuer identifier: exactly what metadata documents and tokens carry.
     pub fn issuer(&self) -> &str {
         &self.issuer

@@ -11,22 +11,37 @@ use super::error::OAuthError;
 use super::revocation::{is_revoked, own_token};
 use super::token::json_no_store;
 
+/// The request an endpoint's caller is read from: its method and path (for a DPoP proof's
+/// `htm` and `htu`) and its headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallerRequest<'a> {
+    pub(crate) method: &'a http::Method,
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+}
+
 /// The caller of an endpoint that takes this server's own access tokens (`Authorization:
-/// Bearer`): valid for one of our resources and not revoked, or a 401 with a Bearer challenge.
+/// Bearer`, or `Authorization: DPoP` with a proof for a bound token): valid for one of our
+/// resources and not revoked, or a 401 with a Bearer challenge.
 pub(crate) async fn bearer_caller(
     server: &AuthServer,
-    headers: &HeaderMap,
+    request: CallerRequest<'_>,
 ) -> Result<crate::AuthContext, OAuthError> {
+    use crate::bearer::credentials::{Scheme, check_syntax, token_in};
     // Parsed as the bearer layer parses it (scheme in any case, one header, token syntax), and
     // no credentials at all is a challenge without an error code (RFC 6750 §3.1).
-    let token = crate::bearer::credentials::bearer_token(headers, &http::Uri::from_static("/"))
-        .and_then(crate::bearer::credentials::check_syntax)
-        .map_err(|e| match e {
-            crate::bearer::credentials::CredentialError::Missing => OAuthError::NoToken,
-            crate::bearer::credentials::CredentialError::Invalid(why) => {
-                OAuthError::BadCredentials(why.into())
-            }
-        })?;
+    let (scheme, token) = token_in(
+        request.headers,
+        &http::header::AUTHORIZATION,
+        &http::Uri::from_static("/"),
+    )
+    .and_then(|(scheme, token)| Ok((scheme, check_syntax(token)?)))
+    .map_err(|e| match e {
+        crate::bearer::credentials::CredentialError::Missing => OAuthError::NoToken,
+        crate::bearer::credentials::CredentialError::Invalid(why) => {
+            OAuthError::BadCredentials(why.into())
+        }
+    })?;
     let ctx = own_token(server, token)
         .await
         .ok_or(OAuthError::InvalidToken(
@@ -37,21 +52,67 @@ pub(crate) async fn bearer_caller(
             "the access token was revoked".into(),
         ));
     }
-    // These endpoints take bearer tokens only: a DPoP-bound token without its proof is
-    // exactly what DPoP makes useless to a thief.
-    if ctx.dpop_key_thumbprint().is_some() {
-        return Err(OAuthError::InvalidToken(
-            "the token is DPoP-bound; this endpoint takes bearer tokens only".into(),
-        ));
+    // The same binding rule as the bearer layer: a bound token only with a proof by its key.
+    let proven = match scheme {
+        Scheme::Bearer => None,
+        Scheme::Dpop => {
+            let mut proofs = request.headers.get_all(crate::wire::DPOP).iter();
+            let proof = match (proofs.next(), proofs.next()) {
+                (Some(proof), None) => proof.to_str().ok(),
+                _ => None,
+            }
+            .ok_or(OAuthError::InvalidToken(
+                "exactly one DPoP proof header is required with a DPoP token".into(),
+            ))?;
+            let url = format!("{}{}", server.urls().origin(), request.path);
+            match server
+                .dpop()
+                .verify(proof, request.method.as_str(), &url, Some(token))
+            {
+                Ok(proven) => Some(proven.jkt),
+                Err(crate::dpop::DpopError::UseNonce) => {
+                    return Err(OAuthError::UseDpopNonce {
+                        nonce: server.dpop().current_nonce().unwrap_or_default(),
+                    });
+                }
+                Err(e) => return Err(OAuthError::InvalidToken(e.to_string().into())),
+            }
+        }
+    };
+    match (ctx.dpop_key_thumbprint(), proven.as_deref()) {
+        (None, None) => Ok(ctx),
+        (Some(bound), Some(key))
+            if bool::from(subtle::ConstantTimeEq::ct_eq(
+                bound.as_bytes(),
+                key.as_bytes(),
+            )) =>
+        {
+            Ok(ctx)
+        }
+        (Some(_), None) => Err(OAuthError::InvalidToken(
+            "the token is DPoP-bound: present it with the DPoP scheme and a proof".into(),
+        )),
+        _ => Err(OAuthError::InvalidToken(
+            "the DPoP proof does not match the token's binding".into(),
+        )),
     }
-    Ok(ctx)
 }
 
 /// `GET /oauth/userinfo` (OpenID Connect Core §5.3): who the access token belongs to.
 pub(super) async fn userinfo(
     State(server): State<AuthServer>,
+    method: http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
-    let ctx = bearer_caller(&server, &headers).await?;
+    let ctx = bearer_caller(
+        &server,
+        CallerRequest {
+            method: &method,
+            path: uri.path(),
+            headers: &headers,
+        },
+    )
+    .await?;
     Ok(json_no_store(json!({"sub": ctx.subject()})))
 }

@@ -21,7 +21,6 @@ use crate::AuthContext;
 use crate::resource::canonical_audience;
 
 mod jwt;
-#[cfg(any(feature = "jwks", feature = "introspection"))]
 pub(crate) use jwt::install_crypto_provider;
 pub use jwt::{JwtKey, JwtValidator, JwtValidatorBuilder};
 

@@ -383,16 +383,39 @@ async fn typescript_v2_client_with_a_dpop_session_gets_a_bound_token_and_calls_t
 }
 
 #[tokio::test]
-async fn bound_token_is_refused_at_bearer_only_endpoints_of_the_authorization_server() {
+async fn authorization_server_endpoints_take_a_bound_token_only_with_its_proof() {
     let stack = stack(Dpop::new()).await;
-    let token = bound_token(&stack, &key_a()).await;
-    let response = client()
-        .get(format!("{}/oauth/userinfo", stack.base))
+    let key = key_a();
+    let token = bound_token(&stack, &key).await;
+    let userinfo = format!("{}/oauth/userinfo", stack.base);
+    let as_bearer = client()
+        .get(&userinfo)
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
+    assert_eq!(as_bearer.status(), 401);
+    let with_proof = client()
+        .get(&userinfo)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("GET", &userinfo, Some(&token), None, 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_proof.status(), 200);
+    let body: Value = with_proof.json().await.unwrap();
+    assert_eq!(body["sub"], CLIENT);
+    let other_key = client()
+        .get(&userinfo)
+        .header("authorization", format!("DPoP {token}"))
+        .header(
+            "dpop",
+            key_b().proof("GET", &userinfo, Some(&token), None, 0),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_key.status(), 401);
 }
 
 #[tokio::test]
