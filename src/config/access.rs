@@ -2,8 +2,49 @@
 
 use serde::Deserialize;
 
-use super::file_error;
+use super::{Config, Environment, file_error, secret};
 use crate::ConfigError;
+use crate::server::AuthServerBuilder;
+
+impl Config {
+    /// Who may get tokens: clients (secret, public, machine), enterprise IdPs whose grants are
+    /// redeemed, audiences this server issues grants for, and DPoP nonces.
+    pub(super) fn add_access(
+        &self,
+        mut builder: AuthServerBuilder,
+        env: Environment<'_>,
+        addresses: &crate::address::AddressPolicy,
+    ) -> Result<AuthServerBuilder, ConfigError> {
+        for idp in &self.enterprise_idps {
+            builder = builder.trust_enterprise_idp(idp.enterprise_idp(addresses)?);
+        }
+        for audience in &self.id_jag_audiences {
+            builder = builder.issue_id_jags_for(audience.id_jag_audience());
+        }
+        if self.dpop.require_nonces {
+            let key = self.derived_key(env, "dpop nonces")?.ok_or_else(|| {
+                file_error(
+                    "dpop.require_nonces needs secret_key_env (the nonce key derives from it)",
+                )
+            })?;
+            builder = builder.dpop(crate::dpop::Dpop::new().require_nonces(key));
+        }
+        for client in &self.clients {
+            if let Some(machine) = client.machine_client(addresses)? {
+                builder = builder.machine_client(machine);
+                continue;
+            }
+            builder = match &client.secret_env {
+                Some(name) => {
+                    let secret = secret(env, name, &format!("client `{}`", client.id))?;
+                    builder.client(&client.id, secret, &client.scopes)
+                }
+                None => builder.public_client(&client.id, &client.redirect_uris, &client.scopes),
+            };
+        }
+        Ok(builder)
+    }
+}
 
 /// `[outbound]`: which addresses outbound fetches may reach, beyond public ones.
 ///
@@ -104,4 +145,82 @@ impl ClientConfig {
             }
         }
     }
+}
+
+/// `[[enterprise_idps]]`: an enterprise identity provider whose ID-JAGs are redeemed.
+///
+/// ```toml
+/// [[enterprise_idps]]
+/// id = "acme"                                   # users become acme|{sub}
+/// issuer = "https://login.acme.example"
+/// jwks_uri = "https://login.acme.example/keys"
+/// allowed_clients = ["acme-assistant"]          # confidential clients of [[clients]]
+/// trust_groups = false                          # its `groups` feed [groups] only if true
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EnterpriseIdpConfig {
+    /// The prefix of its users' subjects.
+    pub id: String,
+    /// Its issuer, exactly.
+    pub issuer: String,
+    /// Where its keys are published (fetched under `[outbound]`).
+    pub jwks_uri: String,
+    /// The clients that may redeem its grants.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+    /// Whether its `groups` claim feeds the group mapping.
+    #[serde(default)]
+    pub trust_groups: bool,
+}
+
+impl EnterpriseIdpConfig {
+    pub(super) fn enterprise_idp(
+        &self,
+        addresses: &crate::address::AddressPolicy,
+    ) -> Result<crate::server::EnterpriseIdp, ConfigError> {
+        Ok(crate::server::EnterpriseIdp::new(&self.id, &self.issuer)
+            .jwks_uri(&self.jwks_uri, addresses.clone())
+            .allowed_clients(&self.allowed_clients)
+            .trust_groups(self.trust_groups))
+    }
+}
+
+/// `[[id_jag_audiences]]`: an authorization server this one issues ID-JAGs for.
+///
+/// ```toml
+/// [[id_jag_audiences]]
+/// issuer = "https://mcp.partner.example"
+/// clients = { "our-app" = "their-client-id" }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IdJagAudienceConfig {
+    /// Its issuer, exactly (the ID-JAG's `aud`).
+    pub issuer: String,
+    /// Our client id → its client id there.
+    #[serde(default)]
+    pub clients: std::collections::BTreeMap<String, String>,
+}
+
+impl IdJagAudienceConfig {
+    pub(super) fn id_jag_audience(&self) -> crate::server::IdJagAudience {
+        self.clients.iter().fold(
+            crate::server::IdJagAudience::new(&self.issuer),
+            |audience, (ours, theirs)| audience.client(ours, theirs),
+        )
+    }
+}
+
+/// `[dpop]`: DPoP settings (DPoP itself is always on for clients that send proofs).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DpopConfig {
+    /// Token requests need a server nonce (derived from `secret_key_env`, so every replica
+    /// accepts it).
+    #[serde(default)]
+    pub require_nonces: bool,
 }

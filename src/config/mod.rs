@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use self::access::{ClientConfig, OutboundConfig};
+pub use self::access::{
+    ClientConfig, DpopConfig, EnterpriseIdpConfig, IdJagAudienceConfig, OutboundConfig,
+};
 use crate::ConfigError;
 use crate::atag::ExternalService;
 use crate::policy::{GroupMapping, PolicyConfig, ToolPolicy};
@@ -103,6 +105,16 @@ pub struct Config {
     /// Where the server's own fetches (identity providers, third-party token endpoints) may go.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Enterprise identity providers whose ID-JAGs are redeemed (enterprise-managed
+    /// authorization).
+    #[serde(default)]
+    pub enterprise_idps: Vec<EnterpriseIdpConfig>,
+    /// Authorization servers this one issues ID-JAGs for (acting as the enterprise IdP).
+    #[serde(default)]
+    pub id_jag_audiences: Vec<IdJagAudienceConfig>,
+    /// DPoP settings.
+    #[serde(default)]
+    pub dpop: DpopConfig,
 }
 
 /// `[store]`.
@@ -397,19 +409,7 @@ impl Config {
         for provider in &self.identity_providers {
             builder = provider.add_to(builder, env, &addresses)?;
         }
-        for client in &self.clients {
-            if let Some(machine) = client.machine_client(&addresses)? {
-                builder = builder.machine_client(machine);
-                continue;
-            }
-            builder = match &client.secret_env {
-                Some(name) => {
-                    let secret = secret(env, name, &format!("client `{}`", client.id))?;
-                    builder.client(&client.id, secret, &client.scopes)
-                }
-                None => builder.public_client(&client.id, &client.redirect_uris, &client.scopes),
-            };
-        }
+        builder = self.add_access(builder, env, &addresses)?;
         for (scope, text) in &self.scopes {
             builder = builder
                 .scope_description(scope, text)

@@ -136,3 +136,35 @@ fn machine_clients_come_from_a_public_key_file_or_a_jwks_url() {
     .unwrap();
     assert!(bad_alg.clients[0].machine_client(&addresses).is_err());
 }
+
+#[tokio::test]
+async fn enterprise_idps_id_jag_audiences_and_dpop_nonces_come_from_the_file() {
+    let text = format!(
+        "secret_key_env = \"SECRET\"\n{MINIMAL}\
+         [[services]]\nname = \"notes\"\n\
+         [[clients]]\nid = \"acme-assistant\"\nsecret_env = \"SECRET\"\nscopes = [\"mcp:tools\"]\n\
+         [[enterprise_idps]]\nid = \"acme\"\nissuer = \"https://login.acme.example\"\n\
+         jwks_uri = \"https://login.acme.example/keys\"\nallowed_clients = [\"acme-assistant\"]\n\
+         [[id_jag_audiences]]\nissuer = \"https://partner.example\"\nclients = {{ \"acme-assistant\" = \"theirs\" }}\n\
+         [dpop]\nrequire_nonces = true\n"
+    );
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(config.enterprise_idps[0].id, "acme");
+    assert_eq!(
+        config.id_jag_audiences[0].clients["acme-assistant"],
+        "theirs"
+    );
+    let auth = config
+        .auth_server_builder(&env)
+        .await
+        .unwrap()
+        .resource(config.resource_uri("notes"))
+        .build()
+        .unwrap();
+    let _ = auth;
+    // Nonces derive from the deployment secret: without one, the file is refused.
+    let without_secret =
+        Config::from_toml(&format!("{MINIMAL}[dpop]\nrequire_nonces = true\n")).unwrap();
+    assert!(without_secret.auth_server_builder(&env).await.is_err());
+    assert!(Config::from_toml(&format!("{MINIMAL}[dpop]\nnonces = 1\n")).is_err());
+}
