@@ -116,7 +116,14 @@ impl ClientAddress for TrustedProxies {
         for hop in hops.into_iter().rev() {
             // A hop that does not parse ends the walk: the last address a trusted proxy
             // vouched for stands.
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            // An address, or one written with its port (`203.0.113.7:4711`, `[2001:db8::1]:443`),
+            // as some proxies write it.
+            let hop = hop.trim();
+            let Some(ip) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            else {
                 break;
             };
             client = ip;
@@ -163,6 +170,15 @@ mod tests {
         // IPv4-mapped peers count as their IPv4 address.
         let p = parts("[::ffff:10.0.0.1]:5000", &["198.51.100.8"]);
         assert_eq!(proxies.client_address(&p), "198.51.100.8".parse().ok());
+    }
+
+    #[test]
+    fn forwarded_hops_written_with_a_port_are_read() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let p = parts("10.0.0.1:5000", &["198.51.100.4:4711"]);
+        assert_eq!(proxies.client_address(&p), "198.51.100.4".parse().ok());
+        let p = parts("10.0.0.1:5000", &["[2001:db8::7]:443"]);
+        assert_eq!(proxies.client_address(&p), "2001:db8::7".parse().ok());
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Admission {
         &self,
         request: &Request<B>,
         token: &[u8],
-    ) -> Result<Box<str>, Box<Response<Full<Bytes>>>> {
+    ) -> Result<Box<str>, crate::dpop::DpopError> {
         let mut proofs = request.headers().get_all(&crate::wire::DPOP).iter();
         let proof = match (proofs.next(), proofs.next()) {
             (Some(proof), None) => proof.to_str().ok(),
@@ -72,9 +72,9 @@ impl Admission {
         };
         let token = std::str::from_utf8(token).ok();
         let (Some(proof), Some(token)) = (proof, token) else {
-            return Err(self.refuse_proof(&crate::dpop::DpopError::InvalidProof(
+            return Err(crate::dpop::DpopError::InvalidProof(
                 "exactly one DPoP proof header is required with a DPoP token",
-            )));
+            ));
         };
         // The URL the client called: this resource's public origin and the request's path
         // (before a router nested this service and cut its prefix), or the resource URI.
@@ -91,7 +91,6 @@ impl Admission {
                 Some(token),
             )
             .map(|proven| proven.jkt.into_boxed_str())
-            .map_err(|e| self.refuse_proof(&e))
     }
 
     pub(crate) fn refuse_proof(

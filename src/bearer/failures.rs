@@ -152,11 +152,17 @@ impl Unit {
 }
 
 impl FailureBudgets {
-    /// The address the request comes from.
+    /// The address the request comes from; an IPv6 client by its /64, the block one
+    /// subscriber gets (counting single addresses would let it rotate through 2^64 of them).
     pub(crate) fn address_of(&self, parts: &Parts) -> Option<IpAddr> {
         self.address
             .client_address(parts)
-            .map(|ip| ip.to_canonical())
+            .map(|ip| match ip.to_canonical() {
+                IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                    v6.to_bits() & !u128::from(u64::MAX),
+                )),
+                v4 => v4,
+            })
     }
 
     /// The address a request comes from, without taking it apart: the extractor reads the

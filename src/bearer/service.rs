@@ -95,13 +95,17 @@ where
                     None => None,
                 };
                 let proven = self.admission.prove(&request, token);
+                // A nonce challenge or a full replay cache is no failed authentication.
                 #[cfg(feature = "rate-limit")]
                 if let Some(unit) = unit {
-                    unit.settle(proven.is_err());
+                    unit.settle(matches!(
+                        proven,
+                        Err(crate::dpop::DpopError::InvalidProof(_))
+                    ));
                 }
                 match proven {
                     Ok(jkt) => Some(jkt),
-                    Err(refusal) => return ResponseFuture::refused(*refusal),
+                    Err(e) => return ResponseFuture::refused(*self.admission.refuse_proof(&e)),
                 }
             }
         };

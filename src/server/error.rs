@@ -74,6 +74,10 @@ pub(crate) enum OAuthError {
     /// 400 `use_dpop_nonce` with a `DPoP-Nonce` header (RFC 9449 §8): retry with the nonce.
     #[error("use_dpop_nonce")]
     UseDpopNonce { nonce: String },
+    /// 401 `use_dpop_nonce` with a `WWW-Authenticate: DPoP` challenge and a `DPoP-Nonce`
+    /// header: a resource request's proof lacks the nonce (RFC 9449 §9).
+    #[error("use_dpop_nonce")]
+    DpopNonceChallenge { nonce: String, algorithms: String },
     /// 500 `server_error`.
     #[error("server_error: {0}")]
     ServerError(Text),
@@ -109,6 +113,7 @@ impl OAuthError {
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
             Self::InvalidDpopProof(_) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
             Self::UseDpopNonce { .. } => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
+            Self::DpopNonceChallenge { .. } => (StatusCode::UNAUTHORIZED, "use_dpop_nonce"),
             Self::ServerError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             Self::TemporarilyUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
@@ -121,7 +126,7 @@ impl OAuthError {
             Self::InvalidClient { .. } => "client authentication failed",
             Self::NoToken => "a bearer access token is required",
             Self::RateLimited { description, .. } => description,
-            Self::UseDpopNonce { .. } => {
+            Self::UseDpopNonce { .. } | Self::DpopNonceChallenge { .. } => {
                 "a DPoP nonce is required; retry with the DPoP-Nonce given"
             }
             Self::InvalidRequest(text)
@@ -186,6 +191,17 @@ impl IntoResponse for OAuthError {
             Self::UseDpopNonce { nonce } => {
                 if let Ok(nonce) = HeaderValue::from_str(&nonce) {
                     headers.insert(crate::wire::DPOP_NONCE, nonce);
+                }
+            }
+            Self::DpopNonceChallenge { nonce, algorithms } => {
+                if let Ok(nonce) = HeaderValue::from_str(&nonce) {
+                    headers.insert(crate::wire::DPOP_NONCE, nonce);
+                }
+                let challenge = format!(
+                    "DPoP error=\"use_dpop_nonce\", error_description=\"a DPoP nonce is required\", algs=\"{algorithms}\""
+                );
+                if let Ok(challenge) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, challenge);
                 }
             }
             Self::TemporarilyUnavailable(_) => {

@@ -71,9 +71,13 @@ pub(crate) async fn bearer_caller(
             {
                 Ok(proven) => Some(proven.jkt),
                 Err(crate::dpop::DpopError::UseNonce) => {
-                    return Err(OAuthError::UseDpopNonce {
+                    return Err(OAuthError::DpopNonceChallenge {
                         nonce: server.dpop().current_nonce().unwrap_or_default(),
+                        algorithms: server.dpop().algorithm_names().join(" "),
                     });
+                }
+                Err(e @ crate::dpop::DpopError::Busy) => {
+                    return Err(OAuthError::TemporarilyUnavailable(e.to_string().into()));
                 }
                 Err(e) => return Err(OAuthError::InvalidToken(e.to_string().into())),
             }

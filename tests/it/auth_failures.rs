@@ -208,3 +208,34 @@ async fn requests_whose_address_cannot_be_told_share_one_budget() {
         401
     );
 }
+
+#[tokio::test]
+async fn an_ipv6_client_is_counted_by_its_64_block() {
+    let (server, _) = limited(2).await;
+    // Two addresses of one /64 share its budget...
+    assert_eq!(
+        post_from(&server, "2001:db8:1:2::1", &bad_token(&server, 0))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post_from(&server, "2001:db8:1:2::ffff", &bad_token(&server, 1))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post_from(&server, "2001:db8:1:2:abcd::9", &bad_token(&server, 2))
+            .await
+            .status(),
+        429
+    );
+    // ...another /64 has its own.
+    assert_eq!(
+        post_from(&server, "2001:db8:1:3::1", &bad_token(&server, 3))
+            .await
+            .status(),
+        401
+    );
+}

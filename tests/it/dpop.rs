@@ -468,3 +468,93 @@ async fn refused_dpop_proofs_use_the_failure_budget() {
     let good = key.proof("POST", &server.url, Some(&token), None, 0);
     assert_eq!(send(good).await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn nonce_challenges_at_the_authorization_servers_own_endpoints_are_401_dpop_challenges() {
+    let stack = stack(Dpop::new().require_nonces(b"a nonce key for this test, 32 b!")).await;
+    let key = key_a();
+    let token_url = format!("{}/oauth/token", stack.base);
+    let first = token_request(&stack, Some(&key.proof("POST", &token_url, None, None, 0))).await;
+    let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let response = token_request(
+        &stack,
+        Some(&key.proof("POST", &token_url, None, Some(&nonce), 0)),
+    )
+    .await;
+    let token = response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let userinfo = format!("{}/oauth/userinfo", stack.base);
+    let send = |nonce: Option<String>| {
+        client()
+            .get(&userinfo)
+            .header("authorization", format!("DPoP {token}"))
+            .header(
+                "dpop",
+                key.proof("GET", &userinfo, Some(&token), nonce.as_deref(), 0),
+            )
+            .send()
+    };
+    let challenged = send(None).await.unwrap();
+    assert_eq!(challenged.status(), 401);
+    assert!(www_authenticate(&challenged).starts_with("DPoP error=\"use_dpop_nonce\""));
+    let nonce = challenged.headers()["dpop-nonce"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(send(Some(nonce)).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn nonce_challenges_do_not_use_the_failure_budget() {
+    use tower_mcp_auth::bearer::AuthFailureLimit;
+    let key = key_a();
+    let server = protected(
+        |r| {
+            tower_mcp_auth::validate::JwtValidator::builder(ISSUER, r.resource())
+                .key(JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap())
+                .build()
+                .unwrap()
+        },
+        |layer| {
+            layer
+                .dpop(Dpop::new().require_nonces(b"resource server nonce key, 32 b!"))
+                .limit_auth_failures(
+                    AuthFailureLimit::new(1, std::time::Duration::from_secs(3600))
+                        .client_address(|_: &http::request::Parts| "192.0.2.2".parse().ok()),
+                )
+        },
+    )
+    .await;
+    let mut claims = claims(server.resource.resource(), "alice", "mcp:tools");
+    claims["cnf"] = json!({"jkt": key.thumbprint()});
+    let token = sign(
+        Algorithm::HS256,
+        &encoding_key(Algorithm::HS256),
+        None,
+        &claims,
+    );
+    let send = |nonce: Option<String>| {
+        client()
+            .post(&server.url)
+            .header("authorization", format!("DPoP {token}"))
+            .header(
+                "dpop",
+                key.proof("POST", &server.url, Some(&token), nonce.as_deref(), 0),
+            )
+            .body("{}")
+            .send()
+    };
+    // Three challenges in a row, with a budget of one failure: none of them counts.
+    let mut nonce = String::new();
+    for _ in 0..3 {
+        let response = send(None).await.unwrap();
+        assert_eq!(response.status(), 401);
+        nonce = response.headers()["dpop-nonce"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+    }
+    assert_eq!(send(Some(nonce)).await.unwrap().status(), 200);
+}
