@@ -114,6 +114,7 @@ pub(super) async fn exchange_code(
             &client.client_id,
             grant.nonce.as_deref(),
             &grant.groups,
+            &grant.family,
         )?);
     }
     Ok(json_no_store(body))

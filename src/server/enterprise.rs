@@ -395,6 +395,11 @@ pub(super) async fn issue_id_jag(
         .validate(field("subject_token")?)
         .await
         .map_err(|e| OAuthError::InvalidGrant(format!("the id_token is refused: {e}").into()))?;
+    if super::revocation::is_revoked(server.store().as_ref(), server.revocations(), &ctx).await? {
+        return Err(OAuthError::InvalidGrant(
+            "the sign-in behind the id_token was revoked".into(),
+        ));
+    }
     let jti = super::primitives::random_token().ok_or_else(OAuthError::no_randomness)?;
     let issued_at = now();
     let mut claims = json!({

@@ -218,11 +218,15 @@ impl AuthServer {
         client_id: &str,
         nonce: Option<&str>,
         groups: &[String],
+        family: &str,
     ) -> Result<String, OAuthError> {
         let issued_at = now();
+        // `fid`: the grant family, so an id_token traded for an ID-JAG (token exchange) stops
+        // being accepted once the sign-in behind it is revoked.
         let mut claims = json!({
             "iss": self.issuer(), "sub": subject, "aud": client_id,
             "iat": issued_at, "exp": issued_at + self.grants().access_token_ttl.as_secs(),
+            "fid": family,
         });
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);

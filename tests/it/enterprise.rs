@@ -81,6 +81,21 @@ async fn id_token_at(
     user: &str,
     password: &str,
 ) -> String {
+    let tokens = sign_in_tokens(idp, client_id, redirect, user, password).await;
+    tokens["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"))
+        .to_owned()
+}
+
+/// The token response `client_id` gets when `user` signs in at `idp`.
+async fn sign_in_tokens(
+    idp: &str,
+    client_id: &str,
+    redirect: &str,
+    user: &str,
+    password: &str,
+) -> Value {
     let browser = browser();
     let mut url = url::Url::parse(&format!("{idp}/oauth/authorize")).unwrap();
     url.query_pairs_mut()
@@ -117,10 +132,7 @@ async fn id_token_at(
         .json()
         .await
         .unwrap();
-    tokens["id_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{tokens}"))
-        .to_owned()
+    tokens
 }
 
 async fn exchange(
@@ -615,4 +627,29 @@ fn an_enterprise_idp_cannot_share_an_id_with_another_identity_provider() {
         )
         .build();
     assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn an_id_token_whose_sign_in_was_revoked_is_not_exchanged() {
+    let world = world().await;
+    let tokens = sign_in_tokens(&world.idp, IDP_CLIENT, REDIRECT, "alice", "wonderland").await;
+    let id_token = tokens["id_token"].as_str().unwrap();
+    assert_eq!(
+        exchange(&world, id_token, &world.stack.base, &world.stack.mcp_url)
+            .await
+            .status(),
+        200
+    );
+    // The user's app signs out: its refresh token is revoked, and the grant family with it.
+    let revoked = client()
+        .post(format!("{}/oauth/revoke", world.idp))
+        .form(&[
+            ("token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", IDP_CLIENT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    invalid_grant(exchange(&world, id_token, &world.stack.base, &world.stack.mcp_url).await).await;
 }
