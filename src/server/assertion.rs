@@ -155,16 +155,17 @@ impl std::fmt::Debug for AssertionKeys {
     }
 }
 
-/// The client an assertion names, read before its signature is checked (only to find the
-/// keys to check it with): `sub`, which RFC 7523 §3 makes the client id.
-pub(super) fn claimed_client(assertion: &str) -> Option<String> {
+/// The string claim `name` of a JWT, read before its signature is checked: only to find the
+/// keys that check it (an assertion's `sub`, which RFC 7523 §3 makes the client id; a grant's
+/// `iss`), never to trust.
+pub(super) fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
     use base64::Engine;
-    let payload = assertion.split('.').nth(1)?;
+    let payload = jwt.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("sub")?.as_str().map(str::to_owned)
+    claims.get(name)?.as_str().map(str::to_owned)
 }
 
 impl AuthServer {

@@ -158,20 +158,7 @@ impl AuthServer {
             (None, _, _) => return Err(OAuthError::InvalidClient { basic: false }),
         };
         let basic = matches!(how, ClientAuth::Basic);
-        let failures_key = super::keyspace::client_auth_failures(&id);
-        let failures = self
-            .store()
-            .get(&failures_key)
-            .await?
-            .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        if failures >= MAX_AUTH_FAILURES {
-            tracing::warn!(target: audit::TARGET, client_id = ?id, "client authentication locked out");
-            return Err(OAuthError::RateLimited {
-                description: "too many failed client authentications; try again later".into(),
-                retry_after: AUTH_FAILURE_WINDOW.as_secs(),
-            });
-        }
+        let failures_key = self.refuse_locked_out(&id).await?;
         let client = self.lookup_client(&id).await?;
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let method = match how {
@@ -197,6 +184,26 @@ impl AuthServer {
         }
     }
 
+    /// Refuses a client locked out by failed authentications; otherwise the store key that
+    /// counts its failures.
+    async fn refuse_locked_out(&self, id: &str) -> Result<String, OAuthError> {
+        let failures_key = super::keyspace::client_auth_failures(id);
+        let failures = self
+            .store()
+            .get(&failures_key)
+            .await?
+            .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= MAX_AUTH_FAILURES {
+            tracing::warn!(target: audit::TARGET, client_id = ?id, "client authentication locked out");
+            return Err(OAuthError::RateLimited {
+                description: "too many failed client authentications; try again later".into(),
+                retry_after: AUTH_FAILURE_WINDOW.as_secs(),
+            });
+        }
+        Ok(failures_key)
+    }
+
     /// `private_key_jwt`: the client named by the assertion's `sub` (and `client_id`, when
     /// sent, must be the same), one of its keys, and the checks of
     /// [`verify_assertion`](AuthServer::verify_assertion). Counted against the same lockout
@@ -219,26 +226,13 @@ impl AuthServer {
         let assertion = form
             .get("client_assertion")
             .ok_or(OAuthError::InvalidClient { basic: false })?;
-        let Some(id) = super::assertion::claimed_client(assertion) else {
+        let Some(id) = super::assertion::unverified_claim(assertion, "sub") else {
             return Err(OAuthError::InvalidClient { basic: false });
         };
         if form.get("client_id").is_some_and(|named| *named != id) {
             return Err(OAuthError::InvalidClient { basic: false });
         }
-        let failures_key = super::keyspace::client_auth_failures(&id);
-        let failures = self
-            .store()
-            .get(&failures_key)
-            .await?
-            .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        if failures >= MAX_AUTH_FAILURES {
-            tracing::warn!(target: audit::TARGET, client_id = ?id, "client authentication locked out");
-            return Err(OAuthError::RateLimited {
-                description: "too many failed client authentications; try again later".into(),
-                retry_after: AUTH_FAILURE_WINDOW.as_secs(),
-            });
-        }
+        let failures_key = self.refuse_locked_out(&id).await?;
         let client = self.lookup_client(&id).await?;
         let verdict = match client.as_ref().and_then(|c| c.assertion_keys.as_ref()) {
             Some(keys) => self.verify_assertion(&id, keys, assertion).await,

@@ -210,17 +210,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// The `iss` of a JWT, unverified (to pick the keys that verify it).
-fn claimed_issuer(jwt: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
-}
-
 /// `grant_type=…:jwt-bearer` with an ID-JAG: an access token for the user it names.
 pub(super) async fn redeem_id_jag(
     server: &AuthServer,
@@ -232,8 +221,8 @@ pub(super) async fn redeem_id_jag(
     let assertion = form
         .get("assertion")
         .ok_or(OAuthError::InvalidRequest("assertion is required".into()))?;
-    let issuer =
-        claimed_issuer(assertion).ok_or(invalid("the assertion is not a JWT with an issuer"))?;
+    let issuer = super::assertion::unverified_claim(assertion, "iss")
+        .ok_or(invalid("the assertion is not a JWT with an issuer"))?;
     let Some(idp) = server
         .grants()
         .enterprise
@@ -295,19 +284,6 @@ pub(super) async fn redeem_id_jag(
         .and_then(Value::as_str)
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or(invalid("the ID-JAG has no jti"))?;
-    let seen = super::keyspace::assertion_jti(&format!("id-jag:{}", idp.issuer), jti);
-    let fresh = server
-        .store()
-        .put_if_absent(
-            &seen,
-            bytes::Bytes::from_static(b"1"),
-            Duration::from_secs(exp.saturating_sub(now) + 60),
-        )
-        .await?;
-    if !fresh {
-        tracing::warn!(target: audit::TARGET, client_id = %audit::Escaped(&client.client_id), issuer = %audit::Escaped(&idp.issuer), "ID-JAG replayed");
-        return Err(invalid("the ID-JAG was used before (replay)"));
-    }
     // Scope: what the IdP granted, narrowed by the request, the client's ceiling and what the
     // user's groups allow here.
     let granted = ctx.scopes().to_string();
@@ -332,6 +308,21 @@ pub(super) async fn redeem_id_jag(
             .iter()
             .filter(|s| ceiling.iter().any(|c| c == *s))
             .collect();
+    // Marked used last, once nothing else can refuse the grant: a refused request (too wide a
+    // scope) leaves the ID-JAG usable.
+    let seen = super::keyspace::assertion_jti(&format!("id-jag:{}", idp.issuer), jti);
+    let fresh = server
+        .store()
+        .put_if_absent(
+            &seen,
+            bytes::Bytes::from_static(b"1"),
+            Duration::from_secs(exp.saturating_sub(now) + 60),
+        )
+        .await?;
+    if !fresh {
+        tracing::warn!(target: audit::TARGET, client_id = %audit::Escaped(&client.client_id), issuer = %audit::Escaped(&idp.issuer), "ID-JAG replayed");
+        return Err(invalid("the ID-JAG was used before (replay)"));
+    }
     let subject = format!("{}|{}", idp.id, ctx.subject());
     let access_token =
         server.mint_access_token(&subject, &client.client_id, &resource, &scope, None, jkt)?;

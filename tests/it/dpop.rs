@@ -310,10 +310,14 @@ async fn token_endpoint_refuses_bad_proofs_and_asks_for_nonces_when_configured()
     assert_eq!(body["error"], "invalid_dpop_proof");
 }
 
-#[tokio::test]
-async fn bearer_layer_asks_for_a_nonce_and_accepts_the_retry() {
-    let key = key_a();
-    let jkt = key.thumbprint();
+/// A resource server taking an external identity provider's tokens (HS256 here), configured
+/// by `configure`, and one of that provider's tokens bound to `key` (`cnf.jkt`).
+async fn external_bound(
+    key: &ProofKey,
+    configure: impl FnOnce(
+        tower_mcp_auth::BearerLayer<tower_mcp_auth::validate::JwtValidator>,
+    ) -> tower_mcp_auth::BearerLayer<tower_mcp_auth::validate::JwtValidator>,
+) -> (Protected, String) {
     let server = protected(
         |r| {
             tower_mcp_auth::validate::JwtValidator::builder(ISSUER, r.resource())
@@ -321,17 +325,27 @@ async fn bearer_layer_asks_for_a_nonce_and_accepts_the_retry() {
                 .build()
                 .unwrap()
         },
-        |layer| layer.dpop(Dpop::new().require_nonces(b"resource server nonce key, 32 b!")),
+        configure,
     )
     .await;
     let mut claims = claims(server.resource.resource(), "alice", "mcp:tools");
-    claims["cnf"] = json!({"jkt": jkt});
+    claims["cnf"] = json!({"jkt": key.thumbprint()});
     let token = sign(
         Algorithm::HS256,
         &encoding_key(Algorithm::HS256),
         None,
         &claims,
     );
+    (server, token)
+}
+
+#[tokio::test]
+async fn bearer_layer_asks_for_a_nonce_and_accepts_the_retry() {
+    let key = key_a();
+    let (server, token) = external_bound(&key, |layer| {
+        layer.dpop(Dpop::new().require_nonces(b"resource server nonce key, 32 b!"))
+    })
+    .await;
     let send = |proof: String| {
         client()
             .post(&server.url)
@@ -422,29 +436,13 @@ async fn authorization_server_endpoints_take_a_bound_token_only_with_its_proof()
 async fn refused_dpop_proofs_use_the_failure_budget() {
     use tower_mcp_auth::bearer::AuthFailureLimit;
     let key = key_a();
-    let server = protected(
-        |r| {
-            tower_mcp_auth::validate::JwtValidator::builder(ISSUER, r.resource())
-                .key(JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap())
-                .build()
-                .unwrap()
-        },
-        |layer| {
-            layer.limit_auth_failures(
-                AuthFailureLimit::new(3, std::time::Duration::from_secs(3600))
-                    .client_address(|_: &http::request::Parts| "192.0.2.1".parse().ok()),
-            )
-        },
-    )
+    let (server, token) = external_bound(&key, |layer| {
+        layer.limit_auth_failures(
+            AuthFailureLimit::new(3, std::time::Duration::from_secs(3600))
+                .client_address(|_: &http::request::Parts| "192.0.2.1".parse().ok()),
+        )
+    })
     .await;
-    let mut claims = claims(server.resource.resource(), "alice", "mcp:tools");
-    claims["cnf"] = json!({"jkt": key.thumbprint()});
-    let token = sign(
-        Algorithm::HS256,
-        &encoding_key(Algorithm::HS256),
-        None,
-        &claims,
-    );
     let send = |proof: String| {
         client()
             .post(&server.url)
@@ -510,31 +508,15 @@ async fn nonce_challenges_at_the_authorization_servers_own_endpoints_are_401_dpo
 async fn nonce_challenges_do_not_use_the_failure_budget() {
     use tower_mcp_auth::bearer::AuthFailureLimit;
     let key = key_a();
-    let server = protected(
-        |r| {
-            tower_mcp_auth::validate::JwtValidator::builder(ISSUER, r.resource())
-                .key(JwtKey::hmac(hmac_secret(Algorithm::HS256), Algorithm::HS256).unwrap())
-                .build()
-                .unwrap()
-        },
-        |layer| {
-            layer
-                .dpop(Dpop::new().require_nonces(b"resource server nonce key, 32 b!"))
-                .limit_auth_failures(
-                    AuthFailureLimit::new(1, std::time::Duration::from_secs(3600))
-                        .client_address(|_: &http::request::Parts| "192.0.2.2".parse().ok()),
-                )
-        },
-    )
+    let (server, token) = external_bound(&key, |layer| {
+        layer
+            .dpop(Dpop::new().require_nonces(b"resource server nonce key, 32 b!"))
+            .limit_auth_failures(
+                AuthFailureLimit::new(1, std::time::Duration::from_secs(3600))
+                    .client_address(|_: &http::request::Parts| "192.0.2.2".parse().ok()),
+            )
+    })
     .await;
-    let mut claims = claims(server.resource.resource(), "alice", "mcp:tools");
-    claims["cnf"] = json!({"jkt": key.thumbprint()});
-    let token = sign(
-        Algorithm::HS256,
-        &encoding_key(Algorithm::HS256),
-        None,
-        &claims,
-    );
     let send = |nonce: Option<String>| {
         client()
             .post(&server.url)

@@ -653,3 +653,36 @@ async fn an_id_token_whose_sign_in_was_revoked_is_not_exchanged() {
     assert_eq!(revoked.status(), 200);
     invalid_grant(exchange(&world, id_token, &world.stack.base, &world.stack.mcp_url).await).await;
 }
+
+#[tokio::test]
+async fn an_id_jag_refused_for_too_wide_a_scope_stays_usable() {
+    let world = world().await;
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("oauth-id-jag+jwt".into());
+    let grant = jsonwebtoken::encode(
+        &header,
+        &json!({
+            "iss": LAB_IDP, "sub": "carol", "aud": world.stack.base, "client_id": AS_CLIENT,
+            "resource": world.stack.mcp_url, "jti": "wide-1", "iat": now(), "exp": now() + 60,
+            "scope": "mcp:tools",
+        }),
+        &EncodingKey::from_ec_pem(EC256_KEY).unwrap(),
+    )
+    .unwrap();
+    let too_wide = client()
+        .post(format!("{}/oauth/token", world.stack.base))
+        .basic_auth(AS_CLIENT, Some(AS_SECRET))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", grant.as_str()),
+            ("scope", "mcp:tools notes:write"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_wide.status(), 400);
+    assert_eq!(
+        redeem(&world, &grant, AS_CLIENT, AS_SECRET).await.status(),
+        200
+    );
+}
